@@ -1,0 +1,1 @@
+"""Shared test set-up. Fixtures that start real servers live in tests/harness/."""
