@@ -1,1 +1,5 @@
 """Shared test set-up. Fixtures that start real servers live in tests/harness/."""
+
+pytest_plugins = [
+    "tests.harness.hub",
+]

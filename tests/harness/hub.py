@@ -1,0 +1,222 @@
+"""A real JupyterHub process (with configurable-http-proxy from npm) for integration tests.
+
+``HubProcess`` writes a ``jupyterhub_config.py`` into a work directory, starts
+``python -m jupyterhub`` with it, waits until the proxy routes ``/hub/login``, and offers
+small helpers to call the REST API with the admin service token, mint user tokens and
+log in like a browser (cookies + ``_xsrf``). Test-specific configuration is appended as
+Python text, so each test says exactly what its hub runs with.
+
+The ``hub_factory`` fixture starts hubs and stops them at the end of the test. Hubs
+spawning on the simulator inherit ``KUBECONFIG`` from the test process environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "esap-test-password"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def proxy_command() -> str:
+    local = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return str(local)
+    found = shutil.which("configurable-http-proxy")
+    if found is None:
+        raise RuntimeError(
+            "configurable-http-proxy not found: run `make setup-proxy` (npm install) first"
+        )
+    return found
+
+
+BASE_CONFIG = """
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "{workdir}/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"admin"}}
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "admin", "services": ["test-admin"]}}]
+c.JupyterHub.log_level = "DEBUG"
+"""
+
+
+class HubProcess:
+    """One JupyterHub process and the way to talk to it."""
+
+    def __init__(self, workdir: Path, config: str = "", *, env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.admin_token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "jupyterhub_config.py"
+        self.log_path = workdir / "jupyterhub.log"
+        self.extra_config = textwrap.dedent(config)
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        base = BASE_CONFIG.format(
+            port=self.port,
+            hub_port=self.hub_port,
+            proxy_api_port=self.proxy_api_port,
+            proxy=proxy_command(),
+            workdir=self.workdir,
+            password=PASSWORD,
+            admin_token=self.admin_token,
+        )
+        self.config_path.write_text(base + "\n" + self.extra_config)
+
+    def start(self, timeout: float = 45) -> HubProcess:
+        self.write_config()
+        env = {**os.environ, **self.env}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/hub/login", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"JupyterHub did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        # the proxy is the hub's child in its own session; make sure nothing lingers
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- REST API -------------------------------------------------------------------
+
+    def api(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"token {token or self.admin_token}"
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, **kwargs)
+
+    def create_user(self, name: str, *, groups: tuple[str, ...] = ()) -> None:
+        r = self.api("POST", f"/users/{name}")
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"creating user {name}: {r.status_code} {r.text}")
+        for group in groups:
+            r = self.api("POST", f"/groups/{group}")
+            if r.status_code not in (201, 409):
+                raise RuntimeError(f"creating group {group}: {r.status_code} {r.text}")
+            r = self.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            r.raise_for_status()
+
+    def user_token(self, name: str, *, scopes: list[str] | None = None) -> str:
+        body: dict[str, Any] = {"note": "test"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.api("POST", f"/users/{name}/tokens", json=body)
+        r.raise_for_status()
+        return str(r.json()["token"])
+
+    def wait_for_server(self, name: str, *, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the user's default server is ready or no longer pending."""
+        deadline = time.monotonic() + timeout
+        model: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{name}").json()
+            server = model.get("servers", {}).get("")
+            if server and server.get("ready"):
+                return model
+            if not server:  # the spawn failed or the server was stopped
+                return model
+            time.sleep(0.3)
+        raise TimeoutError(f"server of {name} not ready after {timeout} s: {model}")
+
+    # -- browser-like session -------------------------------------------------------
+
+    def login(self, name: str, password: str = PASSWORD) -> requests.Session:
+        session = requests.Session()
+        r = session.get(f"{self.url}/hub/login", timeout=10)
+        r.raise_for_status()
+        xsrf = session.cookies.get("_xsrf", path="/hub/")
+        r = session.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": xsrf},
+            timeout=30,
+            allow_redirects=False,
+        )
+        if r.status_code != 302:
+            raise RuntimeError(f"login of {name} failed: {r.status_code} {r.text[:300]}")
+        return session
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start real hubs for one test: ``hub_factory(config_text, env=...)``; stopped after."""
+    hubs: list[HubProcess] = []
+
+    def make(config: str = "", *, env: dict[str, str] | None = None, name: str = "hub"):
+        hub = HubProcess(tmp_path / name, config, env=env)
+        hubs.append(hub)
+        return hub.start()
+
+    yield make
+    for hub in hubs:
+        hub.stop()
