@@ -1,0 +1,835 @@
+"""The live cluster model: what each profile can start now.
+
+:class:`ClusterModel` is pure: it holds, per node, allocatable resources, what bound
+non-terminal pods request, labels, taints, readiness and cached images, and per pod what
+it contributed, so that applying a watch event costs O(1) in the size of the cluster. It
+never talks to Kubernetes; :mod:`esap_spawner.cluster_watch` feeds it from list+watch.
+
+Questions it answers, all from memory:
+
+- :meth:`ClusterModel.fit_count`: how many more servers of a profile fit now (a bin-packing
+  count over Ready, schedulable nodes the profile may use) and how many of those on nodes
+  that already hold its image. Per-profile answers are cached; events only mark nodes
+  dirty, and a question re-examines the dirty nodes (O(changes), not O(nodes)).
+- :meth:`ClusterModel.availability`: per profile ``status``, ``can_start_now``,
+  ``fast_start``, ``running``, ``max_servers``, ``estimated_start_seconds``.
+- :meth:`ClusterModel.reserve`: admission for the spawner (see its docstring).
+
+Units inside the model are integers: CPU in millicores, every other resource in its base
+unit (bytes, devices, pods), rounded up as the Kubernetes scheduler does.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, Literal
+
+from . import placement
+from .quantity import parse_quantity
+
+__all__ = [
+    "Availability",
+    "ClusterModel",
+    "ProfileRequirements",
+    "Refusal",
+    "Reservation",
+    "SpawnDurations",
+]
+
+Status = Literal["available", "limited", "full", "unknown"]
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+# Beyond this many servers per node a count is not worth making (nodes without a "pods"
+# limit and profiles requesting nothing).
+MAX_PER_NODE = 1000
+# An unschedulable node admits pods that tolerate this taint (kube-scheduler's rule).
+_UNSCHEDULABLE_VIEW = {
+    "spec": {"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
+}
+
+# A request vector: sorted (resource, amount) pairs, CPU in millicores. Equal vectors are
+# shared (see _intern_vector) so that thousands of identical pods cost one tuple.
+Vector = tuple[tuple[str, int], ...]
+
+_QUANTITIES: dict[tuple[str, str], int] = {}
+_VECTORS: dict[Vector, Vector] = {}
+
+
+def quantity_int(resource: str, value: Any) -> int:
+    """A quantity as the integer the model counts in: millicores for ``cpu``, base units
+    (bytes, devices) for everything else, rounded up like the scheduler does."""
+    key = (resource, value)
+    found = _QUANTITIES.get(key)
+    if found is None:
+        exact = value if isinstance(value, Decimal) else parse_quantity(value)
+        if resource == "cpu":
+            exact *= 1000
+        found = int(exact) if exact == int(exact) or exact < 0 else int(exact) + 1
+        if len(_QUANTITIES) > 4096:
+            _QUANTITIES.clear()
+        _QUANTITIES[key] = found
+    return found
+
+
+def _intern_vector(amounts: Mapping[str, Any]) -> Vector:
+    vector = tuple(sorted((r, quantity_int(r, q)) for r, q in amounts.items()))
+    vector = tuple((r, v) for r, v in vector if v)
+    shared = _VECTORS.get(vector)
+    if shared is None:
+        if len(_VECTORS) > 4096:
+            _VECTORS.clear()
+        shared = _VECTORS[vector] = vector
+    return shared
+
+
+def pod_vector(pod: Mapping[str, Any]) -> Vector:
+    """What a pod requests of its node (scheduler semantics), plus one ``pods`` slot."""
+    amounts: dict[str, Any] = dict(placement.pod_requests(pod.get("spec") or {}))
+    amounts["pods"] = 1
+    return _intern_vector(amounts)
+
+
+def describe_vector(vector: Vector) -> str:
+    """``16 CPU, 64 GB, 1 nvidia.com/gpu`` (the ``pods`` slot is left out)."""
+    parts = []
+    for resource, value in vector:
+        if resource == "cpu":
+            parts.append(f"{_short(value / 1000)} CPU")
+        elif resource in ("memory", "ephemeral-storage"):
+            label = "GB" if resource == "memory" else "GB ephemeral storage"
+            parts.append(f"{_short(value / 1e9)} {label}")
+        elif resource != "pods":
+            parts.append(f"{value} {resource}")
+    return ", ".join(parts) or "nothing"
+
+
+def _short(x: float) -> str:
+    return f"{x:.1f}".removesuffix(".0")
+
+
+def image_aliases(image: str | None) -> frozenset[str]:
+    """The names a node may list for ``image`` (Docker Hub names have implied parts)."""
+    if not image:
+        return frozenset()
+    names = {image}
+    first, _, rest = image.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        path = image if rest else f"library/{image}"
+        names.update({f"docker.io/{path}", f"docker.io/{image}"})
+    if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        names.update({f"{n}:latest" for n in list(names)})
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class ProfileRequirements:
+    """What one server of a profile needs from a node, in the model's integer units.
+
+    Build it with :meth:`build` (from quantities) or :func:`requirements_of` (from a
+    site profile). Hashable, so per-profile answers can be cached.
+    """
+
+    slug: str
+    requests: Vector
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    image: str | None = None
+    max_servers: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        slug: str,
+        *,
+        requests: Mapping[str, Any],
+        node_selector: Mapping[str, str] | None = None,
+        tolerations: Iterable[Mapping[str, Any]] = (),
+        image: str | None = None,
+        max_servers: int | None = None,
+    ) -> ProfileRequirements:
+        for resource, value in requests.items():
+            if quantity_int(resource, value) < 0:
+                raise ValueError(f"profile {slug!r}: negative request {resource}={value!r}")
+        if max_servers is not None and max_servers < 0:
+            raise ValueError(f"profile {slug!r}: max_servers must be >= 0, got {max_servers!r}")
+        return cls(
+            slug=slug,
+            requests=_intern_vector({**requests, "pods": 1}),
+            node_selector=tuple(sorted((node_selector or {}).items())),
+            tolerations=tuple(tuple(sorted(t.items())) for t in tolerations),
+            image=image,
+            max_servers=max_servers,
+        )
+
+    @property
+    def placement_key(self) -> tuple[Any, ...]:
+        """Everything that decides where and how many servers fit (not slug or quota)."""
+        return (self.requests, self.node_selector, self.tolerations, self.image)
+
+    @cached_property
+    def toleration_dicts(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self.tolerations]
+
+    @cached_property
+    def selector_dict(self) -> dict[str, str]:
+        return dict(self.node_selector)
+
+
+_FROM_PROFILE: dict[int, tuple[Any, ProfileRequirements]] = {}
+
+
+def requirements_of(profile: ProfileRequirements | Any) -> ProfileRequirements:
+    """:class:`ProfileRequirements` of a site profile (``esap_spawner.profiles.Profile``)."""
+    if isinstance(profile, ProfileRequirements):
+        return profile
+    cached = _FROM_PROFILE.get(id(profile))
+    if cached is not None and cached[0] is profile:
+        return cached[1]
+    from .profiles import server_requests
+
+    req = ProfileRequirements.build(
+        profile.slug,
+        requests=server_requests(profile),
+        node_selector=profile.node_selector,
+        tolerations=profile.tolerations,
+        image=profile.image,
+        max_servers=profile.max_servers,
+    )
+    if len(_FROM_PROFILE) > 1024:
+        _FROM_PROFILE.clear()
+    _FROM_PROFILE[id(profile)] = (profile, req)
+    return req
+
+
+class _Node:
+    """What the model keeps of one node (requested lives apart, keyed by node name)."""
+
+    __slots__ = (
+        "_taint_view",
+        "allocatable",
+        "images",
+        "labels",
+        "name",
+        "ready",
+        "taints",
+        "unschedulable",
+    )
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        self.name: str = meta["name"]
+        alloc = status.get("allocatable") or status.get("capacity") or {}
+        self.allocatable: dict[str, int] = {r: quantity_int(r, q) for r, q in alloc.items()}
+        self.labels: dict[str, str] = dict(meta.get("labels") or {})
+        self.taints: list[dict[str, Any]] = list(spec.get("taints") or ())
+        # The shape placement.untolerated_taint reads (readiness is checked apart).
+        self._taint_view = {"spec": {"taints": self.taints}}
+        self.unschedulable: bool = bool(spec.get("unschedulable"))
+        self.ready: bool = placement.node_is_ready(obj)
+        self.images: frozenset[str] = frozenset(
+            name for image in status.get("images") or () for name in image.get("names") or ()
+        )
+
+    def admits(self, req: ProfileRequirements) -> bool:
+        """Ready, schedulable (or tolerating that), selector matched, every taint tolerated."""
+        if not self.ready:
+            return False
+        tolerations = req.toleration_dicts
+        if (
+            self.unschedulable
+            and placement.untolerated_taint(_UNSCHEDULABLE_VIEW, tolerations) is not None
+        ):
+            return False
+        if req.node_selector and not placement.matches_node_selector(
+            self.labels, req.selector_dict
+        ):
+            return False
+        return not self.taints or placement.untolerated_taint(self._taint_view, tolerations) is None
+
+
+# Per pod: (node it counts against or None, its request vector or None, profile slug or None).
+_PodEntry = tuple[str | None, Vector | None, str | None]
+_NOT_COUNTED: _PodEntry = (None, None, None)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Live availability of one profile, as the advertising API shows it."""
+
+    status: Status
+    can_start_now: int | None
+    fast_start: int | None
+    running: int | None
+    max_servers: int | None
+    estimated_start_seconds: float | None
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A slot held for one spawn until its pod shows up in the model (or it is released).
+
+    It holds quota until the pod is first seen (a pod counts as running from then on) and
+    node capacity until the pod is bound to a node, finishes or goes away.
+    """
+
+    slug: str
+    namespace: str | None
+    pod_name: str | None
+    node: str | None
+    vector: Vector
+    expires_at: float
+    holds_quota: bool = True
+    holds_node: bool = True
+    _model: ClusterModel | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Give the slot back (the spawn failed or was cancelled). Idempotent."""
+        if self._model is not None:
+            self._model.release(self)
+
+    @property
+    def active(self) -> bool:
+        return self.holds_quota or self.holds_node
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a spawn cannot start now, in words a user can act on."""
+
+    reason: Literal["full", "no_room", "unsynced"]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpawnDurations:
+    """Recent spawn durations per profile, in memory (the spawner records, the model reads)."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self._by_slug: dict[str, list[float]] = {}
+
+    def record(self, slug: str, seconds: float) -> None:
+        recent = self._by_slug.setdefault(slug, [])
+        recent.append(float(seconds))
+        del recent[: -self.keep]
+
+    def __call__(self, slug: str) -> Sequence[float]:
+        return self._by_slug.get(slug, ())
+
+
+class _FitCache:
+    """Per-node fit of one profile's placement key, refreshed lazily on dirty nodes."""
+
+    __slots__ = ("all_dirty", "dirty", "fast", "per_node", "req", "total", "wanted_images")
+
+    def __init__(self, req: ProfileRequirements) -> None:
+        self.req = req
+        self.wanted_images = image_aliases(req.image)
+        self.per_node: dict[str, tuple[int, bool]] = {}
+        self.dirty: set[str] = set()
+        self.all_dirty = True
+        self.total = 0
+        self.fast = 0
+
+
+class ClusterModel:
+    """Nodes and pods of a cluster, kept current by watch events; see the module docstring.
+
+    ``clock`` returns wall-clock seconds (``time.time``); tests pass their own.
+    ``spawn_durations(slug)`` returns recent spawn durations of a profile in seconds.
+    ``stale_after`` is how long (seconds) watches may be down before the view is stale.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        spawn_durations: Callable[[str], Sequence[float]] | None = None,
+        stale_after: float = 30.0,
+        profile_label: str | None = None,
+    ) -> None:
+        if profile_label is None:
+            from .profiles import PROFILE_LABEL
+
+            profile_label = PROFILE_LABEL
+        self.clock = clock
+        self.spawn_durations = spawn_durations
+        self.stale_after = stale_after
+        self.profile_label = profile_label
+        self._nodes: dict[str, _Node] = {}
+        self._requested: dict[str, dict[str, int]] = {}
+        self._pods: dict[str, _PodEntry] = {}
+        self._running: dict[str, int] = {}
+        self._caches: dict[tuple[Any, ...], _FitCache] = {}
+        self._synced = False
+        self._as_of: float | None = None
+        self._down_since: dict[str, float] = {}
+        self._reservations: list[Reservation] = []
+        self._awaiting_pod: dict[tuple[str | None, str], Reservation] = {}
+        self._holding_uid: dict[str, Reservation] = {}
+        self._reserved_quota: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ sync state
+    @property
+    def synced(self) -> bool:
+        """True once a full list was applied, until :meth:`mark_unsynced`."""
+        return self._synced
+
+    @property
+    def as_of(self) -> float | None:
+        """Clock time of the last successful sync or applied event (None before any)."""
+        return self._as_of
+
+    @property
+    def stale(self) -> bool:
+        """Not synced, or some watch down for more than ``stale_after`` seconds."""
+        if not self._synced:
+            return True
+        if not self._down_since:
+            return False
+        return self.clock() - min(self._down_since.values()) > self.stale_after
+
+    def view_age_seconds(self) -> float | None:
+        """Seconds since the view was last known current: 0 while every watch is up,
+        else the time since the first watch went down; None before the first sync."""
+        if not self._synced:
+            return None
+        if not self._down_since:
+            return 0.0
+        return max(0.0, self.clock() - min(self._down_since.values()))
+
+    def watch_down(self, kind: str) -> None:
+        """The watch of ``kind`` ("nodes"/"pods") failed; the view may fall behind."""
+        self._down_since.setdefault(kind, self.clock())
+
+    def watch_up(self, kind: str) -> None:
+        """The watch of ``kind`` is connected again and resumed without loss."""
+        self._down_since.pop(kind, None)
+
+    def mark_unsynced(self) -> None:
+        """Forget that the view is complete (the watcher stopped or must start over)."""
+        self._synced = False
+
+    # ------------------------------------------------------------------ events
+    def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        """Apply one watch event (ADDED, MODIFIED, DELETED; BOOKMARK is ignored) of a
+        Node or a Pod, told apart by the object's ``kind``."""
+        if event_type == "BOOKMARK":
+            return
+        kind = obj.get("kind")
+        if kind == "Pod":
+            self.apply_pod(event_type, obj)
+        elif kind == "Node":
+            self.apply_node(event_type, obj)
+        else:
+            raise ValueError(f"expected a Node or a Pod object, got kind {kind!r}")
+
+    def apply_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+            raise ValueError(f"unknown watch event type {event_type!r}")
+        name = obj["metadata"]["name"]
+        if event_type == "DELETED":
+            self._nodes.pop(name, None)
+            req = self._requested.get(name)
+            if req is not None and not any(req.values()):
+                del self._requested[name]
+        else:
+            self._nodes[name] = _Node(obj)
+            self._requested.setdefault(name, {})
+        self._mark_dirty(name)
+        self._as_of = self.clock()
+
+    def apply_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+            raise ValueError(f"unknown watch event type {event_type!r}")
+        meta = obj["metadata"]
+        uid: str = meta["uid"]
+        old = self._pods.get(uid)
+        if event_type == "DELETED":
+            new = _NOT_COUNTED
+            if old is not None:
+                del self._pods[uid]
+        else:
+            new = self._pod_entry(obj)
+            self._pods[uid] = new
+        if old is not None:
+            self._remove_contribution(old)
+        self._add_contribution(new)
+        if self._awaiting_pod or self._holding_uid:
+            self._match_reservation(
+                meta, uid, new, is_new=old is None, gone=event_type == "DELETED"
+            )
+        self._as_of = self.clock()
+
+    def replace_all(
+        self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Replace the whole view by a fresh list of nodes and pods; the model is synced."""
+        self.replace_nodes(nodes)
+        self.replace_pods(pods)
+        self._synced = True
+        self._down_since.clear()
+
+    def replace_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        """Replace every node by a fresh list (pods and their requests stay)."""
+        self._nodes = {}
+        for obj in nodes:
+            node = _Node(obj)
+            self._nodes[node.name] = node
+            self._requested.setdefault(node.name, {})
+        for name in [n for n, r in self._requested.items() if n not in self._nodes]:
+            if not any(self._requested[name].values()):
+                del self._requested[name]
+        self._invalidate_all()
+        self._as_of = self.clock()
+
+    def replace_pods(self, pods: Iterable[Mapping[str, Any]]) -> None:
+        """Replace every pod by a fresh list; node reservations held by spawns stay."""
+        self._pods = {}
+        self._running = {}
+        self._requested = {name: {} for name in self._nodes}
+        for r in self._reservations:
+            if r.holds_node and r.node is not None:
+                self._add_vector(r.node, r.vector)
+        for obj in pods:
+            meta = obj["metadata"]
+            uid = meta["uid"]
+            is_new = uid not in self._pods
+            entry = self._pod_entry(obj)
+            self._pods[uid] = entry
+            self._add_contribution(entry)
+            if self._awaiting_pod or self._holding_uid:
+                self._match_reservation(meta, uid, entry, is_new=is_new, gone=False)
+        self._invalidate_all()
+        self._as_of = self.clock()
+
+    def _pod_entry(self, obj: Mapping[str, Any]) -> _PodEntry:
+        status = obj.get("status") or {}
+        if status.get("phase") in TERMINAL_PHASES:
+            return _NOT_COUNTED
+        labels = obj["metadata"].get("labels")
+        profile = labels.get(self.profile_label) if labels else None
+        node_name = (obj.get("spec") or {}).get("nodeName")
+        if not node_name:
+            return (None, None, profile)
+        # Share the node's own name string rather than keeping one copy per pod.
+        node_name = self._intern_node(node_name)
+        return (node_name, pod_vector(obj), profile)
+
+    def _intern_node(self, name: str) -> str:
+        node = self._nodes.get(name)
+        return node.name if node is not None else name
+
+    def _add_contribution(self, entry: _PodEntry) -> None:
+        node, vector, profile = entry
+        if vector is not None and node is not None:
+            self._add_vector(node, vector)
+        if profile is not None:
+            self._running[profile] = self._running.get(profile, 0) + 1
+
+    def _remove_contribution(self, entry: _PodEntry) -> None:
+        node, vector, profile = entry
+        if vector is not None and node is not None:
+            self._add_vector(node, vector, -1)
+        if profile is not None:
+            left = self._running[profile] - 1
+            if left:
+                self._running[profile] = left
+            else:
+                del self._running[profile]
+
+    def _add_vector(self, node: str, vector: Vector, sign: int = 1) -> None:
+        requested = self._requested.get(node)
+        if requested is None:
+            requested = self._requested[node] = {}
+        for resource, value in vector:
+            requested[resource] = requested.get(resource, 0) + sign * value
+        self._mark_dirty(node)
+
+    def _mark_dirty(self, node: str) -> None:
+        for cache in self._caches.values():
+            cache.dirty.add(node)
+
+    def _invalidate_all(self) -> None:
+        for cache in self._caches.values():
+            cache.all_dirty = True
+            cache.dirty.clear()
+
+    # ------------------------------------------------------------------ questions
+    def running(self, slug: str) -> int:
+        """Non-terminal pods (bound or pending) labelled with profile ``slug``."""
+        return self._running.get(slug, 0)
+
+    def requested(self, node: str) -> dict[str, int]:
+        """What pods bound to ``node`` request (and spawns hold), without zero entries."""
+        return {r: v for r, v in self._requested.get(node, {}).items() if v}
+
+    def node_names(self) -> list[str]:
+        return list(self._nodes)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole view as plain data (for comparisons and debugging)."""
+        nodes = {
+            name: {
+                "allocatable": dict(n.allocatable),
+                "requested": self.requested(name),
+                "ready": n.ready,
+                "unschedulable": n.unschedulable,
+                "labels": dict(n.labels),
+                "taints": list(n.taints),
+                "images": sorted(n.images),
+            }
+            for name, n in self._nodes.items()
+        }
+        return {"nodes": nodes, "running": dict(self._running), "pods": len(self._pods)}
+
+    def fit_count(self, profile: ProfileRequirements | Any) -> tuple[int, int]:
+        """``(count, fast)``: how many more servers of ``profile`` fit now, and how many of
+        those on nodes that already hold the profile's image. Reservations count as used."""
+        cache = self._refresh(requirements_of(profile))
+        return cache.total, cache.fast
+
+    def _refresh(self, req: ProfileRequirements) -> _FitCache:
+        key = req.placement_key
+        cache = self._caches.get(key)
+        if cache is None:
+            if len(self._caches) >= 256:
+                self._caches.pop(next(iter(self._caches)))
+            cache = self._caches[key] = _FitCache(req)
+        if cache.all_dirty or len(cache.dirty) > len(self._nodes) // 2:
+            cache.per_node.clear()
+            cache.total = cache.fast = 0
+            names: Iterable[str] = self._nodes
+            cache.all_dirty = False
+        else:
+            names = cache.dirty
+        for name in list(names):
+            old = cache.per_node.pop(name, None)
+            if old is not None:
+                cache.total -= old[0]
+                if old[1]:
+                    cache.fast -= old[0]
+            node = self._nodes.get(name)
+            if node is None:
+                continue
+            count = self._node_fit(node, cache.req)
+            if count:
+                fast = bool(cache.wanted_images & node.images)
+                cache.per_node[name] = (count, fast)
+                cache.total += count
+                if fast:
+                    cache.fast += count
+        cache.dirty.clear()
+        return cache
+
+    def _node_fit(self, node: _Node, req: ProfileRequirements) -> int:
+        if not node.admits(req):
+            return 0
+        return self._room(node, req.requests)
+
+    def _room(self, node: _Node, vector: Vector) -> int:
+        """How many ``vector``-sized pods still fit on ``node`` (resources alone)."""
+        requested = self._requested.get(node.name, {})
+        count = MAX_PER_NODE
+        for resource, value in vector:
+            alloc = node.allocatable.get(resource)
+            if alloc is None:
+                if resource == "pods":  # no pod limit reported: as the scheduler, no limit
+                    continue
+                return 0
+            free = alloc - requested.get(resource, 0)
+            if free < value:
+                return 0
+            if free // value < count:
+                count = free // value
+        return count
+
+    def availability(
+        self, profiles: Iterable[ProfileRequirements | Any], *, limited_threshold: int = 3
+    ) -> dict[str, Availability]:
+        """Availability of each profile, by slug; see :class:`Availability`."""
+        self._expire_reservations()
+        result: dict[str, Availability] = {}
+        for profile in profiles:
+            req = requirements_of(profile)
+            estimate = self._estimate(req.slug)
+            if not self._synced:
+                result[req.slug] = Availability(
+                    "unknown", None, None, None, req.max_servers, estimate
+                )
+                continue
+            running = self.running(req.slug)
+            count, fast = self.fit_count(req)
+            can = count
+            if req.max_servers is not None:
+                left = req.max_servers - running - self._reserved_quota.get(req.slug, 0)
+                can = max(0, min(count, left))
+            status: Status = (
+                "full" if can == 0 else "limited" if can < limited_threshold else "available"
+            )
+            result[req.slug] = Availability(
+                status, can, min(fast, can), running, req.max_servers, estimate
+            )
+        return result
+
+    def _estimate(self, slug: str) -> float | None:
+        if self.spawn_durations is None:
+            return None
+        recent = list(self.spawn_durations(slug))
+        return float(statistics.median(recent)) if recent else None
+
+    # ------------------------------------------------------------------ admission
+    def reserve(
+        self,
+        profile: ProfileRequirements | Any,
+        *,
+        namespace: str | None = None,
+        pod_name: str | None = None,
+        ttl: float = 600.0,
+    ) -> Reservation | Refusal:
+        """Admit one spawn of ``profile`` or say why not, atomically.
+
+        The check (quota: running + reserved < max_servers; fit: some node has room) and
+        the hold happen with no ``await`` in between, so concurrent spawns in one asyncio
+        loop cannot both take the last slot. That is sound because JupyterHub runs its
+        spawners in one process; two hubs sharing one quota would need a shared lock.
+
+        The reservation holds quota until a new pod ``namespace/pod_name`` appears in the
+        model and node capacity until that pod is bound (or finishes, or is deleted). Call
+        :meth:`Reservation.release` when the spawn fails; it also lapses after ``ttl``.
+        """
+        req = requirements_of(profile)
+        self._expire_reservations()
+        if not self._synced:
+            return Refusal(
+                "unsynced",
+                "the cluster view is not available (watch not synced): try again shortly",
+            )
+        if self.stale:
+            age = self.view_age_seconds() or 0.0
+            return Refusal(
+                "unsynced",
+                f"the cluster view is not available (watches down for {age:.0f} s): "
+                "try again shortly",
+            )
+        if req.max_servers is not None:
+            taken = self.running(req.slug) + self._reserved_quota.get(req.slug, 0)
+            if taken >= req.max_servers:
+                return Refusal(
+                    "full",
+                    f"profile {req.slug!r} is full: {taken} of {req.max_servers} servers "
+                    "running (max_servers)",
+                )
+        cache = self._refresh(req)
+        if cache.total == 0:
+            return Refusal("no_room", self._no_room_message(req))
+        node = next((n for n, (_, fast) in cache.per_node.items() if fast), None)
+        if node is None:
+            node = next(iter(cache.per_node))
+        reservation = Reservation(
+            slug=req.slug,
+            namespace=namespace,
+            pod_name=pod_name,
+            node=node,
+            vector=req.requests,
+            expires_at=self.clock() + ttl,
+            _model=self,
+        )
+        self._reservations.append(reservation)
+        self._reserved_quota[req.slug] = self._reserved_quota.get(req.slug, 0) + 1
+        self._add_vector(node, req.requests)
+        if pod_name is not None:
+            self._awaiting_pod[(namespace, pod_name)] = reservation
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop whatever ``reservation`` still holds. Idempotent."""
+        self._drop_quota(reservation)
+        self._drop_node(reservation)
+
+    def _drop_quota(self, r: Reservation) -> None:
+        if not r.holds_quota:
+            return
+        r.holds_quota = False
+        left = self._reserved_quota[r.slug] - 1
+        if left:
+            self._reserved_quota[r.slug] = left
+        else:
+            del self._reserved_quota[r.slug]
+        if r.pod_name is not None and self._awaiting_pod.get((r.namespace, r.pod_name)) is r:
+            del self._awaiting_pod[(r.namespace, r.pod_name)]
+        if not r.active:
+            self._reservations.remove(r)
+
+    def _drop_node(self, r: Reservation) -> None:
+        if not r.holds_node:
+            return
+        r.holds_node = False
+        if r.node is not None:
+            self._add_vector(r.node, r.vector, -1)
+        for uid, held in list(self._holding_uid.items()):
+            if held is r:
+                del self._holding_uid[uid]
+        if not r.active:
+            self._reservations.remove(r)
+
+    def _match_reservation(
+        self, meta: Mapping[str, Any], uid: str, entry: _PodEntry, *, is_new: bool, gone: bool
+    ) -> None:
+        settled = gone or entry is _NOT_COUNTED or entry[1] is not None
+        r = self._holding_uid.get(uid)
+        if r is None and is_new and not gone:
+            r = self._awaiting_pod.get((meta.get("namespace"), meta["name"]))
+            if r is not None:
+                self._drop_quota(r)
+                if r.holds_node:
+                    self._holding_uid[uid] = r
+        if r is not None and settled:
+            self._drop_node(r)
+
+    def _expire_reservations(self) -> None:
+        if not self._reservations:
+            return
+        now = self.clock()
+        for r in [r for r in self._reservations if r.expires_at <= now]:
+            self.release(r)
+
+    def reserved(self, slug: str) -> int:
+        """Spawns of ``slug`` admitted whose pod has not appeared yet."""
+        return self._reserved_quota.get(slug, 0)
+
+    def _no_room_message(self, req: ProfileRequirements) -> str:
+        needs = describe_vector(req.requests)
+        best: tuple[float, _Node] | None = None
+        for node in self._nodes.values():
+            if not node.admits(req):
+                continue
+            requested = self._requested.get(node.name, {})
+            ratio = min(
+                (node.allocatable.get(r, 0) - requested.get(r, 0)) / v for r, v in req.requests
+            )
+            if best is None or ratio > best[0]:
+                best = (ratio, node)
+        if best is None:
+            return (
+                f"profile {req.slug!r} cannot start now: no Ready, schedulable node matches its "
+                f"node_selector and tolerations (needs {needs})"
+            )
+        node = best[1]
+        requested = self._requested.get(node.name, {})
+        free = tuple(
+            (r, max(0, node.allocatable.get(r, 0) - requested.get(r, 0))) for r, _ in req.requests
+        )
+        return (
+            f"profile {req.slug!r} cannot start now: no node has room (needs {needs}; "
+            f"largest free: {describe_vector(free)})"
+        )

@@ -1,0 +1,626 @@
+"""The cluster model: fit counts, availability, reservations and incremental consistency."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esap_spawner.capacity import (
+    Availability,
+    ClusterModel,
+    ProfileRequirements,
+    Refusal,
+    Reservation,
+    SpawnDurations,
+    describe_vector,
+    image_aliases,
+)
+
+PROFILE_LABEL = "test.esap.example/profile"
+IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    *,
+    gpu: int = 0,
+    pods: str | None = "110",
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    ready: bool = True,
+    unschedulable: bool = False,
+    images: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    allocatable: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if pods is not None:
+        allocatable["pods"] = pods
+    if gpu:
+        allocatable["nvidia.com/gpu"] = str(gpu)
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"taints": taints or [], "unschedulable": unschedulable},
+        "status": {
+            "allocatable": allocatable,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "images": [{"names": [image, f"{image.split(':')[0]}@sha256:abc"]} for image in images],
+        },
+    }
+
+
+def pod(
+    uid: str,
+    node_name: str | None = None,
+    cpu: str = "1",
+    memory: str = "1Gi",
+    *,
+    gpu: int = 0,
+    phase: str = "Running",
+    profile: str | None = None,
+    namespace: str = "default",
+    name: str | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    requests: dict[str, str] = {"cpu": cpu, "memory": memory}
+    limits: dict[str, str] = {}
+    if gpu:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpu)
+    meta: dict[str, Any] = {
+        "uid": uid,
+        "name": name or f"pod-{uid}",
+        "namespace": namespace,
+        "labels": {PROFILE_LABEL: profile} if profile else {},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "resources": {"requests": requests, "limits": limits}}]
+    }
+    if node_name:
+        spec["nodeName"] = node_name
+    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": phase}}
+
+
+def profile(
+    slug: str = "small",
+    cpu: str = "1",
+    memory: str = "2Gi",
+    *,
+    gpu: int = 0,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, str]] | None = None,
+    image: str | None = IMAGE,
+    max_servers: int | None = None,
+) -> ProfileRequirements:
+    requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpu:
+        requests["nvidia.com/gpu"] = gpu
+    return ProfileRequirements.build(
+        slug,
+        requests=requests,
+        node_selector=node_selector,
+        tolerations=tolerations or [],
+        image=image,
+        max_servers=max_servers,
+    )
+
+
+def model_of(
+    nodes: list[dict[str, Any]], pods: list[dict[str, Any]] = (), **kw: Any
+) -> ClusterModel:  # type: ignore[assignment]
+    model = ClusterModel(profile_label=PROFILE_LABEL, **kw)
+    model.replace_all(nodes, pods)
+    return model
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+FIT_TABLE: list[
+    tuple[str, list[dict[str, Any]], list[dict[str, Any]], ProfileRequirements, int]
+] = [
+    ("cpu bound", [node("a", "4", "16Gi")], [], profile(cpu="1", memory="2Gi"), 4),
+    ("memory bound", [node("a", "16", "5Gi")], [], profile(cpu="1", memory="2Gi"), 2),
+    ("millicores", [node("a", "3500m", "64Gi")], [], profile(cpu="500m"), 7),
+    (
+        "fragmentation: 2 x 3 free CPU holds two 2-CPU servers, not three",
+        [node("a", "4"), node("b", "4")],
+        [pod("1", "a", cpu="1"), pod("2", "b", cpu="1")],
+        profile(cpu="2", memory="1Gi"),
+        2,
+    ),
+    ("pods allocatable", [node("a", "64", "64Gi", pods="3")], [pod("1", "a")], profile(), 2),
+    (
+        "no pods allocatable reported",
+        [node("a", "512", "1Ti", pods=None)],
+        [],
+        profile("p", "1", "1Gi"),
+        512,
+    ),
+    (
+        "node selector",
+        [node("a", labels={"pool": "user"}), node("b", labels={"pool": "core"}), node("c")],
+        [],
+        profile(node_selector={"pool": "user"}),
+        4,
+    ),
+    ("untolerated taint", [node("a", taints=[GPU_TAINT])], [], profile(), 0),
+    (
+        "tolerated taint",
+        [node("a", taints=[GPU_TAINT])],
+        [],
+        profile(tolerations=[GPU_TOLERATION]),
+        4,
+    ),
+    (
+        "PreferNoSchedule does not block",
+        [node("a", taints=[{"key": "x", "effect": "PreferNoSchedule"}])],
+        [],
+        profile(),
+        4,
+    ),
+    (
+        "NoExecute blocks",
+        [node("a", taints=[{"key": "x", "value": "y", "effect": "NoExecute"}])],
+        [],
+        profile(),
+        0,
+    ),
+    (
+        "GPU: only GPU nodes, one per GPU",
+        [node("cpu", "64", "256Gi"), node("g", "64", "256Gi", gpu=2, taints=[GPU_TAINT])],
+        [pod("1", "g", gpu=1)],
+        profile("gpu", "4", "16Gi", gpu=1, tolerations=[GPU_TOLERATION]),
+        1,
+    ),
+    ("GPU on a node without GPUs", [node("a", "64", "256Gi")], [], profile(gpu=1), 0),
+    ("NotReady node", [node("a"), node("b", ready=False)], [], profile(), 4),
+    ("unschedulable node", [node("a"), node("b", unschedulable=True)], [], profile(), 4),
+    (
+        "unschedulable node tolerated",
+        [node("b", unschedulable=True)],
+        [],
+        profile(
+            tolerations=[
+                {
+                    "key": "node.kubernetes.io/unschedulable",
+                    "operator": "Exists",
+                    "effect": "NoSchedule",
+                }
+            ]
+        ),
+        4,
+    ),
+    (
+        "terminal pods are not counted",
+        [node("a")],
+        [pod("1", "a", "2", phase="Succeeded"), pod("2", "a", "2", phase="Failed")],
+        profile(),
+        4,
+    ),
+    (
+        "pending unbound pods are not counted against nodes",
+        [node("a")],
+        [pod("1", None, "4", phase="Pending")],
+        profile(),
+        4,
+    ),
+    (
+        "pods being deleted count until gone",
+        [node("a")],
+        [pod("1", "a", "3", deleting=True)],
+        profile(),
+        1,
+    ),
+    ("over-committed node", [node("a", "2")], [pod("1", "a", "3")], profile(), 0),
+    (
+        "bound pending pods count",
+        [node("a")],
+        [pod("1", "a", "3", phase="Pending")],
+        profile(),
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "pods", "req", "expected"), [c[1:] for c in FIT_TABLE], ids=[c[0] for c in FIT_TABLE]
+)
+def test_fit_count_table(
+    nodes: list[dict[str, Any]], pods: list[dict[str, Any]], req: ProfileRequirements, expected: int
+) -> None:
+    model = model_of(nodes, pods)
+    assert model.fit_count(req)[0] == expected
+    # The cached answer after events equals the answer of a fresh model.
+    assert model_of(nodes, pods).fit_count(req)[0] == expected
+
+
+def test_fast_start_counts_slots_on_nodes_with_the_image() -> None:
+    nodes = [node("a", images=(IMAGE,)), node("b"), node("c", images=("other:1",))]
+    model = model_of(nodes)
+    assert model.fit_count(profile(image=IMAGE)) == (12, 4)
+    assert model.fit_count(profile(image="other:1")) == (12, 4)
+    assert model.fit_count(profile(image=None)) == (12, 0)
+
+
+def test_image_aliases_cover_docker_hub_names() -> None:
+    assert "docker.io/library/python:3.12" in image_aliases("python:3.12")
+    assert "docker.io/jupyter/base-notebook:latest" in image_aliases("jupyter/base-notebook")
+    assert image_aliases("quay.io/x/y:1") == frozenset({"quay.io/x/y:1"})
+
+
+def test_events_move_capacity_in_and_out() -> None:
+    model = model_of([node("a")])
+    req = profile()
+    assert model.fit_count(req)[0] == 4
+    model.apply("ADDED", pod("1", None, "2", phase="Pending"))
+    assert model.fit_count(req)[0] == 4
+    model.apply("MODIFIED", pod("1", "a", "2", phase="Pending"))
+    assert model.fit_count(req)[0] == 2
+    model.apply("MODIFIED", pod("1", "a", "2", phase="Running"))
+    assert model.fit_count(req)[0] == 2
+    model.apply("MODIFIED", pod("1", "a", "2", phase="Succeeded"))
+    assert model.fit_count(req)[0] == 4
+    model.apply("DELETED", pod("1", "a", "2", phase="Succeeded"))
+    assert model.fit_count(req)[0] == 4
+    model.apply("ADDED", pod("2", "a", "3"))
+    model.apply("MODIFIED", node("a", ready=False))
+    assert model.fit_count(req)[0] == 0
+    model.apply("MODIFIED", node("a", "8"))
+    assert model.fit_count(req)[0] == 5
+    model.apply("DELETED", node("a", "8"))
+    assert model.fit_count(req)[0] == 0
+    model.apply("ADDED", node("a", "8"))
+    assert model.fit_count(req)[0] == 5  # the pod bound to "a" still counts
+    model.apply("DELETED", pod("2", "a", "3"))
+    assert model.fit_count(req)[0] == 8
+
+
+def test_bad_events_are_refused_with_a_clear_message() -> None:
+    model = model_of([])
+    with pytest.raises(ValueError, match="expected a Node or a Pod object, got kind 'Service'"):
+        model.apply("ADDED", {"kind": "Service", "metadata": {"name": "x"}})
+    with pytest.raises(ValueError, match="unknown watch event type 'ERROR'"):
+        model.apply("ERROR", pod("1"))
+    with pytest.raises(ValueError, match="negative request"):
+        profile(cpu="-1")
+
+
+def test_running_counts_labelled_non_terminal_pods_bound_or_pending() -> None:
+    pods = [
+        pod("1", "a", profile="small"),
+        pod("2", None, phase="Pending", profile="small"),
+        pod("3", "a", phase="Succeeded", profile="small"),
+        pod("4", "a", profile="big"),
+        pod("5", "a"),
+    ]
+    model = model_of([node("a", "64", "64Gi")], pods)
+    assert (model.running("small"), model.running("big"), model.running("gpu")) == (2, 1, 0)
+    model.apply("MODIFIED", pod("2", "a", phase="Failed", profile="small"))
+    model.apply("DELETED", pod("4", "a", profile="big"))
+    assert (model.running("small"), model.running("big")) == (1, 0)
+
+
+AVAILABILITY_TABLE = [
+    # (cpu free on one node, running, max_servers) -> status, can_start_now
+    ("plenty", "16", 0, None, "available", 16),
+    ("few left", "2", 0, None, "limited", 2),
+    ("none fit", "0", 0, None, "full", 0),
+    ("quota left is the limit", "16", 8, 10, "limited", 2),
+    ("at quota", "16", 10, 10, "full", 0),
+    ("over quota", "16", 12, 10, "full", 0),
+    ("fit is the limit", "1", 0, 10, "limited", 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "running", "max_servers", "status", "can"),
+    [c[1:] for c in AVAILABILITY_TABLE],
+    ids=[c[0] for c in AVAILABILITY_TABLE],
+)
+def test_availability_table(
+    cpu: str, running: int, max_servers: int | None, status: str, can: int
+) -> None:
+    nodes = [node("a", cpu, "1Ti"), node("busy", "64", "1Ti", images=(IMAGE,))]
+    # The "busy" node (the one with the image) is full; running servers request nothing.
+    pods = [pod("fill", "busy", "64", "0")]
+    pods += [pod(f"r{i}", "busy", "0", "0", profile="small") for i in range(running)]
+    req = profile(cpu="1", memory="1Gi", max_servers=max_servers)
+    got = model_of(nodes, pods).availability([req], limited_threshold=3)["small"]
+    assert got == Availability(status, can, 0, running, max_servers, None)  # type: ignore[arg-type]
+
+
+def test_availability_is_unknown_until_synced_and_estimates_from_recent_spawns() -> None:
+    durations = SpawnDurations(keep=3)
+    for seconds in (100, 10, 20, 30):
+        durations.record("small", seconds)
+    model = ClusterModel(spawn_durations=durations, profile_label=PROFILE_LABEL)
+    req = profile(max_servers=5)
+    assert model.availability([req])["small"] == Availability("unknown", None, None, None, 5, 20.0)
+    model.replace_all([node("a", images=(IMAGE,))], [])
+    assert model.availability([req, profile("other", image=None)]) == {
+        "small": Availability("available", 4, 4, 0, 5, 20.0),
+        "other": Availability("available", 4, 0, 0, None, None),
+    }
+
+
+def test_staleness_follows_the_watches_on_the_injected_clock() -> None:
+    clock = Clock()
+    model = ClusterModel(clock=clock, stale_after=30, profile_label=PROFILE_LABEL)
+    assert (model.synced, model.stale, model.as_of, model.view_age_seconds()) == (
+        False,
+        True,
+        None,
+        None,
+    )
+    model.replace_all([node("a")], [])
+    assert (model.synced, model.stale, model.as_of, model.view_age_seconds()) == (
+        True,
+        False,
+        clock.now,
+        0.0,
+    )
+    model.watch_down("pods")
+    clock.now += 29
+    assert not model.stale and model.view_age_seconds() == 29
+    clock.now += 2
+    assert model.stale
+    assert model.reserve(profile()) == Refusal(
+        "unsynced", "the cluster view is not available (watches down for 31 s): try again shortly"
+    )
+    model.watch_up("pods")
+    assert not model.stale
+    clock.now += 5
+    model.apply("ADDED", pod("1", "a"))
+    assert model.as_of == clock.now
+    model.mark_unsynced()
+    assert model.stale and model.availability([profile()])["small"].status == "unknown"
+
+
+# ---------------------------------------------------------------- admission
+
+
+def test_refusal_messages_say_what_is_wrong() -> None:
+    model = ClusterModel(profile_label=PROFILE_LABEL)
+    assert model.reserve(profile()) == Refusal(
+        "unsynced", "the cluster view is not available (watch not synced): try again shortly"
+    )
+    model.replace_all(
+        [node("a", "8", "32G"), node("b", "8", "40G")],
+        [
+            pod("1", "a", "500m", "2G"),
+            pod("2", "b", "1", "10G"),
+            *(pod(f"g{i}", "a", "0", "0", profile="gpu") for i in range(2)),
+        ],
+    )
+    refusal = model.reserve(profile("gpu", max_servers=2))
+    assert refusal == Refusal("full", "profile 'gpu' is full: 2 of 2 servers running (max_servers)")
+    refusal = model.reserve(profile("big", "16", "64G"))
+    assert isinstance(refusal, Refusal) and refusal.reason == "no_room"
+    assert str(refusal) == (
+        "profile 'big' cannot start now: no node has room (needs 16 CPU, 64 GB; "
+        "largest free: 7.5 CPU, 30 GB)"
+    )
+    refusal = model.reserve(profile("sel", node_selector={"pool": "gpu"}))
+    assert str(refusal).startswith(
+        "profile 'sel' cannot start now: no Ready, schedulable node matches"
+    )
+
+
+def test_describe_vector() -> None:
+    assert (
+        describe_vector(profile(cpu="1500m", memory="4G", gpu=2).requests)
+        == "1.5 CPU, 4 GB, 2 nvidia.com/gpu"
+    )
+
+
+def test_reservation_holds_quota_until_the_pod_appears_and_capacity_until_bound() -> None:
+    model = model_of([node("a", "4", "64Gi")])
+    req = profile(cpu="1", max_servers=3)
+    r = model.reserve(req, namespace="hub", pod_name="jupyter-ann")
+    assert isinstance(r, Reservation)
+    assert model.fit_count(req)[0] == 3 and model.reserved("small") == 1
+    assert model.availability([req])["small"].can_start_now == 2
+    # An unrelated pod with the same name in another namespace does not match.
+    model.apply("ADDED", pod("x", None, namespace="other", name="jupyter-ann", phase="Pending"))
+    assert model.reserved("small") == 1
+    model.apply(
+        "ADDED",
+        pod("p1", None, namespace="hub", name="jupyter-ann", phase="Pending", profile="small"),
+    )
+    assert (model.reserved("small"), model.running("small"), r.holds_node) == (0, 1, True)
+    assert model.fit_count(req)[0] == 3  # still held: the pod is not bound yet
+    model.apply("MODIFIED", pod("p1", "a", namespace="hub", name="jupyter-ann", profile="small"))
+    assert not r.active
+    assert model.fit_count(req)[0] == 3  # now held by the pod itself, not twice
+    assert model.availability([req])["small"].can_start_now == 2
+    model.apply("DELETED", pod("p1", "a", namespace="hub", name="jupyter-ann", profile="small"))
+    assert model.fit_count(req)[0] == 4
+
+
+def test_reservation_release_and_expiry() -> None:
+    clock = Clock()
+    model = model_of([node("a", "2", "64Gi")], clock=clock)
+    req = profile(cpu="1", max_servers=5)
+    r1 = model.reserve(req, ttl=60)
+    r2 = model.reserve(req, ttl=120)
+    assert isinstance(r1, Reservation) and isinstance(r2, Reservation)
+    assert isinstance(model.reserve(req), Refusal)
+    r1.release()
+    r1.release()  # idempotent
+    assert model.fit_count(req)[0] == 1 and model.reserved("small") == 1
+    clock.now += 121
+    assert model.availability([req])["small"].can_start_now == 2
+    assert not r2.active
+
+
+def test_relist_keeps_reservations_and_matches_listed_pods() -> None:
+    model = model_of([node("a", "4", "64Gi")])
+    req = profile(cpu="1", max_servers=10)
+    r = model.reserve(req, namespace="hub", pod_name="jupyter-bo")
+    assert isinstance(r, Reservation)
+    model.replace_all([node("a", "4", "64Gi")], [pod("9", "b", "1")])
+    assert model.fit_count(req)[0] == 3 and r.holds_quota
+    model.replace_all(
+        [node("a", "4", "64Gi")],
+        [pod("1", "a", namespace="hub", name="jupyter-bo", profile="small")],
+    )
+    assert not r.active and model.fit_count(req)[0] == 3 and model.running("small") == 1
+
+
+async def test_fifty_concurrent_spawns_never_exceed_max_servers() -> None:
+    """Spawns interleave at every await; the model admits exactly max_servers of them."""
+    model = model_of([node(f"n{i}", "16", "64Gi") for i in range(8)])
+    req = profile(cpu="1", max_servers=10)
+    peak = 0
+
+    async def spawn(i: int) -> bool:
+        nonlocal peak
+        await asyncio.sleep(random.random() / 1000)
+        r = model.reserve(req, namespace="hub", pod_name=f"jupyter-{i}")
+        if isinstance(r, Refusal):
+            assert r.reason == "full"
+            return False
+        await asyncio.sleep(random.random() / 1000)  # the API call creating the pod
+        model.apply(
+            "ADDED",
+            pod(
+                f"u{i}",
+                None,
+                namespace="hub",
+                name=f"jupyter-{i}",
+                phase="Pending",
+                profile="small",
+            ),
+        )
+        await asyncio.sleep(random.random() / 1000)  # the scheduler binding it
+        model.apply(
+            "MODIFIED", pod(f"u{i}", "n0", namespace="hub", name=f"jupyter-{i}", profile="small")
+        )
+        peak = max(peak, model.running("small"))
+        return True
+
+    admitted = await asyncio.gather(*(spawn(i) for i in range(50)))
+    assert sum(admitted) == 10
+    assert model.running("small") == 10 == peak
+    assert model.reserved("small") == 0
+
+
+# ---------------------------------------------------------------- incremental == recomputed
+
+
+NODES = 30
+
+
+def _random_events(
+    rng: random.Random, n: int
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A random stream of watch events and the final objects it leaves behind."""
+    nodes: dict[str, dict[str, Any]] = {}
+    pods: dict[str, dict[str, Any]] = {}
+    events: list[tuple[str, dict[str, Any]]] = []
+    next_uid = 0
+    for _ in range(n):
+        roll = rng.random()
+        if roll < 0.15 or not nodes:
+            name = f"n{rng.randrange(NODES)}"
+            if name in nodes and rng.random() < 0.2:
+                events.append(("DELETED", nodes.pop(name)))
+                continue
+            obj = node(
+                name,
+                str(rng.choice([2, 4, 8])),
+                rng.choice(["8Gi", "32Gi"]),
+                gpu=rng.choice([0, 0, 2]),
+                labels={"pool": rng.choice(["user", "core"])},
+                taints=rng.choice([[], [], [GPU_TAINT]]),
+                ready=rng.random() > 0.2,
+                unschedulable=rng.random() < 0.1,
+                images=rng.choice([(), (IMAGE,)]),
+            )
+            events.append(("MODIFIED" if name in nodes else "ADDED", obj))
+            nodes[name] = obj
+        elif (roll < 0.5 and len(pods) < 3 * NODES) or not pods:
+            next_uid += 1
+            obj = pod(
+                str(next_uid),
+                rng.choice([None, *(f"n{i}" for i in range(NODES))]),
+                rng.choice(["100m", "500m", "1", "2"]),
+                rng.choice(["256Mi", "1Gi", "4Gi"]),
+                gpu=rng.choice([0, 0, 1]),
+                phase=rng.choice(["Pending", "Running"]),
+                profile=rng.choice([None, "small", "gpu"]),
+            )
+            events.append(("ADDED", obj))
+            pods[obj["metadata"]["uid"]] = obj
+        else:
+            uid = rng.choice(list(pods))
+            old = pods[uid]
+            if rng.random() < 0.4:
+                events.append(("DELETED", pods.pop(uid)))
+                continue
+            obj = {
+                **old,
+                "spec": dict(old["spec"]),
+                "status": {"phase": rng.choice(["Pending", "Running", "Succeeded", "Failed"])},
+            }
+            if "nodeName" not in obj["spec"] and rng.random() < 0.7:
+                obj["spec"]["nodeName"] = f"n{rng.randrange(NODES)}"
+            events.append(("MODIFIED", obj))
+            pods[uid] = obj
+    return events, nodes, pods
+
+
+PROPERTY_PROFILES = [
+    profile(),
+    profile("gpu", "2", "4Gi", gpu=1, tolerations=[GPU_TOLERATION]),
+    profile("user", "500m", node_selector={"pool": "user"}),
+]
+
+
+def _assert_matches_recomputation(
+    model: ClusterModel, nodes: dict[str, Any], pods: dict[str, Any]
+) -> None:
+    fresh = model_of(list(nodes.values()), list(pods.values()))
+    assert model.snapshot() == fresh.snapshot()
+    for req in PROPERTY_PROFILES:
+        assert model.fit_count(req) == fresh.fit_count(req)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ten_thousand_random_events_equal_a_full_recomputation(seed: int) -> None:
+    rng = random.Random(seed)
+    events, nodes, pods = _random_events(rng, 10_000)
+    model = model_of([])
+    for kind, obj in events:
+        model.apply(kind, obj)
+        if rng.random() < 0.2:  # ask often, so cached answers must follow the events
+            model.fit_count(rng.choice(PROPERTY_PROFILES))
+    _assert_matches_recomputation(model, nodes, pods)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 300), ask_every=st.integers(1, 50))
+def test_random_event_streams_equal_a_full_recomputation(seed: int, n: int, ask_every: int) -> None:
+    events, nodes, pods = _random_events(random.Random(seed), n)
+    model = model_of([])
+    for i, (kind, obj) in enumerate(events):
+        model.apply(kind, obj)
+        if i % ask_every == 0:
+            model.fit_count(PROPERTY_PROFILES[i % len(PROPERTY_PROFILES)])
+    _assert_matches_recomputation(model, nodes, pods)
