@@ -1,0 +1,384 @@
+"""Every Prometheus metric of esap-spawner, in one place.
+
+Naming follows JupyterHub's scheme ``<prefix>_<noun>_<verb>_<unit>`` with the prefix
+``esap``; counters end in ``_total`` (prometheus_client adds it). Every label value that
+comes from a fixed set is an :class:`~enum.Enum` member here, and every such value is
+pre-created, so a series exists (at zero) before its first event and dashboards never show
+"no data" where they should show 0.
+
+Two groups of metrics live in two registries:
+
+**Hub side** (:class:`HubMetrics`, one instance :data:`HUB` in prometheus_client's default
+``REGISTRY``, which JupyterHub serves at ``/hub/metrics``): spawns, their phases, staging,
+and per-profile availability as the spawner's cluster view sees it. The spawner calls the
+module-level helpers, one line each::
+
+    from esap_spawner import metrics
+    metrics.init_profile_labels([p.slug for p in site.profiles])           # at start
+    metrics.observe_spawn(slug, metrics.SpawnStatus.success, 12.3, phases)  # spawn ended
+    metrics.observe_staging(metrics.StagingStatus.success, 41.0, 2_000_000)  # staging ended
+    metrics.set_profile_availability(model.availability_by_slug())           # view changed
+
+``phases`` is the ``dict[Phase, float]`` that :func:`esap_spawner.phases.phase_durations`
+returns. Status arguments accept the Enum member or its string value.
+
+**Service side** (:class:`ServiceMetrics`, a fresh ``CollectorRegistry`` per instance, so
+several apps in one process do not share counters): the advertising service's requests,
+its catalogue calls, per-profile availability and the age of its cluster view. The
+service builds one per app and serves ``service_metrics.exposition()`` on its
+``metrics`` route::
+
+    sm = ServiceMetrics(view_age=capacity.view_age_seconds, profiles=slugs)
+    sm.observe_request("profiles", 200, seconds)             # in on_finish
+    sm.observe_catalogue("locality", CatalogueStatus.success, seconds)
+    sm.set_profile_availability(availability_by_slug)
+    body, content_type = sm.exposition()
+
+Tests build :class:`HubMetrics` on their own ``CollectorRegistry`` to read series back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from enum import Enum, StrEnum
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "HUB",
+    "PREFIX",
+    "SPAWN_BUCKETS",
+    "CatalogueOperation",
+    "CatalogueStatus",
+    "HubMetrics",
+    "Phase",
+    "ServiceMetrics",
+    "SpawnStatus",
+    "StagingStatus",
+    "init_profile_labels",
+    "observe_spawn",
+    "observe_staging",
+    "set_profile_availability",
+]
+
+PREFIX = "esap"
+
+# JupyterHub's server_spawn_duration_seconds buckets, so the two histograms compare.
+SPAWN_BUCKETS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 180, 300, 600)
+# Phases range from milliseconds (validate) to minutes (image pulls).
+PHASE_BUCKETS: tuple[float, ...] = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 180, 300, 600,
+)  # fmt: skip
+# Staging takes seconds (one small file) to hours (tape recalls).
+STAGING_BUCKETS: tuple[float, ...] = (
+    1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800,
+)  # fmt: skip
+# Requests to the service are answered from memory: milliseconds.
+REQUEST_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+)  # fmt: skip
+# Catalogue calls go to Rucio over HTTP.
+CATALOGUE_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class SpawnStatus(StrEnum):
+    """How a spawn ended (label ``status`` of ``esap_spawn_duration_seconds``)."""
+
+    success = "success"  # the server is up
+    failure = "failure"  # started, then failed (pod error, timeout, staging failure)
+    refused = "refused"  # refused before any pod: bad options, access, quota, no room
+    cancelled = "cancelled"  # the user stopped it before it was up
+
+
+class StagingStatus(StrEnum):
+    """How one staging request ended (label ``status`` of the staging metrics)."""
+
+    success = "success"  # the data is at the destination RSE
+    failure = "failure"  # the rule got stuck, or the catalogue refused (quota, access)
+    timeout = "timeout"  # the spawn stopped waiting
+    cancelled = "cancelled"  # the spawn was cancelled while staging
+
+
+class Phase(StrEnum):
+    """Where a spawn's time goes (label ``phase``); see :mod:`esap_spawner.phases`."""
+
+    validate = "validate"  # spawn requested -> options validated
+    staging = "staging"  # staging started -> data local
+    scheduling = "scheduling"  # pod created -> bound to a node
+    image = "image"  # image pulls (zero when the image is already on the node)
+    startup = "startup"  # notebook container started -> server ready
+
+
+class CatalogueOperation(StrEnum):
+    """Calls the service makes to its data catalogue (label ``operation``)."""
+
+    resolve = "resolve"
+    locality = "locality"
+    stage = "stage"
+    progress = "progress"
+    release = "release"
+
+
+class CatalogueStatus(StrEnum):
+    """How a catalogue call ended (label ``status``)."""
+
+    success = "success"
+    not_found = "not_found"
+    unavailable = "unavailable"  # the catalogue could not be reached or timed out
+    failure = "failure"  # any other error
+
+
+def _value(enum: type[Enum], value: Enum | str) -> str:
+    """The label value for ``value``, refusing anything outside ``enum``."""
+    if isinstance(value, enum):
+        return str(value.value)
+    try:
+        return str(enum(value).value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in enum)
+        raise ValueError(f"unknown {enum.__name__} {value!r}; expected one of: {allowed}") from None
+
+
+def _check_seconds(seconds: float, what: str) -> float:
+    value = float(seconds)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds, not {seconds!r}")
+    return value
+
+
+def _count_or_nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+class _ProfileGauges:
+    """``esap_profile_available_servers`` and ``esap_profile_running_servers``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.available = Gauge(
+            f"{PREFIX}_profile_available_servers",
+            "Servers of this profile that could start now (NaN while the cluster view is unknown)",
+            ["profile"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            f"{PREFIX}_profile_running_servers",
+            "Servers of this profile running now (pods counted by the cluster view)",
+            ["profile"],
+            registry=registry,
+        )
+
+    def init(self, slugs: Iterable[str]) -> None:
+        # NaN until the cluster view says otherwise: 0 would read as "full".
+        for slug in slugs:
+            self.available.labels(profile=slug).set(math.nan)
+            self.running.labels(profile=slug).set(math.nan)
+
+    def set(self, availability_by_slug: Mapping[str, Any]) -> None:
+        for slug, availability in availability_by_slug.items():
+            self.available.labels(profile=slug).set(_count_or_nan(availability.can_start_now))
+            self.running.labels(profile=slug).set(_count_or_nan(availability.running))
+
+
+class HubMetrics:
+    """The spawner's metrics: spawns, phases, staging, profile availability.
+
+    Build it on a registry (the default ``REGISTRY`` for :data:`HUB`, which JupyterHub
+    serves at ``/hub/metrics``; a fresh ``CollectorRegistry`` in tests).
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.spawn_duration = Histogram(
+            f"{PREFIX}_spawn_duration_seconds",
+            "Time from spawn request to server ready (or to failure), by profile and outcome",
+            ["profile", "status"],
+            buckets=SPAWN_BUCKETS,
+            registry=registry,
+        )
+        self.spawn_phase_duration = Histogram(
+            f"{PREFIX}_spawn_phase_duration_seconds",
+            "Time a spawn spent in one phase (validate, staging, scheduling, image, startup)",
+            ["profile", "phase"],
+            buckets=PHASE_BUCKETS,
+            registry=registry,
+        )
+        self.staging_duration = Histogram(
+            f"{PREFIX}_staging_duration_seconds",
+            "Time from staging request to data local (or to giving up), by outcome",
+            ["status"],
+            buckets=STAGING_BUCKETS,
+            registry=registry,
+        )
+        self.staging_bytes = Counter(
+            f"{PREFIX}_staging_bytes",
+            "Bytes brought to the destination RSE by staging requests",
+            registry=registry,
+        )
+        self.staging_requests = Counter(
+            f"{PREFIX}_staging_requests",
+            "Staging requests that ended, by outcome",
+            ["status"],
+            registry=registry,
+        )
+        self.profiles = _ProfileGauges(registry)
+        for status in StagingStatus:
+            self.staging_duration.labels(status=status.value)
+            self.staging_requests.labels(status=status.value)
+
+    def init_profile_labels(self, slugs: Iterable[str]) -> None:
+        """Pre-create every (profile, status) and (profile, phase) series at zero."""
+        slugs = list(slugs)
+        for slug in slugs:
+            for status in SpawnStatus:
+                self.spawn_duration.labels(profile=slug, status=status.value)
+            for phase in Phase:
+                self.spawn_phase_duration.labels(profile=slug, phase=phase.value)
+        self.profiles.init(slugs)
+
+    def observe_spawn(
+        self,
+        profile: str,
+        status: SpawnStatus | str,
+        seconds: float,
+        phases: Mapping[Phase | str, float] | None = None,
+    ) -> None:
+        """Record one finished spawn: its total time and the time of each measured phase.
+
+        Phases absent from ``phases`` were not measured (no staging, the pod never
+        existed) and are not observed.
+        """
+        label = _value(SpawnStatus, status)
+        total = _check_seconds(seconds, "spawn duration")
+        checked = {
+            _value(Phase, phase): _check_seconds(value, f"phase {phase!s} duration")
+            for phase, value in (phases or {}).items()
+        }
+        self.spawn_duration.labels(profile=profile, status=label).observe(total)
+        for phase, value in checked.items():
+            self.spawn_phase_duration.labels(profile=profile, phase=phase).observe(value)
+
+    def observe_staging(
+        self, status: StagingStatus | str, seconds: float, bytes_done: int = 0
+    ) -> None:
+        """Record one finished staging request: outcome, duration and bytes brought."""
+        label = _value(StagingStatus, status)
+        duration = _check_seconds(seconds, "staging duration")
+        if bytes_done < 0:
+            raise ValueError(f"bytes_done must not be negative, not {bytes_done!r}")
+        self.staging_duration.labels(status=label).observe(duration)
+        self.staging_requests.labels(status=label).inc()
+        if bytes_done:
+            self.staging_bytes.inc(bytes_done)
+
+    def set_profile_availability(self, availability_by_slug: Mapping[str, Any]) -> None:
+        """Set the gauges from objects with ``can_start_now`` and ``running`` (None: NaN)."""
+        self.profiles.set(availability_by_slug)
+
+
+class ServiceMetrics:
+    """The advertising service's metrics, in a registry of their own.
+
+    ``view_age`` is called at each scrape and returns the seconds since the cluster view
+    was last known current, or None before the first sync (exported as NaN).
+    """
+
+    def __init__(
+        self,
+        *,
+        view_age: Callable[[], float | None] | None = None,
+        profiles: Iterable[str] = (),
+        handlers: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.request_duration = Histogram(
+            f"{PREFIX}_advertiser_request_duration_seconds",
+            "Time the advertising service took to answer, by handler and HTTP status code",
+            ["handler", "code"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.catalogue_duration = Histogram(
+            f"{PREFIX}_catalogue_request_duration_seconds",
+            "Time a call to the data catalogue (Rucio) took, by operation and outcome",
+            ["operation", "status"],
+            buckets=CATALOGUE_BUCKETS,
+            registry=self.registry,
+        )
+        self.view_age = Gauge(
+            f"{PREFIX}_cluster_view_age_seconds",
+            "Seconds since the cluster view was last known current (NaN before the first sync)",
+            registry=self.registry,
+        )
+        self.profiles = _ProfileGauges(self.registry)
+        for operation in CatalogueOperation:
+            for status in CatalogueStatus:
+                self.catalogue_duration.labels(operation=operation.value, status=status.value)
+        for handler in handlers:
+            self.request_duration.labels(handler=handler, code="200")
+        self.profiles.init(profiles)
+        self.view_age.set(math.nan)
+        if view_age is not None:
+            self.view_age.set_function(lambda: _count_or_nan(view_age()))
+
+    def observe_request(self, handler: str, code: int | str, seconds: float) -> None:
+        """Record one answered request (``handler`` is the route's name, e.g. ``profiles``)."""
+        self.request_duration.labels(handler=handler, code=str(int(code))).observe(
+            _check_seconds(seconds, "request duration")
+        )
+
+    def observe_catalogue(
+        self, operation: CatalogueOperation | str, status: CatalogueStatus | str, seconds: float
+    ) -> None:
+        """Record one call to the data catalogue."""
+        self.catalogue_duration.labels(
+            operation=_value(CatalogueOperation, operation),
+            status=_value(CatalogueStatus, status),
+        ).observe(_check_seconds(seconds, "catalogue call duration"))
+
+    def set_profile_availability(self, availability_by_slug: Mapping[str, Any]) -> None:
+        """Set the gauges from objects with ``can_start_now`` and ``running`` (None: NaN)."""
+        self.profiles.set(availability_by_slug)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of this registry and its content type, for the route."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+#: The hub-side metrics, in the default registry that JupyterHub serves at /hub/metrics.
+HUB = HubMetrics(REGISTRY)
+
+
+def init_profile_labels(slugs: Iterable[str]) -> None:
+    """Pre-create the per-profile series of :data:`HUB` (call once with every slug)."""
+    HUB.init_profile_labels(slugs)
+
+
+def observe_spawn(
+    profile: str,
+    status: SpawnStatus | str,
+    seconds: float,
+    phases: Mapping[Phase | str, float] | None = None,
+) -> None:
+    """Record one finished spawn in :data:`HUB` (see :meth:`HubMetrics.observe_spawn`)."""
+    HUB.observe_spawn(profile, status, seconds, phases)
+
+
+def observe_staging(status: StagingStatus | str, seconds: float, bytes_done: int = 0) -> None:
+    """Record one finished staging request in :data:`HUB`."""
+    HUB.observe_staging(status, seconds, bytes_done)
+
+
+def set_profile_availability(availability_by_slug: Mapping[str, Any]) -> None:
+    """Set :data:`HUB`'s per-profile gauges from ``{slug: Availability}``."""
+    HUB.set_profile_availability(availability_by_slug)
