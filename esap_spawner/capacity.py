@@ -415,6 +415,11 @@ class ClusterModel:
         """The watch of ``kind`` is connected again and resumed without loss."""
         self._down_since.pop(kind, None)
 
+    def mark_synced(self) -> None:
+        """Nodes and pods were both listed (by :meth:`replace_nodes`/:meth:`replace_pods`)."""
+        self._synced = True
+        self._as_of = self.clock()
+
     def mark_unsynced(self) -> None:
         """Forget that the view is complete (the watcher stopped or must start over)."""
         self._synced = False
@@ -494,7 +499,7 @@ class ClusterModel:
 
     def replace_pods(self, pods: Iterable[Mapping[str, Any]]) -> None:
         """Replace every pod by a fresh list; node reservations held by spawns stay."""
-        self._pods = {}
+        old_pods, self._pods = self._pods, {}
         self._running = {}
         self._requested = {name: {} for name in self._nodes}
         for r in self._reservations:
@@ -503,7 +508,7 @@ class ClusterModel:
         for obj in pods:
             meta = obj["metadata"]
             uid = meta["uid"]
-            is_new = uid not in self._pods
+            is_new = uid not in old_pods
             entry = self._pod_entry(obj)
             self._pods[uid] = entry
             self._add_contribution(entry)

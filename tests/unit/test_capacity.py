@@ -470,12 +470,16 @@ def test_reservation_release_and_expiry() -> None:
 
 
 def test_relist_keeps_reservations_and_matches_listed_pods() -> None:
-    model = model_of([node("a", "4", "64Gi")])
+    # An old pod of the same name (being deleted) is already known: it must not match.
+    old = pod("0", "a", "0", namespace="hub", name="jupyter-bo", profile="small", deleting=True)
+    model = model_of([node("a", "4", "64Gi")], [old])
     req = profile(cpu="1", max_servers=10)
     r = model.reserve(req, namespace="hub", pod_name="jupyter-bo")
     assert isinstance(r, Reservation)
-    model.replace_all([node("a", "4", "64Gi")], [pod("9", "b", "1")])
-    assert model.fit_count(req)[0] == 3 and r.holds_quota
+    model.replace_all([node("a", "4", "64Gi")], [old, pod("9", "b", "1")])
+    assert model.fit_count(req)[0] == 3 and r.holds_quota and model.running("small") == 1
+    model.apply("MODIFIED", old)
+    assert r.holds_quota
     model.replace_all(
         [node("a", "4", "64Gi")],
         [pod("1", "a", namespace="hub", name="jupyter-bo", profile="small")],
