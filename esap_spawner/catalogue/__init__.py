@@ -1,0 +1,51 @@
+"""Data catalogues: where datasets are, and how to bring them to the hub.
+
+``base`` holds the interface and value classes, ``locality`` the pure arithmetic, ``rucio`` and
+``static`` the two implementations (``rucio`` needs the ``rucio`` extra: rucio-clients).
+"""
+
+from esap_spawner.catalogue.base import (
+    AccessDenied,
+    Catalogue,
+    CatalogueError,
+    CatalogueUnavailable,
+    DidFiles,
+    DidNotFound,
+    FileReplica,
+    InvalidDid,
+    Locality,
+    LocalRse,
+    QuotaExceeded,
+    Replica,
+    StagingFailed,
+    StagingProgress,
+    StagingRequest,
+    StagingState,
+    check_dids,
+    parse_did,
+)
+from esap_spawner.catalogue.locality import PathOutsideMount, locality, pod_path
+
+__all__ = [
+    "AccessDenied",
+    "Catalogue",
+    "CatalogueError",
+    "CatalogueUnavailable",
+    "DidFiles",
+    "DidNotFound",
+    "FileReplica",
+    "InvalidDid",
+    "LocalRse",
+    "Locality",
+    "PathOutsideMount",
+    "QuotaExceeded",
+    "Replica",
+    "StagingFailed",
+    "StagingProgress",
+    "StagingRequest",
+    "StagingState",
+    "check_dids",
+    "locality",
+    "parse_did",
+    "pod_path",
+]
