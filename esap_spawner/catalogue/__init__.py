@@ -24,7 +24,7 @@ from esap_spawner.catalogue.base import (
     check_dids,
     parse_did,
 )
-from esap_spawner.catalogue.locality import PathOutsideMount, locality, pod_path
+from esap_spawner.catalogue.locality import PathOutsideMount, did_locality, pod_path
 
 __all__ = [
     "AccessDenied",
@@ -45,7 +45,7 @@ __all__ = [
     "StagingRequest",
     "StagingState",
     "check_dids",
-    "locality",
+    "did_locality",
     "parse_did",
     "pod_path",
 ]

@@ -1,6 +1,6 @@
 """Pure functions over resolved files: where a DID's data is, and where a replica is in a pod.
 
-- :func:`locality` turns a DID's resolved files, the names of the hub's local RSEs and the
+- :func:`did_locality` turns a DID's resolved files, the names of the hub's local RSEs and the
   measured staging throughput into a :class:`~esap_spawner.catalogue.base.Locality`.
 - :func:`pod_path` maps a replica's PFN at a local RSE to the file's path inside a pod that
   mounts that RSE, and refuses any PFN that would land outside the mount.
@@ -19,7 +19,7 @@ from esap_spawner.catalogue.base import DidFiles, Locality, LocalityStatus, Loca
 from esap_spawner.quantity import format_bytes
 
 
-def locality(
+def did_locality(
     did: str,
     resolved: DidFiles | None,
     local_rses: Iterable[str],

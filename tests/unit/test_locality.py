@@ -15,7 +15,7 @@ from esap_spawner.catalogue import (
     StagingRequest,
     StagingState,
     check_dids,
-    locality,
+    did_locality,
     parse_did,
     pod_path,
 )
@@ -41,7 +41,7 @@ def dataset(*files: FileReplica) -> DidFiles:
 
 
 def test_all_files_local() -> None:
-    result = locality(
+    result = did_locality(
         "escape:ds",
         dataset(
             file("a", 100, ("HUB_LOCAL_DISK", "AVAILABLE"), ("REMOTE", "AVAILABLE")),
@@ -60,7 +60,7 @@ def test_all_files_local() -> None:
 
 
 def test_partial_counts_only_available_local_replicas() -> None:
-    result = locality(
+    result = did_locality(
         "escape:ds",
         dataset(
             file("a", 1000, ("HUB_LOCAL_DISK", "AVAILABLE")),
@@ -79,7 +79,7 @@ def test_partial_counts_only_available_local_replicas() -> None:
 
 
 def test_remote_without_throughput_has_no_estimate() -> None:
-    result = locality("escape:ds", dataset(file("a", 10, ("REMOTE", "AVAILABLE"))), LOCAL)
+    result = did_locality("escape:ds", dataset(file("a", 10, ("REMOTE", "AVAILABLE"))), LOCAL)
     assert result.status == "remote"
     assert result.files_local == 0
     assert result.local_rses == ()
@@ -88,14 +88,14 @@ def test_remote_without_throughput_has_no_estimate() -> None:
 
 
 def test_estimate_rounds_up() -> None:
-    result = locality(
+    result = did_locality(
         "escape:ds", dataset(file("a", 1001, ("REMOTE", "AVAILABLE"))), LOCAL, throughput=1000
     )
     assert result.estimated_staging_seconds == 2
 
 
 def test_missing_did() -> None:
-    result = locality("escape:nope", None, LOCAL)
+    result = did_locality("escape:nope", None, LOCAL)
     assert result.status == "not_found"
     assert result.staging_required is False
     assert result.files_total == 0
@@ -103,7 +103,7 @@ def test_missing_did() -> None:
 
 
 def test_empty_dataset_is_local_with_nothing_to_stage() -> None:
-    result = locality("escape:ds", dataset(), LOCAL, throughput=5.0)
+    result = did_locality("escape:ds", dataset(), LOCAL, throughput=5.0)
     assert result.status == "local"
     assert (result.files_total, result.bytes_total) == (0, 0)
     assert result.staging_required is False
@@ -111,7 +111,7 @@ def test_empty_dataset_is_local_with_nothing_to_stage() -> None:
 
 
 def test_lost_files_are_named_in_the_message() -> None:
-    result = locality(
+    result = did_locality(
         "escape:ds",
         dataset(
             file("a", 10, ("HUB_LOCAL_DISK", "AVAILABLE")),
@@ -124,7 +124,9 @@ def test_lost_files_are_named_in_the_message() -> None:
 
 
 def test_locality_json_has_the_api_fields() -> None:
-    data = locality("escape:ds", dataset(file("a", 5, ("REMOTE", "AVAILABLE"))), LOCAL).to_json()
+    data = did_locality(
+        "escape:ds", dataset(file("a", 5, ("REMOTE", "AVAILABLE"))), LOCAL
+    ).to_json()
     assert set(data) == {
         "did",
         "status",
