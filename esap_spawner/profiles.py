@@ -1,0 +1,173 @@
+"""Compute profiles: the typed model, KubeSpawner ``profile_list`` entries, and access.
+
+A :class:`Profile` is built by :mod:`esap_spawner.site` from a validated site file, so every
+value in it is already checked (quantities parse, limits are not below guarantees, a GPU has
+a resource name). Everything here is a pure function over that model:
+
+- :func:`kubespawner_profile` turns a profile into one KubeSpawner ``profile_list`` entry;
+- :func:`may_use` / :func:`visible_profiles` decide who may start which profile
+  (``allowed_groups`` empty means everyone; admins may use every profile);
+- :func:`server_requests` gives the resources one server of a profile requests from the
+  scheduler, for the capacity model.
+
+Memory is handed to KubeSpawner as a whole number of bytes, never as the site file's
+string: JupyterHub's ``ByteSpecification`` reads ``"4G"`` as 4 GiB, while Kubernetes (and the
+site file) read it as 4 * 10**9 bytes. Passing bytes keeps one meaning everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+PROFILE_LABEL = "esap.escape.eu/profile"
+"""Pod label carrying the profile slug; the cluster model counts running servers by it."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """GPUs of a profile: ``count`` devices of the extended resource ``resource``."""
+
+    count: int = 0
+    resource: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One compute profile from the site file, with its defaults filled in.
+
+    ``memory_guarantee`` / ``memory_limit`` keep the quantity as the site file wrote it
+    (``"4Gi"``); ``*_bytes`` hold the parsed value. CPU is in cores. Mappings and lists
+    (``node_selector``, ``tolerations``, ``kubespawner_override``) are plain containers:
+    treat them as read-only; :func:`kubespawner_profile` hands out deep copies.
+    """
+
+    slug: str
+    display_name: str
+    description: str = ""
+    default: bool = False
+    cpu_guarantee: float | None = None
+    cpu_limit: float | None = None
+    memory_guarantee: str | None = None
+    memory_limit: str | None = None
+    memory_guarantee_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    gpu: Gpu = field(default_factory=Gpu)
+    image: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+    max_servers: int | None = None
+    hardware_capabilities: tuple[str, ...] = ()
+    kubespawner_override: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        # Profiles hold dicts, so the generated hash would fail; equal profiles share
+        # their slug and display name, which is enough for sets and dict keys.
+        return hash((self.slug, self.display_name))
+
+
+def kubespawner_profile(profile: Profile) -> dict[str, Any]:
+    """One KubeSpawner ``profile_list`` entry for ``profile``.
+
+    The ``kubespawner_override`` holds, when set in the profile: ``cpu_guarantee`` and
+    ``cpu_limit`` (floats, cores), ``mem_guarantee`` and ``mem_limit`` (ints, bytes), the GPU
+    as ``extra_resource_limits`` and ``extra_resource_guarantees`` (``{resource: "count"}``;
+    Kubernetes needs both equal for extended resources), ``image``, ``node_selector``,
+    ``tolerations``, and ``extra_labels`` with :data:`PROFILE_LABEL`. Empty node selectors
+    and tolerations are left out, so the hub's own settings apply. The administrator's
+    ``kubespawner_override`` is merged last: a dict value is merged one level into ours
+    (as KubeSpawner merges dict traits; ``None`` values are kept, KubeSpawner then removes
+    that key), anything else replaces ours.
+
+    The result shares nothing with ``profile``: KubeSpawner may update it in place.
+    """
+    override: dict[str, Any] = {}
+    if profile.cpu_guarantee is not None:
+        override["cpu_guarantee"] = float(profile.cpu_guarantee)
+    if profile.cpu_limit is not None:
+        override["cpu_limit"] = float(profile.cpu_limit)
+    if profile.memory_guarantee_bytes is not None:
+        override["mem_guarantee"] = int(profile.memory_guarantee_bytes)
+    if profile.memory_limit_bytes is not None:
+        override["mem_limit"] = int(profile.memory_limit_bytes)
+    if profile.gpu.count > 0 and profile.gpu.resource:
+        override["extra_resource_limits"] = {profile.gpu.resource: str(profile.gpu.count)}
+        override["extra_resource_guarantees"] = {profile.gpu.resource: str(profile.gpu.count)}
+    if profile.image:
+        override["image"] = profile.image
+    if profile.node_selector:
+        override["node_selector"] = dict(profile.node_selector)
+    if profile.tolerations:
+        override["tolerations"] = [dict(t) for t in profile.tolerations]
+    override["extra_labels"] = {PROFILE_LABEL: profile.slug}
+
+    for key, value in copy.deepcopy(dict(profile.kubespawner_override)).items():
+        ours = override.get(key)
+        if isinstance(value, dict) and isinstance(ours, dict):
+            override[key] = {**ours, **value}
+        else:
+            override[key] = value
+
+    return {
+        "display_name": profile.display_name,
+        "slug": profile.slug,
+        "description": profile.description,
+        "default": profile.default,
+        "kubespawner_override": copy.deepcopy(override),
+    }
+
+
+def may_use(profile: Profile, *, groups: Iterable[str], is_admin: bool) -> bool:
+    """Whether a user in ``groups`` may start ``profile``.
+
+    Admins may use every profile; a profile without ``allowed_groups`` is open to everyone;
+    otherwise the user needs at least one of its groups.
+    """
+    if is_admin or not profile.allowed_groups:
+        return True
+    return not set(profile.allowed_groups).isdisjoint(groups)
+
+
+def visible_profiles(
+    profiles: Iterable[Profile], *, groups: Iterable[str], is_admin: bool
+) -> tuple[Profile, ...]:
+    """The profiles a user may start, in site-file order."""
+    group_set = frozenset(groups)
+    return tuple(p for p in profiles if may_use(p, groups=group_set, is_admin=is_admin))
+
+
+def server_requests(profile: Profile) -> dict[str, Decimal | int]:
+    """What one server of ``profile`` requests from the scheduler.
+
+    ``cpu`` in cores (exact :class:`~decimal.Decimal`), ``memory`` in bytes, and the GPU's
+    extended resource in devices when the profile has one. Each is the guarantee when set,
+    else the limit (Kubernetes defaults a request to its limit), else 0. KubeSpawner turns
+    guarantees into requests, so this is what the scheduler will count.
+    """
+    cpu = profile.cpu_guarantee if profile.cpu_guarantee is not None else profile.cpu_limit
+    memory = (
+        profile.memory_guarantee_bytes
+        if profile.memory_guarantee_bytes is not None
+        else profile.memory_limit_bytes
+    )
+    requests: dict[str, Decimal | int] = {
+        "cpu": Decimal(str(cpu)) if cpu is not None else Decimal(0),
+        "memory": int(memory) if memory is not None else 0,
+    }
+    if profile.gpu.count > 0 and profile.gpu.resource:
+        requests[profile.gpu.resource] = int(profile.gpu.count)
+    return requests
+
+
+# The name the brief used; both refer to the same function.
+pod_requests = server_requests
+
+
+def profile_slugs(profiles: Sequence[Profile]) -> str:
+    """``"a, b, c"``: the slugs of ``profiles`` for messages."""
+    return ", ".join(p.slug for p in profiles)
