@@ -1,0 +1,313 @@
+"""The advertising service as a tornado Application, and the traitlets app that runs it.
+
+:func:`make_app` builds the tornado Application from plain objects (a site, a cluster
+view, an auth strategy): what tests and benchmarks use in-process.
+:class:`ESAPService` is the configurable program (``esap-spawner service``): it reads
+the site file, picks the auth strategy (the hub's tokens when run by JupyterHub, a token
+file otherwise), starts the cluster watcher when a Kubernetes configuration exists, and
+listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import tornado.web
+from traitlets import Bool, Integer, Unicode, default, validate
+from traitlets.config import Application
+
+from .auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
+from .handlers import NotFoundHandler, load_openapi, routes
+from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+from .state import ServiceState
+
+__all__ = ["ESAPService", "kube_config_available", "make_app"]
+
+log = logging.getLogger(__name__)
+
+
+def make_app(
+    *,
+    site: Any,
+    capacity: CapacityView,
+    auth: AuthStrategy | None,
+    may_use: Any = None,
+    catalogue: LocalityCatalogue | None = None,
+    prefix: str = "/",
+    hub_base_url: str = "/",
+    service_name: str = "esap",
+    allow_anonymous: bool = False,
+    limited_threshold: int | None = None,
+    max_dids: int | None = None,
+    metrics_require_auth: bool = True,
+    cluster_note: str | None = None,
+    site_file: str | None = None,
+) -> tornado.web.Application:
+    """The service's tornado Application; see :mod:`esap_spawner.service.handlers`.
+
+    ``may_use`` defaults to :func:`esap_spawner.profiles.may_use`. ``cluster_note`` says
+    why availability is unknown when no cluster is configured (shown in answers and in
+    ``health``).
+    """
+    if may_use is None:
+        from ..profiles import may_use as site_may_use
+
+        may_use = site_may_use
+    state = ServiceState(
+        site=site,
+        capacity=capacity,
+        may_use=may_use,
+        auth=auth,
+        catalogue=catalogue if catalogue is not None else NoCatalogue(),
+        prefix=prefix,
+        hub_base_url=hub_base_url,
+        service_name=service_name,
+        allow_anonymous=allow_anonymous,
+        limited_threshold=limited_threshold,
+        max_dids=max_dids,
+        metrics_require_auth=metrics_require_auth,
+        cluster_note=cluster_note,
+        site_file=site_file,
+    )
+    return tornado.web.Application(
+        routes(prefix),
+        esap=state,
+        esap_openapi=load_openapi(),
+        default_handler_class=NotFoundHandler,
+        compress_response=False,
+    )
+
+
+def kube_config_available(kubeconfig: str = "") -> bool:
+    """True when a kubeconfig file or the in-cluster service account is present."""
+    if kubeconfig:
+        return Path(kubeconfig).is_file()
+    env = os.environ.get("KUBECONFIG", "")
+    if env:
+        return any(Path(p).is_file() for p in env.split(os.pathsep) if p)
+    if (Path.home() / ".kube" / "config").is_file():
+        return True
+    return (
+        bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
+    )
+
+
+def _service_url_part(part: str) -> str:
+    url = os.environ.get("JUPYTERHUB_SERVICE_URL", "")
+    if not url:
+        return ""
+    parsed = urlparse(url)
+    if part == "ip":
+        return parsed.hostname or ""
+    return str(parsed.port or "")
+
+
+class ESAPService(Application):
+    """Run the advertising service (under JupyterHub as the service ``esap``, or alone)."""
+
+    name = "esap-service"
+    description = __doc__ or ""
+
+    aliases = {
+        "site-file": "ESAPService.site_file",
+        "port": "ESAPService.port",
+        "ip": "ESAPService.ip",
+        "prefix": "ESAPService.prefix",
+        "token-file": "ESAPService.token_file",
+        "limited-threshold": "ESAPService.limited_threshold",
+        "max-dids": "ESAPService.max_dids",
+        "kubeconfig": "ESAPService.kubeconfig",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "allow-anonymous": (
+            {"ESAPService": {"allow_anonymous": True}},
+            "Answer callers without a token (they see unrestricted profiles only).",
+        ),
+        "open-metrics": (
+            {"ESAPService": {"metrics_require_auth": False}},
+            "Serve /metrics without a token.",
+        ),
+    }
+
+    site_file = Unicode(
+        "",
+        help="""The site file (YAML) with the facility and its profiles, e.g.
+        ``/etc/esap/site.yaml``. The same file the spawner reads.""",
+    ).tag(config=True)
+
+    ip = Unicode(
+        help="""Address to listen on. Default: the host of ``JUPYTERHUB_SERVICE_URL`` when the
+        hub runs the service, else ``127.0.0.1``.""",
+    ).tag(config=True)
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return _service_url_part("ip") or "127.0.0.1"
+
+    port = Integer(
+        help="""Port to listen on, e.g. ``10101``. Default: the port of
+        ``JUPYTERHUB_SERVICE_URL`` when the hub runs the service, else 8890.""",
+    ).tag(config=True)
+
+    @default("port")
+    def _default_port(self) -> int:
+        return int(_service_url_part("port") or 8890)
+
+    prefix = Unicode(
+        help="""URL prefix of every route, e.g. ``/services/esap/``. Default:
+        ``JUPYTERHUB_SERVICE_PREFIX`` when the hub runs the service, else ``/``.""",
+    ).tag(config=True)
+
+    @default("prefix")
+    def _default_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+
+    @validate("prefix")
+    def _slashes(self, proposal: Any) -> str:
+        value = str(proposal["value"]) or "/"
+        return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    service_name = Unicode(
+        help="""The service's name in JupyterHub, e.g. ``esap``; users need the scope
+        ``access:services!service=<name>``. Default: ``JUPYTERHUB_SERVICE_NAME`` or
+        ``esap``.""",
+    ).tag(config=True)
+
+    @default("service_name")
+    def _default_service_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME") or "esap"
+
+    token_file = Unicode(
+        "",
+        help="""A JSON file of tokens for running without a hub, e.g. ``tokens.json`` holding
+        ``[{"token": "...", "name": "portal", "scopes": ["custom:esap:read"]}]``. Ignored
+        when the hub runs the service (its tokens are checked with the hub).""",
+    ).tag(config=True)
+
+    allow_anonymous = Bool(
+        False,
+        help="""Answer requests without a token; such callers see only profiles open to every
+        user. Off by default.""",
+    ).tag(config=True)
+
+    limited_threshold = Integer(
+        None,
+        allow_none=True,
+        help="""A profile is ``limited`` (not ``available``) when at most this many more
+        servers can start now, e.g. ``2``. Default: the site file's
+        ``service.availability.limited_threshold``.""",
+    ).tag(config=True)
+
+    max_dids = Integer(
+        None,
+        allow_none=True,
+        help="""Most DIDs accepted in one ``POST api/v1/locality``, e.g. ``100``; more gets
+        413. Default: the site file's ``service.locality.max_dids``.""",
+    ).tag(config=True)
+
+    metrics_require_auth = Bool(
+        True,
+        help="""Require a token with ``custom:esap:read`` or ``read:metrics`` for
+        ``GET metrics``. Set False to let Prometheus scrape without a token.""",
+    ).tag(config=True)
+
+    kubeconfig = Unicode(
+        "",
+        help="""A kubeconfig file for the cluster view, e.g. ``~/.kube/config``. Default:
+        ``KUBECONFIG``, ``~/.kube/config`` or the in-cluster service account. With none,
+        availability is ``unknown`` and the answers say so.""",
+    ).tag(config=True)
+
+    def build(self) -> tuple[tornado.web.Application, bool]:
+        """The tornado app, and whether a cluster is configured to watch."""
+        from ..capacity import ClusterModel
+        from ..site import load_site
+
+        if not self.site_file:
+            raise ValueError("no site file: pass --site-file FILE")
+        site = load_site(self.site_file)
+        auth = self._auth()
+        model = ClusterModel()
+        note = None
+        watch = kube_config_available(self.kubeconfig)
+        if self.kubeconfig:
+            os.environ["KUBECONFIG"] = self.kubeconfig
+        if not watch:
+            note = (
+                "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): "
+                "availability is 'unknown'"
+            )
+            self.log.warning(note)
+        app = make_app(
+            site=site,
+            capacity=model,
+            auth=auth,
+            prefix=self.prefix,
+            hub_base_url=os.environ.get("JUPYTERHUB_BASE_URL") or "/",
+            service_name=self.service_name,
+            allow_anonymous=self.allow_anonymous,
+            limited_threshold=self.limited_threshold,
+            max_dids=self.max_dids,
+            metrics_require_auth=self.metrics_require_auth,
+            cluster_note=note,
+            site_file=self.site_file,
+        )
+        return app, watch
+
+    def _auth(self) -> AuthStrategy | None:
+        if os.environ.get("JUPYTERHUB_API_TOKEN"):
+            from jupyterhub.services.auth import HubAuth
+
+            self.log.info(
+                "checking tokens with the hub at %s", os.environ.get("JUPYTERHUB_API_URL")
+            )
+            return HubTokenAuth(HubAuth(), service_name=self.service_name)
+        if self.token_file:
+            self.log.info("checking tokens against %s", self.token_file)
+            return StaticTokenAuth.from_file(self.token_file, service_name=self.service_name)
+        self.log.warning("no hub and no token file: every token is refused")
+        return None
+
+    async def serve(self) -> None:
+        """Listen and run until cancelled; watch the cluster when one is configured."""
+        app, watch = self.build()
+        watcher = None
+        api_client = None
+        if watch:
+            from ..cluster_watch import ClusterWatcher, api_client_from_environment
+
+            try:
+                api_client = await api_client_from_environment()
+            except Exception as exc:  # a broken kubeconfig must not stop the service
+                self.log.error("cannot load the Kubernetes configuration: %s", exc)
+                app.settings["esap"].cluster_note = (
+                    f"the Kubernetes configuration could not be loaded ({exc}): "
+                    "availability is 'unknown'"
+                )
+            else:
+                watcher = ClusterWatcher(
+                    model=app.settings["esap"].capacity, api_client=api_client, parent=self
+                )
+                await watcher.start()
+        server = app.listen(self.port, address=self.ip, xheaders=True)
+        self.log.info("ESAP service listening on http://%s:%i%s", self.ip, self.port, self.prefix)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            server.stop()
+            if watcher is not None:
+                await watcher.stop()
+            if api_client is not None:
+                await api_client.close()
+
+    def start(self) -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self.serve())

@@ -1,0 +1,390 @@
+"""HTTP handlers of the advertising service (routes under the service prefix).
+
+=========================  ===========================================================
+``GET api/v1/facility``    the facility (ESAP fields, links, spawn deep-link template)
+``GET api/v1/profiles``    visible profiles with live availability, ``as_of``, ``stale``
+``GET api/v1/profiles/X``  one profile; 404 when unknown or not visible to the caller
+``POST api/v1/locality``   ``{"dids": [...]}`` -> one locality result per DID
+``GET api/v1/openapi.json`` the OpenAPI 3.1 document (public)
+``GET health``             named checks (public); 503 + Retry-After when one fails
+``GET metrics``            Prometheus text; needs a token unless opened
+=========================  ===========================================================
+
+Every answer is JSON (metrics excepted) with ``Cache-Control: no-cache``; every 200 GET
+carries an ``ETag`` computed from its body, and a matching ``If-None-Match`` gets 304
+(tornado's ``RequestHandler.finish`` does both). Errors are
+``{"error": {"code": ..., "message": ...}}``; anything unexpected is logged and becomes a
+500 with a generic message. No handler waits for Kubernetes: answers come from the cached
+cluster view.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+
+from tornado import web
+
+from ..options import validate_did
+from .auth import (
+    ANONYMOUS,
+    METRICS_SCOPE,
+    PORTAL_SCOPE,
+    AuthError,
+    Caller,
+    check_catalogue_access,
+    token_from_header,
+)
+from .interfaces import CheckResult
+from .state import ServiceState
+from .views import facility_body, hub_root, iso_utc, profile_body, profiles_body
+
+__all__ = ["ApiError", "load_openapi", "routes"]
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    503: "unavailable",
+}
+
+
+def load_openapi() -> dict[str, Any]:
+    """The OpenAPI document shipped in this package."""
+    text = resources.files(__package__).joinpath("openapi.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+class ApiError(web.HTTPError):
+    """A refusal the caller should read: status, a stable ``code`` and a sentence."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BaseHandler(web.RequestHandler):
+    """JSON answers and errors, auth, and per-route metrics."""
+
+    route = "other"
+
+    @property
+    def state(self) -> ServiceState:
+        state: ServiceState = self.settings["esap"]
+        return state
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+
+    def prepare(self) -> None:
+        self._started = time.perf_counter()
+
+    def on_finish(self) -> None:
+        started = getattr(self, "_started", None)
+        if started is not None:
+            elapsed = max(0.0, time.perf_counter() - started)
+            self.state.metrics.observe_request(self.route, self.get_status(), elapsed)
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(body, separators=(",", ":"), sort_keys=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.code, exc.message
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(exc.retry_after))
+        elif status_code >= 500 and status_code != 503:
+            # tornado has logged the exception with its traceback; tell the caller nothing
+            code, message = "internal_error", "internal error; the service logged the details"
+        else:
+            code = _STATUS_CODES.get(status_code, "error")
+            try:
+                message = HTTPStatus(status_code).phrase
+            except ValueError:
+                message = "error"
+            if status_code == 405:
+                message = f"method {self.request.method} is not allowed on this route"
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'token realm="esap"')
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    async def authenticate(self, *, catalogue: bool = True) -> Caller:
+        """The caller of this request; raises :class:`ApiError` 401/403/503.
+
+        ``catalogue``: the route shows the catalogue, so the caller needs a catalogue
+        scope (or anonymous access must be on); else only the token's validity is checked.
+        """
+        state = self.state
+        try:
+            token = token_from_header(self.request.headers.get("Authorization"))
+            if token is None:
+                if state.allow_anonymous and catalogue:
+                    return ANONYMOUS
+                raise AuthError(
+                    401,
+                    "missing_token",
+                    "send a JupyterHub API token: 'Authorization: token <api-token>'",
+                )
+            if state.auth is None:
+                raise AuthError(401, "invalid_token", "this service accepts no tokens")
+            caller = await state.auth.authenticate(token)
+            if catalogue:
+                check_catalogue_access(caller, service_name=state.service_name)
+        except AuthError as exc:
+            raise ApiError(exc.status, exc.code, exc.message, retry_after=exc.retry_after) from exc
+        return caller
+
+    def visible(self, caller: Caller) -> Sequence[Any]:
+        """The profiles this caller may see: all for a portal, else what it may start."""
+        state = self.state
+        if caller.is_portal:
+            return state.profiles
+        groups = caller.groups if caller.kind == "user" else frozenset()
+        is_admin = caller.is_admin if caller.kind == "user" else False
+        return tuple(
+            p for p in state.profiles if state.may_use(p, groups=groups, is_admin=is_admin)
+        )
+
+    @property
+    def hub_root(self) -> str:
+        return hub_root(self.state.site.facility.url, self.state.hub_base_url)
+
+    def availability_message(self) -> str | None:
+        state = self.state
+        if state.cluster_note:
+            return state.cluster_note
+        if not state.capacity.synced:
+            return "the cluster view is not synced yet: availability is 'unknown'"
+        if state.capacity.stale:
+            return "the cluster view is stale: the watches are down, figures may be old"
+        return None
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path outside the routes, any method: a JSON 404."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise ApiError(404, "not_found", f"no such route: {self.request.path}")
+
+
+class FacilityHandler(BaseHandler):
+    route = "facility"
+
+    async def get(self) -> None:
+        await self.authenticate()
+        state = self.state
+        self.write_json(facility_body(state.site.facility, root=self.hub_root, prefix=state.prefix))
+
+
+class ProfilesHandler(BaseHandler):
+    route = "profiles"
+
+    async def get(self) -> None:
+        caller = await self.authenticate()
+        state = self.state
+        visible = self.visible(caller)
+        availability = state.capacity.availability(visible, limited_threshold=state.below)
+        body = profiles_body(
+            visible,
+            availability,
+            as_of=state.capacity.as_of,
+            stale=state.capacity.stale,
+            root=self.hub_root,
+            with_groups=caller.is_portal,
+            message=self.availability_message(),
+        )
+        self.write_json(body)
+
+
+class ProfileHandler(BaseHandler):
+    route = "profile"
+
+    async def get(self, slug: str) -> None:
+        caller = await self.authenticate()
+        state = self.state
+        found = [p for p in self.visible(caller) if p.slug == slug]
+        if not found:
+            raise ApiError(404, "unknown_profile", f"no profile {slug!r} that this caller may see")
+        availability = state.capacity.availability(found, limited_threshold=state.below)
+        body: dict[str, Any] = {
+            "as_of": iso_utc(state.capacity.as_of),
+            "stale": state.capacity.stale,
+            "profile": profile_body(
+                found[0], availability[slug], root=self.hub_root, with_groups=caller.is_portal
+            ),
+        }
+        message = self.availability_message()
+        if message:
+            body["message"] = message
+        self.write_json(body)
+
+
+class LocalityHandler(BaseHandler):
+    route = "locality"
+
+    async def post(self) -> None:
+        await self.authenticate()
+        dids = self.parse_body()
+        results = await self.state.catalogue.locality(dids)
+        self.write_json({"as_of": iso_utc(time.time()), "results": results})
+
+    def parse_body(self) -> list[str]:
+        state = self.state
+        try:
+            body = json.loads(self.request.body or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ApiError(
+                400, "invalid_body", 'the body must be a JSON object: {"dids": ["scope:name"]}'
+            )
+        unknown = sorted(set(body) - {"dids"})
+        if unknown:
+            raise ApiError(400, "unknown_field", f"unknown field(s) in the body: {unknown}")
+        if "dids" not in body:
+            raise ApiError(400, "missing_field", "the body needs 'dids': a list of 'scope:name'")
+        dids = body["dids"]
+        if not isinstance(dids, list):
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"'dids' must be a list of 'scope:name' strings, not {type(dids).__name__}",
+            )
+        max_dids = int(state.max_dids or 0)
+        if len(dids) > max_dids:
+            raise ApiError(
+                413,
+                "too_many_dids",
+                f"{len(dids)} DIDs in one request; at most {max_dids} are accepted",
+            )
+        for i, did in enumerate(dids):
+            problem = did_problem(did)
+            if problem is not None:
+                raise ApiError(400, "invalid_did", f"dids[{i}]: {problem}")
+        return list(dids)
+
+
+def did_problem(did: Any) -> str | None:
+    """Why ``did`` is not a ``scope:name`` DID, or None when it is one (the spawn
+    options' validator, so a DID the service accepts is one the spawner accepts)."""
+    if not isinstance(did, str):
+        return f"must be a string 'scope:name', not {type(did).__name__}"
+    try:
+        validate_did(did)
+    except ValueError as exc:  # OptionsError, worded for the spawn form's dataset field
+        return str(exc)
+    return None
+
+
+class OpenAPIHandler(BaseHandler):
+    route = "openapi"
+
+    def get(self) -> None:
+        self.write_json(self.settings["esap_openapi"])
+
+
+class HealthHandler(BaseHandler):
+    """Named checks; 200 when all pass, else 503 with Retry-After (for readiness probes)."""
+
+    route = "health"
+
+    def get(self) -> None:
+        checks = {
+            "site": self.site_check(),
+            "cluster": self.cluster_check(),
+            "catalogue": self.state.catalogue.health(),
+        }
+        ok = all(c.ok for c in checks.values())
+        body = {
+            "status": "ok" if ok else "failing",
+            "checks": {name: {"ok": c.ok, "message": c.message} for name, c in checks.items()},
+        }
+        if not ok:
+            self.set_header("Retry-After", "30")
+        self.write_json(body, 200 if ok else 503)
+
+    def site_check(self) -> CheckResult:
+        state = self.state
+        count = len(state.profiles)
+        if state.site_file is None:
+            return CheckResult(True, f"{count} profiles (site given in-process)")
+        try:
+            mtime = os.stat(state.site_file).st_mtime
+        except OSError as exc:
+            return CheckResult(
+                False,
+                f"site file {state.site_file} unreadable ({exc.strerror}); "
+                "serving the copy loaded at start",
+            )
+        if state.site_mtime is not None and mtime != state.site_mtime:
+            return CheckResult(
+                True, f"{count} profiles; {state.site_file} changed since start: restart to apply"
+            )
+        return CheckResult(True, f"{count} profiles from {state.site_file}")
+
+    def cluster_check(self) -> CheckResult:
+        state = self.state
+        capacity = state.capacity
+        if state.cluster_note:
+            return CheckResult(True, state.cluster_note)
+        if not capacity.synced:
+            return CheckResult(False, "cluster view not synced yet: availability is 'unknown'")
+        age = capacity.view_age_seconds() or 0.0
+        if capacity.stale:
+            return CheckResult(False, f"cluster view stale: watches down for {age:.0f} s")
+        if age > 0:
+            return CheckResult(True, f"cluster view synced; a watch reconnecting for {age:.0f} s")
+        return CheckResult(True, "cluster view synced and current")
+
+
+class MetricsHandler(BaseHandler):
+    route = "metrics"
+
+    async def get(self) -> None:
+        state = self.state
+        if state.metrics_require_auth:
+            caller = await self.authenticate(catalogue=False)
+            if not (caller.has_scope(PORTAL_SCOPE) or caller.has_scope(METRICS_SCOPE)):
+                raise ApiError(
+                    403,
+                    "insufficient_scope",
+                    f"metrics need a token with {PORTAL_SCOPE!r} or {METRICS_SCOPE!r}",
+                )
+        state.metrics.set_profile_availability(
+            state.capacity.availability(state.profiles, limited_threshold=state.below)
+        )
+        body, content_type = state.metrics.exposition()
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+
+def routes(prefix: str) -> list[tuple[str, type[BaseHandler]]]:
+    """URL patterns under ``prefix`` (which starts and ends with '/')."""
+    api = prefix + "api/v1/"
+    return [
+        (api + "facility", FacilityHandler),
+        (api + "profiles", ProfilesHandler),
+        (api + r"profiles/([^/]+)", ProfileHandler),
+        (api + "locality", LocalityHandler),
+        (api + "openapi.json", OpenAPIHandler),
+        (prefix + "health", HealthHandler),
+        (prefix + "metrics", MetricsHandler),
+    ]

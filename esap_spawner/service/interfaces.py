@@ -1,0 +1,103 @@
+"""What the service needs from the parts around it, as small protocols.
+
+The service reads the cluster through :class:`CapacityView` (which
+:class:`esap_spawner.capacity.ClusterModel` satisfies) and data locality through
+:class:`LocalityCatalogue`. Until a data catalogue is configured, :class:`NoCatalogue`
+answers ``unknown`` for every DID and says why; a real catalogue (Rucio, static) plugs in
+by implementing the same two methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "AvailabilityLike",
+    "CapacityView",
+    "CheckResult",
+    "LocalityCatalogue",
+    "NoCatalogue",
+]
+
+
+class AvailabilityLike(Protocol):
+    """One profile's live availability (see :class:`esap_spawner.capacity.Availability`)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def can_start_now(self) -> int | None: ...
+    @property
+    def fast_start(self) -> int | None: ...
+    @property
+    def running(self) -> int | None: ...
+    @property
+    def max_servers(self) -> int | None: ...
+    @property
+    def estimated_start_seconds(self) -> float | None: ...
+
+
+class CapacityView(Protocol):
+    """The cached cluster view the service answers from; never blocks on Kubernetes."""
+
+    @property
+    def synced(self) -> bool: ...
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def as_of(self) -> float | None: ...
+    def view_age_seconds(self) -> float | None: ...
+    def availability(
+        self, profiles: Iterable[Any], *, limited_threshold: int = ...
+    ) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One named health check: ``ok``, and words an operator can act on."""
+
+    ok: bool
+    message: str
+
+
+class LocalityCatalogue(Protocol):
+    """Where datasets are, as the ``POST api/v1/locality`` route reports it."""
+
+    async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
+        """One result per DID, in order, with the fields of the ``LocalityResult`` schema."""
+        ...
+
+    def health(self) -> CheckResult:
+        """Whether the catalogue can answer now (from cached state, no I/O)."""
+        ...
+
+
+class NoCatalogue:
+    """No data catalogue configured: every DID is ``unknown``, with the reason."""
+
+    message = (
+        "data locality needs a configured data catalogue (site file 'data.catalogue'); "
+        "none is configured, so locality is unknown"
+    )
+
+    async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "did": did,
+                "status": "unknown",
+                "files_total": None,
+                "files_local": None,
+                "bytes_total": None,
+                "bytes_local": None,
+                "local_rses": [],
+                "staging_required": None,
+                "estimated_staging_seconds": None,
+                "message": self.message,
+            }
+            for did in dids
+        ]
+
+    def health(self) -> CheckResult:
+        return CheckResult(True, "no data catalogue configured: locality answers 'unknown'")

@@ -1,0 +1,83 @@
+"""What every handler of the service shares: the site, the views, auth, settings, metrics.
+
+One :class:`ServiceState` per tornado Application (in ``settings["esap"]``), with its own
+:class:`esap_spawner.metrics.ServiceMetrics` (a registry per app, so several apps in one
+process, as in tests and benchmarks, do not share counters).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..metrics import ServiceMetrics
+from .auth import AuthStrategy
+from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+
+__all__ = ["ROUTES", "ServiceState"]
+
+ROUTES = ("facility", "profiles", "profile", "locality", "openapi", "health", "metrics", "other")
+
+
+@dataclass
+class ServiceState:
+    """Everything the handlers read; built once by :func:`esap_spawner.service.app.make_app`.
+
+    ``site`` is an :class:`esap_spawner.site.Site`; ``may_use(profile, *, groups,
+    is_admin)`` decides which profiles a user may start (from :mod:`esap_spawner.profiles`).
+    ``limited_threshold`` (a profile is ``limited`` when at most this many more servers
+    can start) and ``max_dids`` default to the site file's ``service`` section.
+    ``auth`` is None when no strategy is configured: every token is then refused (401)
+    and only anonymous access (if allowed) works.
+    """
+
+    site: Any
+    capacity: CapacityView
+    may_use: Callable[..., bool]
+    auth: AuthStrategy | None = None
+    catalogue: LocalityCatalogue = field(default_factory=NoCatalogue)
+    prefix: str = "/"
+    hub_base_url: str = "/"
+    service_name: str = "esap"
+    allow_anonymous: bool = False
+    limited_threshold: int | None = None
+    max_dids: int | None = None
+    metrics_require_auth: bool = True
+    cluster_note: str | None = None
+    site_file: str | None = None
+    site_mtime: float | None = None
+    metrics: ServiceMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
+            raise ValueError(f"prefix must start and end with '/': {self.prefix!r}")
+        service = getattr(self.site, "service", None)
+        if self.limited_threshold is None:
+            self.limited_threshold = int(getattr(service, "limited_threshold", 2))
+        if self.max_dids is None:
+            self.max_dids = int(getattr(service, "locality_max_dids", 1000))
+        if self.limited_threshold < 0:
+            raise ValueError(f"limited_threshold must be at least 0: {self.limited_threshold!r}")
+        if self.max_dids < 1:
+            raise ValueError(f"max_dids must be at least 1: {self.max_dids!r}")
+        if self.site_file is not None and self.site_mtime is None:
+            try:
+                self.site_mtime = os.stat(self.site_file).st_mtime
+            except OSError:
+                self.site_mtime = None
+        self.metrics = ServiceMetrics(
+            view_age=self.capacity.view_age_seconds,
+            profiles=[p.slug for p in self.profiles],
+            handlers=ROUTES,
+        )
+
+    @property
+    def below(self) -> int:
+        """The capacity model's threshold: ``limited`` below it (we say "at most N")."""
+        return int(self.limited_threshold or 0) + 1
+
+    @property
+    def profiles(self) -> Sequence[Any]:
+        return tuple(self.site.profiles)

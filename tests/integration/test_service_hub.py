@@ -1,0 +1,179 @@
+"""The advertising service run by a real JupyterHub as the managed service ``esap``.
+
+The hub starts ``python -m esap_spawner.cli service --site-file ...``; every call goes
+through the hub's proxy at ``/services/esap/...`` with real hub tokens: a portal service
+holding ``custom:esap:read``, a user in the group that may use the GPU profile, a user
+outside it, no token, and tokens without the needed scope. Every answer is checked
+against the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.unit.test_service_handlers import SITE_YAML, check_openapi
+
+pytestmark = pytest.mark.integration
+
+PORTAL_TOKEN = "portal-" + "0" * 24
+OTHER_SERVICE_TOKEN = "other-" + "1" * 24
+
+
+@dataclass
+class Answer:
+    """A requests answer in the shape :func:`check_openapi` reads."""
+
+    code: int
+    headers: Any
+    body: bytes
+
+
+def answer(r: requests.Response) -> Answer:
+    return Answer(r.status_code, r.headers, r.content)
+
+
+def hub_config(site_file: Path, port: int) -> str:
+    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file)]
+    return f"""
+c.JupyterHub.custom_scopes = {{
+    "custom:esap:read": {{"description": "Read the ESAP catalogue: every profile and its groups"}},
+}}
+c.JupyterHub.services.extend([
+    {{"name": "esap", "url": "http://127.0.0.1:{port}", "command": {command!r},
+      "environment": {{"KUBECONFIG": "{site_file.parent}/no-such-kubeconfig"}}}},
+    {{"name": "portal", "api_token": {PORTAL_TOKEN!r}}},
+    {{"name": "other", "api_token": {OTHER_SERVICE_TOKEN!r}}},
+])
+c.JupyterHub.load_roles.extend([
+    {{"name": "esap-portal", "scopes": ["custom:esap:read"], "services": ["portal"]}},
+    {{"name": "user", "scopes": ["self", "access:services!service=esap"]}},
+])
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.harness.hub import HubProcess, free_port
+
+    workdir = tmp_path_factory.mktemp("esap-service-hub")
+    site_file = workdir / "site.yaml"
+    site_file.write_text(SITE_YAML)
+    hub = HubProcess(workdir / "hub", hub_config(site_file, free_port()))
+    hub.start()
+    try:
+        hub.create_user("alice", groups=("radio",))
+        hub.create_user("bob")
+        deadline = time.monotonic() + 30
+        while True:
+            r = requests.get(f"{hub.url}/services/esap/health", timeout=5)
+            if r.headers.get("Content-Type", "").startswith("application/json"):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the esap service did not answer:\n{hub.log_tail()}")
+            time.sleep(0.3)
+        yield hub
+    finally:
+        hub.stop()
+
+
+def get(hub: Any, path: str, token: str | None = None, **headers: str) -> requests.Response:
+    if token is not None:
+        headers["Authorization"] = f"token {token}"
+    return requests.get(f"{hub.url}/services/esap/{path}", headers=headers, timeout=30)
+
+
+def slugs(r: requests.Response) -> list[str]:
+    body = check_openapi("GET", "/api/v1/profiles", answer(r))
+    return [p["slug"] for p in body["profiles"]]
+
+
+def test_portal_token_sees_every_profile_with_groups(hub: Any) -> None:
+    r = get(hub, "api/v1/profiles", PORTAL_TOKEN)
+    assert r.status_code == 200, r.text
+    assert slugs(r) == ["small", "gpu"]
+    profiles = r.json()["profiles"]
+    assert profiles[1]["allowed_groups"] == ["radio"]
+    # no cluster configured for this hub: availability is unknown, and the answer says so
+    assert profiles[0]["availability"]["status"] == "unknown"
+    assert "no Kubernetes configuration" in r.json()["message"]
+
+
+def test_user_in_the_group_sees_the_gpu_profile(hub: Any) -> None:
+    token = hub.user_token("alice")
+    r = get(hub, "api/v1/profiles", token)
+    assert r.status_code == 200, r.text
+    assert slugs(r) == ["small", "gpu"]
+    assert all("allowed_groups" not in p for p in r.json()["profiles"])
+    r = get(hub, "api/v1/profiles/gpu", token)
+    assert check_openapi("GET", "/api/v1/profiles/{slug}", answer(r))["profile"]["slug"] == "gpu"
+
+
+def test_user_outside_the_group_does_not(hub: Any) -> None:
+    token = hub.user_token("bob")
+    r = get(hub, "api/v1/profiles", token)
+    assert slugs(r) == ["small"]
+    r = get(hub, "api/v1/profiles/gpu", token)
+    assert r.status_code == 404
+    check_openapi("GET", "/api/v1/profiles/{slug}", answer(r))
+
+
+def test_no_token_is_401(hub: Any) -> None:
+    r = get(hub, "api/v1/profiles")
+    assert r.status_code == 401
+    assert check_openapi("GET", "/api/v1/profiles", answer(r))["error"]["code"] == "missing_token"
+
+
+def test_unknown_token_is_401(hub: Any) -> None:
+    r = get(hub, "api/v1/profiles", "not-a-token-the-hub-knows")
+    assert r.status_code == 401
+    assert check_openapi("GET", "/api/v1/profiles", answer(r))["error"]["code"] == "invalid_token"
+
+
+def test_tokens_without_the_scope_are_403(hub: Any) -> None:
+    narrow = hub.user_token("bob", scopes=["read:users:name!user=bob"])
+    for token in (narrow, OTHER_SERVICE_TOKEN):
+        r = get(hub, "api/v1/profiles", token)
+        assert r.status_code == 403, r.text
+        body = check_openapi("GET", "/api/v1/profiles", answer(r))
+        assert body["error"]["code"] == "insufficient_scope"
+
+
+def test_facility_locality_and_etag_through_the_proxy(hub: Any) -> None:
+    r = get(hub, "api/v1/facility", PORTAL_TOKEN)
+    body = check_openapi("GET", "/api/v1/facility", answer(r))
+    assert body["links"]["profiles"] == "/services/esap/api/v1/profiles"
+    r2 = get(hub, "api/v1/facility", PORTAL_TOKEN, **{"If-None-Match": r.headers["ETag"]})
+    assert r2.status_code == 304
+    r = requests.post(
+        f"{hub.url}/services/esap/api/v1/locality",
+        headers={"Authorization": f"token {PORTAL_TOKEN}"},
+        data=json.dumps({"dids": ["lofar:L123456"]}),
+        timeout=30,
+    )
+    body = check_openapi("POST", "/api/v1/locality", answer(r))
+    assert body["results"][0]["status"] == "unknown"
+    r = requests.post(
+        f"{hub.url}/services/esap/api/v1/locality",
+        headers={"Authorization": f"token {PORTAL_TOKEN}"},
+        data=json.dumps({"dids": ["not a did"]}),
+        timeout=30,
+    )
+    assert r.status_code == 400
+    assert check_openapi("POST", "/api/v1/locality", answer(r))["error"]["code"] == "invalid_did"
+
+
+def test_health_and_openapi_are_public(hub: Any) -> None:
+    r = get(hub, "health")
+    body = check_openapi("GET", "/health", answer(r))
+    assert body["checks"]["cluster"]["ok"] is True
+    r = get(hub, "api/v1/openapi.json")
+    assert r.status_code == 200
+    assert r.json()["openapi"].startswith("3.1")

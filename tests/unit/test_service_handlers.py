@@ -1,0 +1,784 @@
+"""The advertising service in-process: every route, ETag/304, every error, the OpenAPI shapes.
+
+The app is the real one (:func:`esap_spawner.service.app.make_app`) over a real site file,
+a real :class:`~esap_spawner.capacity.ClusterModel` fed nodes and pods by hand, and the
+static-token strategy that ``esap-spawner service --token-file`` uses. Every answer is
+checked against the status codes and schemas that ``openapi.json`` documents.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpserver import HTTPServer
+
+from esap_spawner.capacity import ClusterModel
+from esap_spawner.profiles import PROFILE_LABEL
+from esap_spawner.service.app import make_app
+from esap_spawner.service.auth import StaticTokenAuth
+from esap_spawner.service.handlers import load_openapi
+from esap_spawner.site import load_site
+
+PREFIX = "/services/esap/"
+SMALL_IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
+
+SITE_YAML = f"""
+facility:
+  name: Test Hub
+  description: A hub for tests
+  url: https://hub.example.org/
+  keywords: [radio, gpu]
+profiles:
+  - slug: small
+    display_name: "Small: 1 CPU, 2 GB"
+    description: For notebooks
+    cpu: {{guarantee: 1, limit: 2}}
+    memory: {{guarantee: 2G, limit: 4G}}
+    image: {SMALL_IMAGE}
+    max_servers: 5
+    hardware_capabilities: []
+  - slug: gpu
+    display_name: "GPU: 1 A100"
+    description: For training
+    cpu: {{guarantee: 4, limit: 8}}
+    memory: {{guarantee: 16Gi, limit: 32Gi}}
+    gpu: {{count: 1, resource: nvidia.com/gpu, model: A100}}
+    image: quay.io/jupyter/pytorch-notebook:cuda12-2026-01-01
+    node_selector: {{accelerator: a100}}
+    allowed_groups: [radio]
+    hardware_capabilities: [gpu]
+"""
+
+TOKENS = [
+    {"token": "portal-token", "name": "portal", "kind": "service", "scopes": ["custom:esap:read"]},
+    {
+        "token": "alice-token",
+        "name": "alice",
+        "groups": ["radio"],
+        "scopes": ["access:services!service=esap"],
+    },
+    {"token": "bob-token", "name": "bob", "groups": [], "scopes": ["access:services"]},
+    {
+        "token": "carol-token",
+        "name": "carol",
+        "groups": [],
+        "scopes": ["read:users:name!user=carol", "read:users!user"],  # the 2nd is malformed
+    },
+    {
+        "token": "root-token",
+        "name": "root",
+        "admin": True,
+        "scopes": ["access:services!service=esap"],
+    },
+    {"token": "prom-token", "name": "prometheus", "kind": "service", "scopes": ["read:metrics"]},
+]
+
+
+def node(
+    name: str,
+    *,
+    cpu: str,
+    memory: str,
+    gpu: int = 0,
+    labels: dict[str, str] | None = None,
+    images: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpu:
+        allocatable["nvidia.com/gpu"] = str(gpu)
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {},
+        "status": {
+            "allocatable": allocatable,
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "images": [{"names": [image]} for image in images],
+        },
+    }
+
+
+def server_pod(uid: str, node_name: str, profile: str, *, cpu: str, memory: str) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "uid": uid,
+            "name": f"jupyter-{uid}",
+            "namespace": "hub",
+            "labels": {PROFILE_LABEL: profile},
+        },
+        "spec": {
+            "nodeName": node_name,
+            "containers": [
+                {"name": "notebook", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+            ],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- OpenAPI ---------------------------------------------------------------------------
+
+OPENAPI = load_openapi()
+_REGISTRY: Registry = Registry().with_resource(
+    "urn:esap-openapi", Resource.from_contents(OPENAPI, default_specification=DRAFT202012)
+)
+
+
+def schema_validator(pointer: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"urn:esap-openapi#{pointer}"}, registry=_REGISTRY)
+
+
+def check_openapi(method: str, path_template: str, response: Any) -> Any:
+    """The answer's status is documented for this route, and its body fits the schema.
+
+    ``response`` has ``code``, ``headers`` and ``body`` (a tornado HTTPResponse or alike).
+    """
+    operation = OPENAPI["paths"][path_template][method.lower()]
+    status = str(response.code)
+    assert status in operation["responses"], f"{method} {path_template}: {status} undocumented"
+    documented = operation["responses"][status]
+    if response.code == 304:
+        assert response.body == b""
+        return None
+    content = documented["content"]
+    media = response.headers["Content-Type"].split(";")[0]
+    if media == "application/json":
+        body = json.loads(response.body)
+        pointer = f"/paths/{path_template.replace('/', '~1')}/{method.lower()}/responses/{status}"
+        pointer += "/content/application~1json/schema"
+        errors = sorted(schema_validator(pointer).iter_errors(body), key=str)
+        assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+        return body
+    assert media in content or "text/plain" in content
+    return response.body.decode()
+
+
+def test_openapi_document_is_valid_openapi_3_1_shape() -> None:
+    assert OPENAPI["openapi"].startswith("3.1")
+    # every component schema is a valid JSON Schema 2020-12 document
+    for name, schema in OPENAPI["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema), name
+    # every $ref resolves
+    refs: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            if "$ref" in obj:
+                refs.append(obj["$ref"])
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, list):
+            for value in obj:
+                walk(value)
+
+    walk(OPENAPI)
+    resolver = _REGISTRY.resolver("urn:esap-openapi")
+    for ref in refs:
+        resolver.lookup(f"urn:esap-openapi{ref}")
+
+
+# -- the app ---------------------------------------------------------------------------
+
+
+class Service:
+    def __init__(self, port: int, model: ClusterModel, clock: Clock) -> None:
+        self.port = port
+        self.model = model
+        self.clock = clock
+        self.client = AsyncHTTPClient()
+
+    async def fetch(
+        self,
+        path: str,
+        *,
+        token: str | None = None,
+        method: str = "GET",
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HTTPResponse:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"token {token}"
+        if method in ("POST", "PUT", "PATCH") and body is None:
+            body = b""
+        return await self.client.fetch(
+            f"http://127.0.0.1:{self.port}{PREFIX}{path}",
+            method=method,
+            body=body,
+            headers=all_headers,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+        )
+
+
+@pytest.fixture
+def site_file(tmp_path: Path) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE_YAML)
+    return path
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps(TOKENS))
+    return path
+
+
+def synced_model(clock: Clock) -> ClusterModel:
+    model = ClusterModel(clock=clock)
+    model.replace_all(
+        [
+            node("cpu-1", cpu="8", memory="32G", images=(SMALL_IMAGE,)),
+            node("cpu-2", cpu="4", memory="16G"),
+            node("gpu-1", cpu="16", memory="128Gi", gpu=2, labels={"accelerator": "a100"}),
+        ],
+        [server_pod("u1", "cpu-1", "small", cpu="1", memory="2G")],
+    )
+    return model
+
+
+ServiceFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def service_factory(site_file: Path, token_file: Path) -> AsyncIterator[ServiceFactory]:
+    servers: list[HTTPServer] = []
+
+    async def make(*, synced: bool = True, **options: Any) -> Service:
+        clock = Clock()
+        model = synced_model(clock) if synced else ClusterModel(clock=clock)
+        options.setdefault("auth", StaticTokenAuth.from_file(token_file))
+        app = make_app(
+            site=load_site(site_file),
+            capacity=model,
+            prefix=PREFIX,
+            site_file=str(site_file),
+            **options,
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        server = HTTPServer(app)
+        server.add_sockets([sock])
+        servers.append(server)
+        return Service(sock.getsockname()[1], model, clock)
+
+    yield make
+    for server in servers:
+        server.stop()
+        await server.close_all_connections()
+
+
+@pytest.fixture
+async def service(service_factory: ServiceFactory) -> Service:
+    return await service_factory()
+
+
+# -- facility --------------------------------------------------------------------------
+
+
+async def test_facility(service: Service) -> None:
+    r = await service.fetch("api/v1/facility", token="alice-token")
+    body = check_openapi("GET", "/api/v1/facility", r)
+    assert body["name"] == "Test Hub"
+    assert body["facilitytype"] == "jupyterhub"
+    assert body["url"] == "https://hub.example.org/"
+    assert body["keywords"] == ["radio", "gpu"]
+    assert body["links"]["profiles"] == f"{PREFIX}api/v1/profiles"
+    assert body["links"]["profile"] == f"{PREFIX}api/v1/profiles/{{slug}}"
+    assert body["spawn_url_template"] == (
+        "https://hub.example.org/hub/spawn?profile={profile}&dataset={did}"
+        "&workflow={workflow}&ref={ref}&filepath={filepath}"
+    )
+    assert r.headers["Cache-Control"] == "no-cache"
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+# -- profiles and visibility -----------------------------------------------------------
+
+
+async def test_portal_sees_every_profile_with_groups(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert [p["slug"] for p in body["profiles"]] == ["small", "gpu"]
+    small, gpu = body["profiles"]
+    assert small["allowed_groups"] == []
+    assert gpu["allowed_groups"] == ["radio"]
+    assert body["stale"] is False
+    assert body["as_of"] == "2026-01-01T00:00:00.000Z"
+    assert "message" not in body
+    assert small["spawn_url"] == "https://hub.example.org/hub/spawn?profile=small"
+    assert small["resources"] == {
+        "cpu": {"guarantee": 1.0, "limit": 2.0},
+        "memory": {
+            "guarantee": {"bytes": 2_000_000_000, "quantity": "2G"},
+            "limit": {"bytes": 4_000_000_000, "quantity": "4G"},
+        },
+        "gpu": {"count": 0, "resource": None, "model": None},
+    }
+    assert gpu["resources"]["gpu"] == {"count": 1, "resource": "nvidia.com/gpu", "model": "A100"}
+    assert gpu["resources"]["memory"]["guarantee"] == {"bytes": 16 * 2**30, "quantity": "16Gi"}
+    assert gpu["hardware_capabilities"] == ["gpu"]
+
+
+async def test_availability_comes_from_the_model(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    small, gpu = json.loads(r.body)["profiles"]
+    # small (1 CPU, 2G): cpu-1 has 7 CPU / 30G free -> 7, cpu-2 4, gpu-1 16; quota 5 - 1 = 4
+    assert small["availability"] == {
+        "status": "available",
+        "can_start_now": 4,
+        "fast_start": 4,
+        "running": 1,
+        "max_servers": 5,
+        "estimated_start_seconds": None,
+    }
+    # gpu: only gpu-1 has the label and 2 GPUs -> 2, at most the site's default 2: limited
+    assert gpu["availability"]["status"] == "limited"
+    assert gpu["availability"]["can_start_now"] == 2
+    assert gpu["availability"]["fast_start"] == 0
+    assert gpu["availability"]["max_servers"] is None
+
+
+async def test_user_in_the_group_sees_the_restricted_profile_without_groups(
+    service: Service,
+) -> None:
+    r = await service.fetch("api/v1/profiles", token="alice-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert [p["slug"] for p in body["profiles"]] == ["small", "gpu"]
+    assert all("allowed_groups" not in p for p in body["profiles"])
+
+
+async def test_user_outside_the_group_sees_only_what_they_may_start(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="bob-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert [p["slug"] for p in body["profiles"]] == ["small"]
+    r = await service.fetch("api/v1/profiles/gpu", token="bob-token")
+    error = check_openapi("GET", "/api/v1/profiles/{slug}", r)
+    assert r.code == 404
+    assert error["error"]["code"] == "unknown_profile"
+
+
+async def test_admin_user_sees_every_profile(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="root-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert [p["slug"] for p in body["profiles"]] == ["small", "gpu"]
+    assert all("allowed_groups" not in p for p in body["profiles"])
+
+
+async def test_one_profile(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles/gpu", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles/{slug}", r)
+    assert body["profile"]["slug"] == "gpu"
+    assert body["profile"]["allowed_groups"] == ["radio"]
+    assert body["stale"] is False
+    r = await service.fetch("api/v1/profiles/nope", token="portal-token")
+    assert check_openapi("GET", "/api/v1/profiles/{slug}", r)["error"]["code"] == "unknown_profile"
+
+
+async def test_unsynced_model_answers_unknown_and_says_so(service_factory: ServiceFactory) -> None:
+    service = await service_factory(synced=False)
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert body["stale"] is True
+    assert body["as_of"] is None
+    assert "not synced" in body["message"]
+    for profile in body["profiles"]:
+        assert profile["availability"]["status"] == "unknown"
+        assert profile["availability"]["can_start_now"] is None
+
+
+async def test_no_cluster_note_is_shown(service_factory: ServiceFactory) -> None:
+    note = "no Kubernetes configuration found: availability is 'unknown'"
+    service = await service_factory(synced=False, cluster_note=note)
+    r = await service.fetch("api/v1/profiles/small", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles/{slug}", r)
+    assert body["message"] == note
+    r = await service.fetch("health")
+    health = check_openapi("GET", "/health", r)
+    assert health["checks"]["cluster"] == {"ok": True, "message": note}
+
+
+async def test_stale_view_is_reported(service: Service) -> None:
+    service.model.watch_down("pods")
+    service.clock.now += 120
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert body["stale"] is True
+    assert "stale" in body["message"]
+    r = await service.fetch("health")
+    health = check_openapi("GET", "/health", r)
+    assert r.code == 503
+    assert r.headers["Retry-After"] == "30"
+    assert health["checks"]["cluster"]["ok"] is False
+
+
+# -- ETag / 304 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, template",
+    [
+        ("api/v1/facility", "/api/v1/facility"),
+        ("api/v1/profiles", "/api/v1/profiles"),
+        ("api/v1/profiles/small", "/api/v1/profiles/{slug}"),
+        ("api/v1/openapi.json", "/api/v1/openapi.json"),
+        ("health", "/health"),
+        ("metrics", "/metrics"),
+    ],
+)
+async def test_etag_and_304(service: Service, path: str, template: str) -> None:
+    token = "portal-token"
+    r = await service.fetch(path, token=token)
+    assert r.code == 200
+    etag = r.headers["ETag"]
+    r2 = await service.fetch(path, token=token, headers={"If-None-Match": etag})
+    if path == "metrics":  # counters move between two scrapes: a new body, a new tag
+        assert r2.code == 200
+        assert r2.headers["ETag"] != etag
+        return
+    assert r2.code == 304
+    check_openapi("GET", template, r2)
+    r3 = await service.fetch(path, token=token, headers={"If-None-Match": '"something-else"'})
+    assert r3.code == 200
+
+
+async def test_etag_changes_when_availability_changes(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    etag = r.headers["ETag"]
+    service.clock.now += 5
+    service.model.apply("ADDED", server_pod("u2", "cpu-2", "small", cpu="1", memory="2G"))
+    r2 = await service.fetch(
+        "api/v1/profiles", token="portal-token", headers={"If-None-Match": etag}
+    )
+    assert r2.code == 200
+    body = json.loads(r2.body)
+    assert body["profiles"][0]["availability"]["running"] == 2
+    assert body["as_of"] == "2026-01-01T00:00:05.000Z"
+
+
+async def test_different_callers_get_different_etags(service: Service) -> None:
+    portal = await service.fetch("api/v1/profiles", token="portal-token")
+    bob = await service.fetch("api/v1/profiles", token="bob-token")
+    assert portal.headers["ETag"] != bob.headers["ETag"]
+    r = await service.fetch(
+        "api/v1/profiles", token="bob-token", headers={"If-None-Match": portal.headers["ETag"]}
+    )
+    assert r.code == 200
+
+
+# -- auth errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, template",
+    [
+        ("api/v1/facility", "/api/v1/facility"),
+        ("api/v1/profiles", "/api/v1/profiles"),
+        ("api/v1/profiles/small", "/api/v1/profiles/{slug}"),
+    ],
+)
+async def test_no_token_is_401(service: Service, path: str, template: str) -> None:
+    r = await service.fetch(path)
+    body = check_openapi("GET", template, r)
+    assert r.code == 401
+    assert body["error"]["code"] == "missing_token"
+    assert r.headers["WWW-Authenticate"].startswith("token")
+
+
+async def test_unknown_token_is_401(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", token="no-such-token")
+    assert check_openapi("GET", "/api/v1/profiles", r)["error"]["code"] == "invalid_token"
+    assert r.code == 401
+
+
+async def test_malformed_authorization_header_is_401(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", headers={"Authorization": "Basic abc:def"})
+    assert r.code == 401
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert "Authorization header" in body["error"]["message"]
+
+
+async def test_bearer_token_is_accepted(service: Service) -> None:
+    r = await service.fetch("api/v1/profiles", headers={"Authorization": "Bearer bob-token"})
+    assert r.code == 200
+
+
+async def test_wrong_scope_is_403(service: Service) -> None:
+    for path, template in (
+        ("api/v1/profiles", "/api/v1/profiles"),
+        ("api/v1/facility", "/api/v1/facility"),
+    ):
+        r = await service.fetch(path, token="carol-token")
+        body = check_openapi("GET", template, r)
+        assert r.code == 403
+        assert body["error"]["code"] == "insufficient_scope"
+        assert "custom:esap:read" in body["error"]["message"]
+        assert "access:services!service=esap" in body["error"]["message"]
+    r = await service.fetch(
+        "api/v1/locality", token="carol-token", method="POST", body=json.dumps({"dids": ["a:b"]})
+    )
+    assert r.code == 403
+    check_openapi("POST", "/api/v1/locality", r)
+
+
+async def test_anonymous_sees_only_unrestricted_profiles(service_factory: ServiceFactory) -> None:
+    service = await service_factory(allow_anonymous=True)
+    r = await service.fetch("api/v1/profiles")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert [p["slug"] for p in body["profiles"]] == ["small"]
+    r = await service.fetch("api/v1/profiles/gpu")
+    assert r.code == 404
+    # a wrong token is still refused when anonymous access is on
+    r = await service.fetch("api/v1/profiles", token="no-such-token")
+    assert r.code == 401
+    # anonymous access does not open the metrics
+    r = await service.fetch("metrics")
+    assert r.code == 401
+
+
+async def test_no_auth_strategy_refuses_every_token(service_factory: ServiceFactory) -> None:
+    service = await service_factory(auth=None)
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    assert r.code == 401
+    check_openapi("GET", "/api/v1/profiles", r)
+
+
+class HubDown:
+    """An auth strategy whose hub cannot be reached (what HubTokenAuth raises then)."""
+
+    async def authenticate(self, token: str) -> Any:
+        from esap_spawner.service.auth import AuthError
+
+        raise AuthError(503, "hub_unavailable", "the hub could not be reached", retry_after=10)
+
+
+async def test_hub_unreachable_is_503_with_retry_after(service_factory: ServiceFactory) -> None:
+    service = await service_factory(auth=HubDown())
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert r.code == 503
+    assert r.headers["Retry-After"] == "10"
+    assert body["error"]["code"] == "hub_unavailable"
+
+
+# -- locality --------------------------------------------------------------------------
+
+
+async def post_locality(
+    service: Service, body: Any, *, raw: bool = False, token: str = "alice-token"
+) -> HTTPResponse:
+    data = body if raw else json.dumps(body)
+    return await service.fetch("api/v1/locality", token=token, method="POST", body=data)
+
+
+async def test_locality_answers_unknown_until_a_catalogue_exists(service: Service) -> None:
+    r = await post_locality(service, {"dids": ["lofar:L123456", "ska:obs-2026-01"]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert r.code == 200
+    assert [x["did"] for x in body["results"]] == ["lofar:L123456", "ska:obs-2026-01"]
+    for result in body["results"]:
+        assert result["status"] == "unknown"
+        assert "catalogue" in result["message"]
+        assert result["staging_required"] is None
+
+
+async def test_locality_uses_a_plugged_catalogue(service_factory: ServiceFactory) -> None:
+    from esap_spawner.service.interfaces import CheckResult
+
+    class OneLocal:
+        async def locality(self, dids: list[str]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "did": d,
+                    "status": "local",
+                    "files_total": 2,
+                    "files_local": 2,
+                    "bytes_total": 10,
+                    "bytes_local": 10,
+                    "local_rses": ["HUB_LOCAL_DISK"],
+                    "staging_required": False,
+                    "estimated_staging_seconds": 0,
+                }
+                for d in dids
+            ]
+
+        def health(self) -> CheckResult:
+            return CheckResult(False, "rucio unreachable for 40 s")
+
+    service = await service_factory(catalogue=OneLocal())
+    r = await post_locality(service, {"dids": ["lofar:L1"]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert body["results"][0]["status"] == "local"
+    r = await service.fetch("health")
+    health = check_openapi("GET", "/health", r)
+    assert r.code == 503
+    assert health["checks"]["catalogue"] == {"ok": False, "message": "rucio unreachable for 40 s"}
+
+
+@pytest.mark.parametrize(
+    "body, raw, code, words",
+    [
+        ("{not json", True, "malformed_json", "not valid JSON"),
+        ("", True, "malformed_json", "not valid JSON"),
+        (b"\xff\xfe", True, "malformed_json", "not valid JSON"),
+        (["lofar:L1"], False, "invalid_body", "JSON object"),
+        ({}, False, "missing_field", "'dids'"),
+        ({"dids": "lofar:L1"}, False, "invalid_field", "not str"),
+        ({"dids": ["lofar:L1"], "extra": 1}, False, "unknown_field", "extra"),
+        ({"dids": ["lofar:L1", 5]}, False, "invalid_did", "dids[1]"),
+        ({"dids": ["lofar:L1", "no-colon"]}, False, "invalid_did", "dids[1]"),
+        ({"dids": [":name"]}, False, "invalid_did", "dids[0]"),
+        ({"dids": ["scope:"]}, False, "invalid_did", "dids[0]"),
+    ],
+)
+async def test_locality_bad_input_is_400(
+    service: Service, body: Any, raw: bool, code: str, words: str
+) -> None:
+    r = await post_locality(service, body, raw=raw)
+    answer = check_openapi("POST", "/api/v1/locality", r)
+    assert r.code == 400
+    assert answer["error"]["code"] == code
+    assert words in answer["error"]["message"]
+
+
+async def test_locality_too_many_dids_is_413(service_factory: ServiceFactory) -> None:
+    service = await service_factory(max_dids=3)
+    r = await post_locality(service, {"dids": [f"s:d{i}" for i in range(3)]})
+    assert r.code == 200
+    r = await post_locality(service, {"dids": [f"s:d{i}" for i in range(4)]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert r.code == 413
+    assert body["error"]["code"] == "too_many_dids"
+    assert "at most 3" in body["error"]["message"]
+
+
+async def test_locality_needs_a_token(service: Service) -> None:
+    r = await service.fetch("api/v1/locality", method="POST", body=json.dumps({"dids": []}))
+    assert r.code == 401
+    check_openapi("POST", "/api/v1/locality", r)
+
+
+# -- 404, 405, 500 ---------------------------------------------------------------------
+
+
+async def test_unknown_route_is_json_404(service: Service) -> None:
+    for path in ("api/v2/profiles", "nothing/here", "api/v1/profiles/a/b"):
+        r = await service.fetch(path, token="portal-token")
+        assert r.code == 404
+        assert json.loads(r.body)["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "method, path, template",
+    [
+        ("POST", "api/v1/profiles", "/api/v1/profiles"),
+        ("DELETE", "api/v1/profiles/small", "/api/v1/profiles/{slug}"),
+        ("PUT", "api/v1/facility", "/api/v1/facility"),
+        ("GET", "api/v1/locality", "/api/v1/locality"),
+        ("POST", "health", "/health"),
+    ],
+)
+async def test_wrong_method_is_405(service: Service, method: str, path: str, template: str) -> None:
+    r = await service.fetch(path, token="portal-token", method=method)
+    assert r.code == 405
+    body = json.loads(r.body)
+    assert body["error"]["code"] == "method_not_allowed"
+    assert method in body["error"]["message"]
+    documented = OPENAPI["paths"][template]
+    assert "405" in next(iter(documented.values()))["responses"]
+
+
+async def test_unexpected_exception_is_generic_json_500(
+    service_factory: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(ClusterModel):
+        def availability(self, profiles: Any, *, limited_threshold: int = 3) -> Any:
+            raise RuntimeError("secret internal detail")
+
+    service = await service_factory()
+    service.model.__class__ = Broken
+    r = await service.fetch("api/v1/profiles", token="portal-token")
+    assert r.code == 500
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert body == {
+        "error": {
+            "code": "internal_error",
+            "message": "internal error; the service logged the details",
+        }
+    }
+    assert "secret" not in r.body.decode()
+    assert any("secret internal detail" in str(rec.exc_info) for rec in caplog.records)
+
+
+# -- openapi, health, metrics ----------------------------------------------------------
+
+
+async def test_openapi_is_served_without_a_token(service: Service) -> None:
+    r = await service.fetch("api/v1/openapi.json")
+    assert r.code == 200
+    assert json.loads(r.body) == OPENAPI
+
+
+async def test_health_all_ok(service: Service) -> None:
+    r = await service.fetch("health")
+    body = check_openapi("GET", "/health", r)
+    assert r.code == 200
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"site", "cluster", "catalogue"}
+    assert "2 profiles" in body["checks"]["site"]["message"]
+    assert body["checks"]["cluster"]["message"] == "cluster view synced and current"
+
+
+async def test_health_site_file_gone(service: Service, site_file: Path) -> None:
+    site_file.unlink()
+    r = await service.fetch("health")
+    body = check_openapi("GET", "/health", r)
+    assert r.code == 503
+    assert body["checks"]["site"]["ok"] is False
+
+
+async def test_metrics_need_a_token_with_the_right_scope(service: Service) -> None:
+    r = await service.fetch("metrics")
+    assert r.code == 401
+    check_openapi("GET", "/metrics", r)
+    r = await service.fetch("metrics", token="bob-token")
+    assert r.code == 403
+    check_openapi("GET", "/metrics", r)
+    await service.fetch("api/v1/profiles", token="portal-token")
+    r = await service.fetch("metrics", token="prom-token")
+    text = check_openapi("GET", "/metrics", r)
+    assert r.code == 200
+    assert (
+        'esap_advertiser_request_duration_seconds_count{code="200",handler="profiles"} 1.0' in text
+    )
+    assert "esap_cluster_view_age_seconds 0.0" in text
+    assert 'esap_profile_available_servers{profile="small"} 4.0' in text
+    assert 'esap_profile_running_servers{profile="small"} 1.0' in text
+
+
+async def test_metrics_opened(service_factory: ServiceFactory) -> None:
+    service = await service_factory(metrics_require_auth=False)
+    r = await service.fetch("metrics")
+    assert r.code == 200
+    assert "esap_advertiser_request_duration_seconds_bucket" in r.body.decode()
