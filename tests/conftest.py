@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.harness.hub",
+    "tests.harness.rucio_server",
 ]

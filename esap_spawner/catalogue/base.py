@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -217,6 +217,7 @@ class StagingRequest:
     reused: bool = False
     files_total: int = 0
     bytes_total: int = 0
+    expires_at: str | None = None  # ISO 8601, UTC, when the catalogue says
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -241,7 +242,7 @@ class StagingProgress:
     bytes_ok: int = 0
     bytes_total: int = 0
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    expires_at: str | None = None  # ISO 8601, UTC
 
     @property
     def done(self) -> bool:
