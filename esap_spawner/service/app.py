@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -238,8 +239,6 @@ class ESAPService(Application):
         model = ClusterModel()
         note = None
         watch = kube_config_available(self.kubeconfig)
-        if self.kubeconfig:
-            os.environ["KUBECONFIG"] = self.kubeconfig
         if not watch:
             note = (
                 "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): "
@@ -284,6 +283,8 @@ class ESAPService(Application):
         if watch:
             from ..cluster_watch import ClusterWatcher, api_client_from_environment
 
+            if self.kubeconfig:  # kubernetes_asyncio reads it from the environment
+                os.environ["KUBECONFIG"] = self.kubeconfig
             try:
                 api_client = await api_client_from_environment()
             except Exception as exc:  # a broken kubeconfig must not stop the service
@@ -299,8 +300,13 @@ class ESAPService(Application):
                 await watcher.start()
         server = app.listen(self.port, address=self.ip, xheaders=True)
         self.log.info("ESAP service listening on http://%s:%i%s", self.ip, self.port, self.prefix)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # the hub stops services with SIGTERM
+            loop.add_signal_handler(signum, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
+            self.log.info("stopping")
         finally:
             server.stop()
             if watcher is not None:

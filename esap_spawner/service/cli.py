@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -36,8 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         help="JSON list of tokens to accept when no hub runs the service (for portals testing)",
     )
-    parser.add_argument("--limited-threshold", type=int, help="'limited' below this many (3)")
-    parser.add_argument("--max-dids", type=int, help="most DIDs per locality request (100)")
+    parser.add_argument(
+        "--limited-threshold",
+        type=int,
+        help="'limited' when at most this many can start (default: the site file's, 2)",
+    )
+    parser.add_argument(
+        "--max-dids",
+        type=int,
+        help="most DIDs per locality request (default: the site file's, 1000)",
+    )
     parser.add_argument(
         "--open-metrics", action="store_true", help="serve /metrics without a token"
     )
@@ -71,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..site import SiteError
     from .app import ESAPService
 
     logging.basicConfig(
@@ -82,11 +90,9 @@ def run(args: argparse.Namespace) -> int:
         service.load_config_file(args.config)
     service.update_config(config_from_args(args))
     service.log_level = str(args.log_level).upper()
-    # the hub stops managed services with SIGTERM: leave the loop cleanly
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         service.start()
-    except ValueError as exc:
+    except (ValueError, SiteError) as exc:
         print(f"esap-spawner service: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -177,3 +177,65 @@ def test_health_and_openapi_are_public(hub: Any) -> None:
     r = get(hub, "api/v1/openapi.json")
     assert r.status_code == 200
     assert r.json()["openapi"].startswith("3.1")
+
+
+# -- the same program without a hub: `esap-spawner service --token-file` --------------
+
+
+def test_standalone_service_with_a_token_file(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.harness.hub import free_port
+    from tests.unit.test_service_handlers import TOKENS
+
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE_YAML)
+    token_file = tmp_path / "tokens.json"
+    token_file.write_text(json.dumps(TOKENS))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env["KUBECONFIG"] = str(tmp_path / "absent")
+    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file",
+               str(site_file), "--token-file", str(token_file), "--port", str(port),
+               "--prefix", "/esap/", "--allow-anonymous"]  # fmt: skip
+    log = (tmp_path / "service.log").open("wb")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/esap/"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = requests.get(base + "health", timeout=2)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "service.log").read_text()) from None
+                time.sleep(0.2)
+        assert r.status_code == 200
+        portal = requests.get(
+            base + "api/v1/profiles", headers={"Authorization": "token portal-token"}, timeout=5
+        )
+        assert slugs(portal) == ["small", "gpu"]
+        anonymous = requests.get(base + "api/v1/profiles", timeout=5)
+        assert slugs(anonymous) == ["small"]
+        assert "no Kubernetes configuration" in anonymous.json()["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "stopping" in (tmp_path / "service.log").read_text()
+
+
+def test_bad_site_file_exits_with_the_problems(tmp_path: Path) -> None:
+    import subprocess
+
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text("facility: {name: x}\nprofiles: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "esap-spawner service:" in result.stderr
+    assert "url" in result.stderr

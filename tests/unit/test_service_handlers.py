@@ -782,3 +782,152 @@ async def test_metrics_opened(service_factory: ServiceFactory) -> None:
     r = await service.fetch("metrics")
     assert r.code == 200
     assert "esap_advertiser_request_duration_seconds_bucket" in r.body.decode()
+
+
+# -- auth strategies -------------------------------------------------------------------
+
+
+async def test_hub_unreachable_through_real_hubauth_is_503(
+    service_factory: ServiceFactory,
+) -> None:
+    from jupyterhub.services.auth import HubAuth
+
+    from esap_spawner.service.auth import HubTokenAuth
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    hub_auth = HubAuth(api_url=f"http://127.0.0.1:{closed}/hub/api", api_token="x" * 32)
+    service = await service_factory(auth=HubTokenAuth(hub_auth))
+    r = await service.fetch("api/v1/profiles", token="some-token")
+    body = check_openapi("GET", "/api/v1/profiles", r)
+    assert r.code == 503
+    assert r.headers["Retry-After"] == "10"
+    assert body["error"]["code"] == "hub_unavailable"
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{not json", "cannot read the token file"),
+        ('{"token": "a"}', "expected a JSON list"),
+        ('[{"name": "x"}]', "entry 0: 'token' must be a non-empty string"),
+        ('[{"token": "a"}, {"token": "a"}]', "entry 1: the same token is listed twice"),
+        ('[{"token": "a", "scopes": "custom:esap:read"}]', "'scopes' must be a list"),
+    ],
+)
+def test_bad_token_files_are_refused(tmp_path: Path, content: str, words: str) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=words.replace("[", r"\[")):
+        StaticTokenAuth.from_file(path)
+
+
+def test_token_from_header() -> None:
+    from esap_spawner.service.auth import AuthError, token_from_header
+
+    assert token_from_header(None) is None
+    assert token_from_header("  ") is None
+    assert token_from_header("token abc") == "abc"
+    assert token_from_header("Bearer abc") == "abc"
+    assert token_from_header("TOKEN abc ") == "abc"
+    for bad in ("abc", "Basic abc", "token a b", "token"):
+        with pytest.raises(AuthError) as info:
+            token_from_header(bad)
+        assert info.value.status == 401
+
+
+def test_caller_from_model_scopes() -> None:
+    from esap_spawner.service.auth import caller_from_model
+
+    portal = caller_from_model(
+        {"kind": "service", "name": "p", "scopes": ["custom:esap:read"]}, service_name="esap"
+    )
+    assert portal.kind == "portal"
+    user = caller_from_model(
+        {"name": "a", "groups": ["g"], "scopes": ["access:services!service=esap"]},
+        service_name="esap",
+    )
+    assert (user.kind, user.groups) == ("user", frozenset({"g"}))
+    everything = caller_from_model(
+        {"name": "a", "scopes": ["access:services"]}, service_name="esap"
+    )
+    assert everything.kind == "user"
+    other_service = caller_from_model(
+        {"name": "a", "scopes": ["access:services!service=other"]}, service_name="esap"
+    )
+    assert other_service.kind == "other"
+    renamed = caller_from_model(
+        {"name": "a", "scopes": ["access:services!service=esap2"]}, service_name="esap2"
+    )
+    assert renamed.kind == "user"
+
+
+# -- the program and its command line --------------------------------------------------
+
+
+def test_cli_options_become_traits(site_file: Path, token_file: Path) -> None:
+    import argparse
+
+    from esap_spawner.service.app import ESAPService
+    from esap_spawner.service.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--site-file",
+            str(site_file),
+            "--port",
+            "9999",
+            "--prefix",
+            "services/x",
+            "--allow-anonymous",
+            "--token-file",
+            str(token_file),
+            "--open-metrics",
+            "--max-dids",
+            "7",
+        ]
+    )
+    service = ESAPService(config=config_from_args(args))
+    assert service.site_file == str(site_file)
+    assert service.port == 9999
+    assert service.prefix == "/services/x/"
+    assert service.allow_anonymous is True
+    assert service.metrics_require_auth is False
+    assert service.max_dids == 7
+    assert service.limited_threshold is None
+
+
+def test_service_takes_its_place_from_the_hub_environment(
+    monkeypatch: pytest.MonkeyPatch, site_file: Path, tmp_path: Path
+) -> None:
+    from esap_spawner.service.app import ESAPService
+
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", "http://127.0.0.2:10101")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/services/esap/")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_NAME", "esap")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "a" * 32)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    service = ESAPService(site_file=str(site_file))
+    assert (service.ip, service.port, service.prefix) == ("127.0.0.2", 10101, "/services/esap/")
+    app, watch = service.build()
+    state = app.settings["esap"]
+    assert watch is False
+    assert state.cluster_note is not None and "no Kubernetes configuration" in state.cluster_note
+    assert type(state.auth).__name__ == "HubTokenAuth"
+    assert state.limited_threshold == 2  # the site file's default
+    assert state.max_dids == 1000
+
+
+def test_kube_config_available(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from esap_spawner.service.app import kube_config_available
+
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    assert kube_config_available() is False
+    config.write_text("apiVersion: v1\n")
+    assert kube_config_available(str(config)) is True
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{config}")
+    assert kube_config_available() is True
