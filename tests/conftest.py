@@ -1,6 +1,7 @@
 """Shared test set-up. Fixtures that start real servers live in tests/harness/."""
 
 pytest_plugins = [
+    "tests.harness.sim",
     "tests.harness.hub",
     "tests.harness.rucio_server",
 ]

@@ -1,0 +1,463 @@
+"""The simulator's kubelet: runs pods bound to nodes, in *fake* or *process* mode.
+
+For each bound pod it records the kubelet's events (Pulling/Pulled, Created, Started),
+runs init containers in order, then sets the pod Running with a podIP and ready container
+statuses, each step after a configurable delay (:class:`KubeletDelays`). A pulled image is
+recorded in the node's ``status.images``; an image already there is not pulled again
+(Pulled "already present on machine") unless ``imagePullPolicy`` is Always.
+
+*fake* mode only writes status. *process* mode runs each init container and the pod's
+first container as local processes (``command + args`` after ``$(VAR)`` expansion, env
+resolved as Kubernetes does, PATH/LANG/VIRTUAL_ENV from the simulator, HOME a per-pod
+folder, HOSTNAME the pod name, output to a per-pod log file) on the pod's own loopback
+address. A container without command and args cannot be run locally and is simulated.
+An exiting process sets its container terminated with its exit code; ``restartPolicy``
+Always/OnFailure restarts it after ``delays.restart_backoff`` seconds (the terminated state
+stays visible meanwhile, as during a CrashLoopBackOff), Never ends the pod Succeeded/Failed.
+
+Deleting a pod: the API server sets ``deletionTimestamp``; the kubelet sends SIGTERM to the
+process group, SIGKILL after the grace period, and removes the pod once it has exited.
+Pods that arrive already Running (cluster fixtures) are adopted as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clock import now_rfc3339
+from .errors import ApiError
+from .events import record_event
+from .podenv import container_env, expand
+from .processes import IPAllocator, exit_code, spawn, stop_process
+from .store import Change, Store
+
+__all__ = ["Kubelet", "KubeletDelays"]
+
+log = logging.getLogger("esap_spawner.sim.kubelet")
+PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "TZ", "PYTHONPATH")
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KubeletDelays:
+    """Seconds each kubelet step takes (small defaults suit tests)."""
+
+    pull: float = 0.2
+    create: float = 0.05
+    start: float = 0.05
+    stop: float = 0.05  # fake mode: how long a container takes to stop
+    restart_backoff: float = 10.0
+
+
+@dataclass
+class PodRun:
+    namespace: str
+    name: str
+    uid: str
+    folder: Path
+    deleting: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: bool = False  # removed from the API (force delete): do not write status
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def log_path(self, container: str) -> Path:
+        return self.folder / f"{container}.log"
+
+
+def _ready_conditions(ready: bool, initialized: bool = True) -> list[Obj]:
+    now = now_rfc3339()
+    flags = {
+        "PodReadyToStartContainers": True,
+        "Initialized": initialized,
+        "Ready": ready,
+        "ContainersReady": ready,
+        "PodScheduled": True,
+    }
+    return [
+        {"type": t, "status": "True" if ok else "False", "lastTransitionTime": now}
+        for t, ok in flags.items()
+    ]
+
+
+class Kubelet:
+    """One kubelet for every node of the simulated cluster."""
+
+    def __init__(
+        self, store: Store, *, mode: str, delays: KubeletDelays, workdir: Path, ips: IPAllocator
+    ) -> None:
+        if mode not in ("fake", "process"):
+            raise ValueError(f"kubelet mode must be 'fake' or 'process', not {mode!r}")
+        self.store = store
+        self.mode = mode
+        self.delays = delays
+        self.workdir = workdir
+        self.ips = ips
+        self.runs: dict[str, PodRun] = {}
+        self._logs: dict[tuple[str, str], Path] = {}
+        self._shutting_down = False
+        store.listeners.append(self._on_change)
+
+    # -- following the store ---------------------------------------------------------------
+
+    def start_existing(self) -> None:
+        for pod in self.store.objects("pods"):
+            self._consider(pod)
+
+    def _on_change(self, change: Change) -> None:
+        if change.resource != "pods":
+            return
+        pod = change.entry.obj
+        run = self.runs.get(pod["metadata"]["uid"])
+        if change.type == "DELETED":
+            if run is not None:
+                run.gone = True
+                run.deleting.set()
+            return
+        if run is not None:
+            if "deletionTimestamp" in pod["metadata"]:
+                run.deleting.set()
+            return
+        self._consider(pod)
+
+    def _consider(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        if not pod.get("spec", {}).get("nodeName") or meta["uid"] in self.runs:
+            return
+        run = PodRun(
+            meta["namespace"],
+            meta["name"],
+            meta["uid"],
+            self.workdir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}",
+        )
+        self.runs[run.uid] = run
+        if "deletionTimestamp" in meta:
+            run.deleting.set()
+        run.task = asyncio.ensure_future(self._lifecycle(run))
+
+    def log_path(self, namespace: str, name: str) -> Path | None:
+        """The log file of a pod's first container (process mode), if it ran."""
+        return self._logs.get((namespace, name))
+
+    # -- status helpers --------------------------------------------------------------------
+
+    def _pod(self, run: PodRun) -> Obj | None:
+        pod = self.store.find("pods", run.namespace, run.name)
+        if pod is None or pod["metadata"]["uid"] != run.uid:
+            return None
+        return pod
+
+    def _status(self, run: PodRun, fn: Any) -> Obj | None:
+        if run.gone or self._pod(run) is None:
+            return None
+        try:
+            return self.store.modify("pods", run.namespace, run.name, lambda p: fn(p["status"]))
+        except ApiError:
+            return None
+
+    def _event(self, run: PodRun, reason: str, message: str, type_: str = "Normal") -> None:
+        pod = self._pod(run)
+        if pod is not None:
+            record_event(
+                self.store, pod, reason, message, type_=type_, host=pod["spec"].get("nodeName")
+            )
+
+    # -- the pod's life --------------------------------------------------------------------
+
+    async def _lifecycle(self, run: PodRun) -> None:
+        starter = asyncio.ensure_future(self._run_pod(run))
+        deleting = asyncio.ensure_future(run.deleting.wait())
+        try:
+            await asyncio.wait({starter, deleting}, return_when=asyncio.FIRST_COMPLETED)
+            if not deleting.done():
+                await deleting
+        finally:
+            starter.cancel()
+            deleting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starter
+            await self._terminate(run)
+            self.runs.pop(run.uid, None)
+
+    async def _terminate(self, run: PodRun) -> None:
+        pod = self._pod(run)
+        grace = float((pod or {}).get("metadata", {}).get("deletionGracePeriodSeconds", 0) or 0)
+        if pod is not None and not run.gone:
+            for container in pod["spec"]["containers"]:
+                self._event(run, "Killing", f"Stopping container {container['name']}")
+        if run.processes:
+            grace = 2.0 if self._shutting_down else 0.0 if run.gone else grace
+            await asyncio.gather(*(stop_process(p, grace) for p in run.processes))
+        elif not run.gone:
+            await asyncio.sleep(min(self.delays.stop, grace))
+        if not run.gone and self._pod(run) is not None:
+            self.store.remove("pods", run.namespace, run.name)
+
+    async def _run_pod(self, run: PodRun) -> None:
+        pod = self._pod(run)
+        if pod is None:
+            return
+        if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
+            return  # adopted as it is (a cluster fixture's pod)
+        node = pod["spec"]["nodeName"]
+        ip = self.ips.allocate()
+        started = now_rfc3339()
+
+        def sandbox(status: Obj) -> None:
+            status.update(hostIP=self.ips.host_ip, hostIPs=[{"ip": self.ips.host_ip}])
+            status.update(podIP=ip, podIPs=[{"ip": ip}], startTime=started)
+            status["conditions"] = _ready_conditions(False, initialized=False)
+
+        self._status(run, sandbox)
+        if not await self._run_init_containers(run, node):
+            return
+        pod = self._pod(run)
+        if pod is None:
+            return
+        containers = pod["spec"]["containers"]
+        for container in containers:
+            await self._pull(run, node, container)
+        processes: dict[str, asyncio.subprocess.Process] = {}
+        for n, container in enumerate(containers):
+            await asyncio.sleep(self.delays.create)
+            self._event(run, "Created", f"Created container {container['name']}")
+            await asyncio.sleep(self.delays.start)
+            if n == 0 and self._runnable(container):
+                proc = await self._start_process(run, container)
+                if proc is None:
+                    return
+                processes[container["name"]] = proc
+            self._event(run, "Started", f"Started container {container['name']}")
+        statuses = [self._running_status(c, 0) for c in containers]
+
+        def running(status: Obj) -> None:
+            status["phase"] = "Running"
+            status["conditions"] = _ready_conditions(True)
+            status["containerStatuses"] = statuses
+
+        self._status(run, running)
+        if processes:
+            proc = next(iter(processes.values()))
+            await self._supervise(run, containers[0], proc)
+
+    def _runnable(self, container: Obj) -> bool:
+        return self.mode == "process" and bool(container.get("command") or container.get("args"))
+
+    async def _pull(self, run: PodRun, node_name: str, container: Obj) -> None:
+        image = container.get("image", "")
+        node = self.store.find("nodes", "", node_name)
+        images = (node or {}).get("status", {}).get("images") or []
+        present = any(image in entry.get("names", []) for entry in images)
+        if present and container.get("imagePullPolicy") != "Always":
+            self._event(run, "Pulled", f'Container image "{image}" already present on machine')
+            return
+        self._event(run, "Pulling", f'Pulling image "{image}"')
+        begin = time.monotonic()
+        await asyncio.sleep(self.delays.pull)
+        took = f"{time.monotonic() - begin:.3f}s"
+        self._event(
+            run,
+            "Pulled",
+            f'Successfully pulled image "{image}" in {took} ({took} including waiting). '
+            "Image size: 0 bytes.",
+        )
+        if node is not None and not present:
+
+            def record(n: Obj) -> None:
+                n["status"].setdefault("images", []).append({"names": [image], "sizeBytes": 0})
+
+            with contextlib.suppress(ApiError):
+                self.store.modify("nodes", "", node_name, record)
+
+    def _running_status(self, container: Obj, restarts: int, last: Obj | None = None) -> Obj:
+        image = container.get("image", "")
+        return {
+            "name": container["name"],
+            "image": image,
+            "imageID": f"sim://{image}",
+            "containerID": f"sim://{secrets.token_hex(16)}",
+            "ready": True,
+            "started": True,
+            "restartCount": restarts,
+            "state": {"running": {"startedAt": now_rfc3339()}},
+            "lastState": last or {},
+        }
+
+    async def _run_init_containers(self, run: PodRun, node: str) -> bool:
+        pod = self._pod(run)
+        if pod is None:
+            return False
+        inits = pod["spec"].get("initContainers") or []
+        done: list[Obj] = []
+        for container in inits:
+            await self._pull(run, node, container)
+            await asyncio.sleep(self.delays.create)
+            self._event(run, "Created", f"Created container {container['name']}")
+            begin = now_rfc3339()
+            code = 0
+            if self._runnable(container):
+                proc = await self._start_process(run, container, init=True)
+                if proc is None:
+                    return False
+                self._event(run, "Started", f"Started container {container['name']}")
+                code = exit_code(await proc.wait())
+                run.processes.remove(proc)
+            else:
+                self._event(run, "Started", f"Started container {container['name']}")
+                await asyncio.sleep(self.delays.start)
+            state = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": begin,
+                "finishedAt": now_rfc3339(),
+            }
+            entry = self._running_status(container, 0)
+            entry.update(ready=code == 0, started=False, state={"terminated": state})
+            done.append(entry)
+            waiting = [
+                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
+                 "restartCount": 0, "started": False,
+                 "state": {"waiting": {"reason": "PodInitializing"}}, "lastState": {}}
+                for c in inits[len(done):]
+            ]  # fmt: skip
+            failed = code != 0
+            never = pod["spec"].get("restartPolicy") == "Never"
+
+            def init_status(
+                status: Obj, statuses: list[Obj] = done + waiting, stop: bool = failed and never
+            ) -> None:
+                status["initContainerStatuses"] = statuses
+                if stop:
+                    status["phase"] = "Failed"
+
+            self._status(run, init_status)
+            if failed:
+                self._event(
+                    run,
+                    "Failed",
+                    f"Error: init container {container['name']} exited with code {code}",
+                    "Warning",
+                )
+                return False
+        return True
+
+    async def _start_process(
+        self, run: PodRun, container: Obj, *, init: bool = False
+    ) -> asyncio.subprocess.Process | None:
+        pod = self._pod(run)
+        if pod is None:
+            return None
+        home = run.folder / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        base = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+        base.update(HOME=str(home), HOSTNAME=run.name)
+
+        def lookup(resource: str, name: str) -> Obj | None:
+            return self.store.find(resource, run.namespace, name)
+
+        try:
+            env = container_env(pod, container, base=base, lookup=lookup)
+        except ValueError as exc:
+            self._fail_container(run, container, "CreateContainerConfigError", str(exc))
+            return None
+        argv = [expand(str(a), env) for a in (container.get("command") or [])]
+        argv += [expand(str(a), env) for a in (container.get("args") or [])]
+        workdir = Path(container.get("workingDir") or home)
+        cwd = workdir if workdir.is_dir() else home
+        log_path = run.log_path(container["name"])
+        try:
+            proc = await spawn(argv, env, cwd, log_path)
+        except OSError as exc:
+            self._fail_container(run, container, "StartError", f"failed to start {argv!r}: {exc}")
+            return None
+        if not init:
+            self._logs[(run.namespace, run.name)] = log_path
+        run.processes.append(proc)
+        log.info("pod %s/%s: started %r as pid %s", run.namespace, run.name, argv, proc.pid)
+        return proc
+
+    def _fail_container(self, run: PodRun, container: Obj, reason: str, message: str) -> None:
+        self._event(run, "Failed", f"Error: {message}", "Warning")
+
+        def waiting(status: Obj) -> None:
+            entry = self._running_status(container, 0)
+            entry.update(ready=False, started=False)
+            entry["state"] = {"waiting": {"reason": reason, "message": message}}
+            status["containerStatuses"] = [entry]
+
+        self._status(run, waiting)
+
+    async def _supervise(
+        self, run: PodRun, container: Obj, proc: asyncio.subprocess.Process
+    ) -> None:
+        restarts = 0
+        while True:
+            started = now_rfc3339()
+            code = exit_code(await proc.wait())
+            run.processes.remove(proc)
+            terminated = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": started,
+                    "finishedAt": now_rfc3339(),
+                    "containerID": f"sim://{secrets.token_hex(16)}",
+                }
+            }
+            pod = self._pod(run)
+            if pod is None or run.deleting.is_set():
+                return
+            policy = pod["spec"].get("restartPolicy", "Always")
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+
+            def stopped(
+                status: Obj, state: Obj = terminated, final: bool = not restart, rc: int = code
+            ) -> None:
+                for entry in status.get("containerStatuses") or []:
+                    if entry["name"] == container["name"]:
+                        entry.update(ready=False, started=False, state=state)
+                status["conditions"] = _ready_conditions(False)
+                if final:
+                    status["phase"] = "Succeeded" if rc == 0 else "Failed"
+
+            self._status(run, stopped)
+            if not restart:
+                return
+            await asyncio.sleep(self.delays.restart_backoff)
+            new = await self._start_process(run, container)
+            if new is None:
+                return
+            proc = new
+            restarts += 1
+            self._event(run, "Started", f"Started container {container['name']}")
+            entry = self._running_status(container, restarts, terminated)
+
+            def again(status: Obj, new_entry: Obj = entry) -> None:
+                status["containerStatuses"] = [
+                    new_entry if e["name"] == container["name"] else e
+                    for e in status.get("containerStatuses") or []
+                ]
+                status["conditions"] = _ready_conditions(True)
+
+            self._status(run, again)
+
+    async def shutdown(self) -> None:
+        """Stop every process of every pod (the simulator is stopping)."""
+        self._shutting_down = True
+        runs = list(self.runs.values())
+        for run in runs:
+            run.gone = True
+            run.deleting.set()
+        tasks = [r.task for r in runs if r.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        for run in runs:
+            for proc in list(run.processes):
+                await stop_process(proc, 0)

@@ -1,0 +1,110 @@
+"""Pytest fixtures for the Kubernetes API simulator (``esap_spawner.sim``).
+
+- ``sim`` (session): ONE :class:`~esap_spawner.sim.SimulatorThread` for the whole run, with
+  the process kubelet and :data:`SESSION_CLUSTER`; ``KUBECONFIG`` points at it for the rest
+  of the run (and for hub processes started by tests, which inherit the environment), and
+  kubernetes_asyncio's default kubeconfig path too (it reads KUBECONFIG at import time).
+  KubeSpawner loads the first kubeconfig it sees once per process and keeps its reflectors as
+  class-level singletons per namespace, so every KubeSpawner test must use the session
+  simulator, isolate itself with its own namespace (``sim_namespace``), and stop the
+  reflectors afterwards (``sim_namespace`` does: ``KubeSpawner._stop_all_reflectors()``).
+- ``sim_namespace`` (function): a fresh namespace in the session simulator, deleted after.
+- ``sim_factory`` (function): start private simulators (``sim_factory(kubelet="fake", ...)``
+  takes :class:`~esap_spawner.sim.Simulator`'s arguments); all stopped after the test.
+- ``k8s_api(sim)``: a kubernetes_asyncio ``CoreV1Api`` bound to one simulator through its
+  own ``Configuration``. Never call ``config.load_kube_config()`` without
+  ``client_configuration=`` in tests: it would repoint the process-wide default that
+  KubeSpawner uses.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.config import kube_config
+
+from esap_spawner.sim import KubeletDelays, SimulatorThread
+
+# The session cluster: two CPU nodes and one tainted GPU node.
+SESSION_CLUSTER: dict[str, Any] = {
+    "nodes": [
+        {"name": "cpu-1", "labels": {"node-type": "cpu"},
+         "allocatable": {"cpu": "8", "memory": "32Gi"}},
+        {"name": "cpu-2", "labels": {"node-type": "cpu"},
+         "allocatable": {"cpu": "8", "memory": "32Gi"}},
+        {"name": "gpu-1", "labels": {"node-type": "gpu", "accelerator": "nvidia-a100"},
+         "allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "2"},
+         "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+    ]
+}  # fmt: skip
+TEST_DELAYS = KubeletDelays(pull=0.1, create=0.02, start=0.02, stop=0.02, restart_backoff=10.0)
+
+
+def k8s_api(sim: Any) -> client.CoreV1Api:
+    """A CoreV1Api talking to ``sim`` (a Simulator or SimulatorThread); close its api_client."""
+    configuration = client.Configuration(host=sim.url)
+    configuration.api_key = {"authorization": "Bearer esap-sim"}
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+@pytest.fixture(scope="session")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorThread]:
+    """The session's simulator (process kubelet); sets KUBECONFIG for the whole run."""
+    thread = SimulatorThread(SESSION_CLUSTER, kubelet="process", delays=TEST_DELAYS).start()
+    kubeconfig = thread.write_kubeconfig(tmp_path_factory.mktemp("sim") / "kubeconfig.yaml")
+    previous = os.environ.get("KUBECONFIG")
+    previous_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    # kubernetes_asyncio reads KUBECONFIG once, at import time: point its default there too.
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    try:
+        yield thread
+    finally:
+        thread.stop()
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = previous_default
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+
+
+async def _stop_reflectors() -> None:
+    spawner_module = sys.modules.get("kubespawner.spawner")
+    if spawner_module is not None:
+        await spawner_module.KubeSpawner._stop_all_reflectors()
+
+
+@pytest.fixture
+async def sim_namespace(sim: SimulatorThread) -> Any:
+    """A fresh namespace in the session simulator; KubeSpawner reflectors stopped after."""
+    name = f"t-{secrets.token_hex(4)}"
+    sim.create_namespace(name)
+    try:
+        yield name
+    finally:
+        await _stop_reflectors()
+        sim.call(sim.store.delete, "namespaces", "", name)
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., SimulatorThread]]:
+    """Start private simulators for one test; each is stopped (with its processes) after."""
+    started: list[SimulatorThread] = []
+
+    def start(*args: Any, **kwargs: Any) -> SimulatorThread:
+        kwargs.setdefault("delays", TEST_DELAYS)
+        thread = SimulatorThread(*args, **kwargs).start()
+        started.append(thread)
+        return thread
+
+    try:
+        yield start
+    finally:
+        for thread in started:
+            thread.stop()
