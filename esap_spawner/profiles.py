@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .quantity import parse_bytes, parse_quantity
+
 PROFILE_LABEL = "esap.escape.eu/profile"
 """Pod label carrying the profile slug; the cluster model counts running servers by it."""
 
@@ -144,24 +146,49 @@ def visible_profiles(
 def server_requests(profile: Profile) -> dict[str, Decimal | int]:
     """What one server of ``profile`` requests from the scheduler.
 
-    ``cpu`` in cores (exact :class:`~decimal.Decimal`), ``memory`` in bytes, and the GPU's
-    extended resource in devices when the profile has one. Each is the guarantee when set,
-    else the limit (Kubernetes defaults a request to its limit), else 0. KubeSpawner turns
-    guarantees into requests, so this is what the scheduler will count.
+    ``cpu`` in cores (exact :class:`~decimal.Decimal`), ``memory`` in bytes, and each
+    extended resource (GPUs) in devices. Each is the guarantee when set, else the limit
+    (Kubernetes defaults a request to its limit), else 0. Read from the same overrides
+    KubeSpawner applies (:func:`kubespawner_profile`), so an administrator's
+    ``kubespawner_override`` of ``cpu_guarantee`` or ``mem_limit`` counts too.
     """
-    cpu = profile.cpu_guarantee if profile.cpu_guarantee is not None else profile.cpu_limit
-    memory = (
-        profile.memory_guarantee_bytes
-        if profile.memory_guarantee_bytes is not None
-        else profile.memory_limit_bytes
-    )
+    override = kubespawner_profile(profile)["kubespawner_override"]
+    cpu = _first_set(override, "cpu_guarantee", "cpu_limit")
+    memory = _first_set(override, "mem_guarantee", "mem_limit")
     requests: dict[str, Decimal | int] = {
-        "cpu": Decimal(str(cpu)) if cpu is not None else Decimal(0),
-        "memory": int(memory) if memory is not None else 0,
+        "cpu": parse_quantity(cpu) if cpu is not None else Decimal(0),
+        "memory": _hub_bytes(memory) if memory is not None else 0,
     }
-    if profile.gpu.count > 0 and profile.gpu.resource:
-        requests[profile.gpu.resource] = int(profile.gpu.count)
+    extra = {
+        **(override.get("extra_resource_limits") or {}),
+        **(override.get("extra_resource_guarantees") or {}),
+    }
+    for resource, count in extra.items():
+        if count is not None:
+            requests[resource] = parse_bytes(count)
     return requests
+
+
+def _first_set(override: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = override.get(key)
+        if value:  # KubeSpawner treats 0 and None as "not set"
+            return value
+    return None
+
+
+_HUB_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _hub_bytes(value: Any) -> int:
+    """Bytes as JupyterHub's ``ByteSpecification`` reads them: ints as they are, and a
+    K/M/G/T suffix in powers of 1024 (so an override of ``"4G"`` means 4 GiB)."""
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value)
+    if text[-1:] in _HUB_UNITS:
+        return int(float(text[:-1]) * _HUB_UNITS[text[-1]])
+    return parse_bytes(text)
 
 
 # The name the brief used; both refer to the same function.
