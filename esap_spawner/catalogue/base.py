@@ -278,6 +278,14 @@ def format_fraction(part: int, total: int) -> str:
     return f"{part / scale:.1f}/{total / scale:.1f} {unit}"
 
 
+@dataclass(frozen=True)
+class CatalogueHealth:
+    """Whether the catalogue answered lately (no I/O to find out), and words for operators."""
+
+    ok: bool
+    message: str
+
+
 # --- the interface ------------------------------------------------------------------------
 class Catalogue(ABC):
     """A data catalogue. All methods are coroutines and never block the event loop."""
@@ -306,6 +314,14 @@ class Catalogue(ABC):
     @abstractmethod
     async def cancel(self, request: StagingRequest) -> None:
         """Withdraw ``request`` (its data may then be deleted by the catalogue)."""
+
+    def health(self) -> CatalogueHealth:
+        """From what the catalogue last saw; never does I/O."""
+        return CatalogueHealth(True, f"{type(self).__name__} has no remote part")
+
+    async def locality_json(self, dids: Sequence[str]) -> list[dict[str, Any]]:
+        """:meth:`locality` as the advertising API's JSON objects."""
+        return [result.to_json() for result in await self.locality(dids)]
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads and connections."""

@@ -36,13 +36,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from esap_spawner.catalogue import locality as _locality
 from esap_spawner.catalogue.base import (
     AccessDenied,
     Catalogue,
     CatalogueError,
+    CatalogueHealth,
     CatalogueUnavailable,
     DidFiles,
     DidNotFound,
@@ -60,6 +61,9 @@ from esap_spawner.catalogue.base import (
 )
 from esap_spawner.catalogue.rucio_client import RucioIdentity, make_client
 
+if TYPE_CHECKING:
+    from esap_spawner.site import Site
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +77,9 @@ class RucioSettings:
     local_rses: tuple[LocalRse, ...] = ()
     destination_rse: str | None = None
     rule_lifetime: int = 7 * 24 * 3600
-    max_dids: int | None = 100
+    vo: str | None = None
+    ca_cert: str | None = None
+    max_dids: int | None = None  # per resolve/locality call; None: any number, in batches
     cache_ttl: float = 60.0
     cache_max_entries: int = 20_000
     batch_size: int = 500
@@ -91,6 +97,8 @@ class _Shared:
     calls: Counter[str] = field(default_factory=Counter)
     cache_hits: int = 0
     throughput: float | None = None
+    last_ok: float | None = None
+    last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -151,7 +159,7 @@ class RucioCatalogue(Catalogue):
         self.local_rses = settings.local_rses
         self._clock = clock
         self._client_factory = client_factory or functools.partial(
-            make_client, timeout=settings.timeout
+            make_client, timeout=settings.timeout, vo=settings.vo, ca_cert=settings.ca_cert
         )
         self._shared = _shared or _Shared(
             pool=ThreadPoolExecutor(settings.workers, thread_name_prefix="rucio"),
@@ -161,35 +169,37 @@ class RucioCatalogue(Catalogue):
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_site(cls, site: Any, **kwargs: Any) -> RucioCatalogue:
-        """From a site file's ``data.rucio`` section (attribute access, as ``site.py`` gives)."""
+    def from_site(cls, site: Site, **kwargs: Any) -> RucioCatalogue:
+        """From the site file's ``data.rucio`` section (``kwargs`` go to the constructor)."""
         rucio = site.data.rucio
-        staging = getattr(rucio, "staging", None)
-        auth_type = getattr(rucio, "auth_type", "userpass")
-        if auth_type == "userpass":
+        if rucio is None:
+            raise ValueError("the site file has no data.rucio section")
+        if rucio.auth_type == "userpass":
             identity = RucioIdentity.userpass(
                 rucio.account,
-                username=getattr(rucio, "username", None) or rucio.account,
-                password_file=getattr(rucio, "password_file", None),
-                password_env=None
-                if getattr(rucio, "password_file", None)
-                else getattr(rucio, "password_env", None),
+                username=rucio.username or rucio.account,
+                password_file=rucio.password_file,
+                password_env=None if rucio.password_file else rucio.password_env,
             )
-        elif auth_type in ("token", "oidc"):
+        elif rucio.auth_type in ("token", "oidc") and rucio.token_file:
             identity = RucioIdentity.with_token(rucio.account, token_file=rucio.token_file)
         else:
-            raise ValueError(f"data.rucio.auth_type {auth_type!r} is not supported here")
+            raise ValueError(
+                f"data.rucio.auth_type {rucio.auth_type!r} is not supported by the catalogue "
+                "yet: use userpass, or token/oidc with token_file"
+            )
         settings = RucioSettings(
             host=rucio.host,
-            auth_host=getattr(rucio, "auth_host", None),
+            auth_host=rucio.auth_host,
             identity=identity,
+            vo=rucio.vo,
+            ca_cert=rucio.ca_cert_file,
             local_rses=tuple(
                 LocalRse(name=r.name, pfn_prefix=r.pfn_prefix, mount_path=r.mount_path)
                 for r in rucio.local_rses
             ),
-            destination_rse=getattr(staging, "destination_rse", None),
-            rule_lifetime=int(getattr(staging, "rule_lifetime", 7 * 24 * 3600)),
-            max_dids=getattr(staging, "max_dids", 100),
+            destination_rse=rucio.staging.destination_rse,
+            rule_lifetime=rucio.staging.rule_lifetime,
         )
         return cls(settings, **kwargs)
 
@@ -217,6 +227,16 @@ class RucioCatalogue(Catalogue):
     def cache_hits(self) -> int:
         return self._shared.cache_hits
 
+    def health(self) -> CatalogueHealth:
+        """Unhealthy while the last Rucio call failed to reach Rucio or to authenticate."""
+        shared = self._shared
+        if shared.last_error is not None:
+            return CatalogueHealth(False, shared.last_error)
+        if shared.last_ok is None:
+            return CatalogueHealth(True, f"Rucio at {self.settings.host}: not asked yet")
+        age = time.time() - shared.last_ok
+        return CatalogueHealth(True, f"Rucio at {self.settings.host} answered {age:.0f}s ago")
+
     async def close(self) -> None:
         self._shared.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -239,11 +259,15 @@ class RucioCatalogue(Catalogue):
             result = getattr(self._client(), method)(*args, **kwargs)
             if isinstance(result, Iterator):
                 result = list(result)
-            return result
-        except CatalogueError:
-            raise
         except Exception as exc:
-            raise self._translate(exc, method) from exc
+            error = self._translate(exc, method)
+            if isinstance(error, CatalogueUnavailable):
+                self._shared.last_error = str(error)
+            else:
+                self._shared.last_ok, self._shared.last_error = time.time(), None
+            raise error from exc
+        self._shared.last_ok, self._shared.last_error = time.time(), None
+        return result
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``client.<method>(*args, **kwargs)`` in the pool (generators are drained there)."""

@@ -100,7 +100,15 @@ class RucioIdentity:
         return f"RucioIdentity(account={self.account!r}, auth_type={self.auth_type!r})"
 
 
-def make_client(host: str, auth_host: str, identity: RucioIdentity, *, timeout: int = 30) -> Any:
+def make_client(
+    host: str,
+    auth_host: str,
+    identity: RucioIdentity,
+    *,
+    timeout: int = 30,
+    vo: str | None = None,
+    ca_cert: str | None = None,
+) -> Any:
     """A ``rucio.client.Client`` that keeps its token in memory only.
 
     rucio-clients caches tokens in files under ``$TMPDIR`` per local user and account (not per
@@ -143,6 +151,8 @@ def make_client(host: str, auth_host: str, identity: RucioIdentity, *, timeout: 
             auth_type="userpass",
             creds={"username": identity.username, "password": identity.resolve_password()},
             timeout=timeout,
+            vo=vo,
+            ca_cert=ca_cert,
             logger=_client_log,
         )
     if identity.auth_type == "token":
@@ -153,6 +163,8 @@ def make_client(host: str, auth_host: str, identity: RucioIdentity, *, timeout: 
             auth_type="oidc",
             creds={},
             timeout=timeout,
+            vo=vo,
+            ca_cert=ca_cert,
             logger=_client_log,
         )
     raise ValueError(f"unsupported Rucio auth_type {identity.auth_type!r}")

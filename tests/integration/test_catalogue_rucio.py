@@ -23,6 +23,7 @@ from esap_spawner.catalogue import (
 from esap_spawner.catalogue.rucio import RucioCatalogue, RucioSettings
 from esap_spawner.catalogue.rucio_client import RucioIdentity
 from tests.harness.rucio_server import (
+    ALICE_PASSWORD,
     LOCAL_RSE,
     REMOTE_RSE,
     RucioServer,
@@ -100,6 +101,7 @@ def catalogue(rucio_server: RucioServer, clock: FakeClock) -> Iterator[RucioCata
 async def test_locality_local_partial_remote_empty_and_missing(
     catalogue: RucioCatalogue, seeded: Seeded
 ) -> None:
+    assert catalogue.health().ok  # nothing asked yet
     names = ["local", "partial", "remote", "empty", "missing"]
     results = {r.did: r for r in await catalogue.locality([seeded.did(n) for n in names])}
     assert [r.split(":")[1] for r in results] == names
@@ -370,9 +372,50 @@ async def test_rucio_down_is_unavailable_then_works_after_restart(
                 await cat.locality([seeded.did("local")])
             with pytest.raises(CatalogueUnavailable):
                 await cat.stage(seeded.did("remote"))
+            health = cat.health()
+            assert not health.ok and "cannot reach Rucio" in health.message
         finally:
             rucio_server.start()
         (again,) = await cat.locality([seeded.did("local")])
         assert again.status == "local"
+        assert cat.health().ok
+    finally:
+        await cat.close()
+
+
+async def test_from_site_file(
+    rucio_server: RucioServer, seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esap_spawner.site import parse_site
+
+    password = tmp_path / "rucio-password"
+    password.write_text(ALICE_PASSWORD + "\n")
+    site = parse_site(
+        f"""
+facility: {{name: "Test Hub", url: "https://hub.example.org/"}}
+profiles:
+  - {{slug: default, display_name: "Default", cpu: {{limit: 1}}, memory: {{limit: 1Gi}}}}
+data:
+  catalogue: rucio
+  rucio:
+    host: {rucio_server.url}
+    account: alice
+    auth_type: userpass
+    username: alice
+    password_file: {password}
+    local_rses:
+      - name: {LOCAL_RSE}
+        pfn_prefix: {rucio_server.pfn_prefix(LOCAL_RSE)}
+        mount_path: {MOUNT}
+        volume: {{hostPath: {{path: {rucio_server.rse_dir(LOCAL_RSE)}}}}}
+    staging: {{destination_rse: {LOCAL_RSE}, rule_lifetime: 7200}}
+"""
+    )
+    cat = RucioCatalogue.from_site(site)
+    try:
+        assert cat.settings.rule_lifetime == 7200
+        assert repr(cat.settings.identity) == "RucioIdentity(account='alice', auth_type='userpass')"
+        local, partial = await cat.locality([seeded.did("local"), seeded.did("partial")])
+        assert (local.status, partial.status) == ("local", "partial")
     finally:
         await cat.close()
