@@ -183,3 +183,22 @@ async def test_fifty_concurrent_spawns_end_with_max_servers_running(env: Env) ->
     assert len(pods.items) == 10
     got = env.model.availability([SMALL])["small"]
     assert (got.status, got.can_start_now, got.running) == ("full", 0, 10)
+
+
+async def test_a_failing_first_list_is_retried_and_stop_marks_the_view_unknown(env: Env) -> None:
+    await env.watcher.stop()
+    assert env.model.availability([SMALL])["small"].status == "unknown"
+    env.sim.faults.fail_next(3, 429)
+    env.sim.faults.fail_next(2, 503)
+    watcher = ClusterWatcher(
+        model=env.model, api_client=env.api.api_client, backoff_initial=0.05, backoff_max=0.1
+    )
+    await watcher.start()
+    try:
+        assert await watcher.wait_synced(10)
+        assert watcher.errors >= 1
+        assert env.model.availability([SMALL])["small"].can_start_now == 8
+        with pytest.raises(RuntimeError, match="already started"):
+            await watcher.start()
+    finally:
+        await watcher.stop()

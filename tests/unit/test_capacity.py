@@ -628,3 +628,42 @@ def test_random_event_streams_equal_a_full_recomputation(seed: int, n: int, ask_
         if i % ask_every == 0:
             model.fit_count(PROPERTY_PROFILES[i % len(PROPERTY_PROFILES)])
     _assert_matches_recomputation(model, nodes, pods)
+
+
+# ---------------------------------------------------------------- site profiles
+
+
+def test_site_profiles_are_counted_with_their_requests_placement_and_quota() -> None:
+    from pathlib import Path
+
+    import esap_spawner
+    from esap_spawner import profiles
+    from esap_spawner.site import load_site
+
+    site = load_site(Path(esap_spawner.__file__).parent / "examples" / "site.yaml")
+    by_slug = {p.slug: p for p in site.profiles}
+    gpu_taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    nodes = [
+        node("cpu", "8", "64Gi", images=("quay.io/jupyter/scipy-notebook:2026-01-01",)),
+        node(
+            "g",
+            "16",
+            "128Gi",
+            gpu=2,
+            labels={"esap.escape.eu/node-pool": "gpu"},
+            taints=[gpu_taint],
+        ),
+    ]
+    model = ClusterModel()  # counts servers by the spawner's own label
+    assert model.profile_label == profiles.PROFILE_LABEL
+    server = pod("1", "g", "4", "16Gi", gpu=1)
+    server["metadata"]["labels"] = {profiles.PROFILE_LABEL: "gpu"}
+    model.replace_all(nodes, [server])
+    got = model.availability(site.profiles)
+    # small: 0.5 CPU, 1 GiB -> 16 on "cpu", all with the image; "g" is tainted.
+    assert got["small"] == Availability("available", 16, 16, 0, None, None)
+    # gpu: 4 CPU, 16 GiB, 1 GPU, only on the pool node; one GPU left; quota 4, 1 running.
+    assert got["gpu"] == Availability("limited", 1, 0, 1, 4, None)
+    # casa: 2 CPU, 8 GiB -> 4 on "cpu"; quota 10.
+    assert got["casa"].can_start_now == 4 and got["casa"].max_servers == 10
+    assert model.fit_count(by_slug["gammapy"]) == (8, 0)
