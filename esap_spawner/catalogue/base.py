@@ -66,7 +66,7 @@ def parse_did(did: str) -> tuple[str, str]:
     scope, sep, name = did.partition(":")
     if not sep:
         raise InvalidDid(f"dataset identifier {did!r} has no ':' (expected 'scope:name')")
-    if not _SCOPE.match(scope):
+    if not _SCOPE.match(scope) or scope in (".", ".."):
         raise InvalidDid(
             f"dataset identifier {did!r}: scope {scope!r} must be 1-25 letters, digits, '_', '.' "
             "or '-'"

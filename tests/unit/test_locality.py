@@ -199,6 +199,7 @@ def test_parse_did() -> None:
         (":name", "scope ''"),
         ("scope:", "name ''"),
         ("scope:../etc", "must start with a letter or digit"),
+        ("..:etc", "scope '..'"),
         ("scope:a/b", "only letters"),
         ("s" * 26 + ":n", "1-25"),
         ("scope:" + "n" * 251, "at most 250"),
