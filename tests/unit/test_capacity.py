@@ -630,6 +630,35 @@ def test_random_event_streams_equal_a_full_recomputation(seed: int, n: int, ask_
     _assert_matches_recomputation(model, nodes, pods)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 300))
+def test_reservations_leave_no_trace_once_released(seed: int, n: int) -> None:
+    """Reserve and release at random between events; once every reservation is released
+    (or consumed by its pod), the model equals a full recomputation."""
+    rng = random.Random(seed)
+    events, nodes, pods = _random_events(rng, n)
+    model = model_of([])
+    held: list[Reservation] = []
+    for kind, obj in events:
+        roll = rng.random()
+        if roll < 0.3 and kind == "ADDED" and obj["kind"] == "Pod":  # a spawn: reserve first
+            name = obj["metadata"]["name"]
+            r = model.reserve(rng.choice(PROPERTY_PROFILES), namespace="default", pod_name=name)
+            if isinstance(r, Reservation):
+                held.append(r)
+        elif roll < 0.4:
+            r = model.reserve(rng.choice(PROPERTY_PROFILES))
+            if isinstance(r, Reservation):
+                held.append(r)
+        elif roll < 0.5 and held:
+            held.pop(rng.randrange(len(held))).release()
+        model.apply(kind, obj)
+    for r in held:
+        r.release()
+    assert all(model.reserved(p.slug) == 0 for p in PROPERTY_PROFILES)
+    _assert_matches_recomputation(model, nodes, pods)
+
+
 # ---------------------------------------------------------------- site profiles
 
 
