@@ -1,0 +1,371 @@
+"""User options: form, query and JSON inputs through the one validator."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esap_spawner.options import (
+    ALLOWED_KEYS,
+    OptionsError,
+    UserOptions,
+    options_from_form_data,
+    options_from_query,
+    validate_did,
+    validate_filepath,
+    validate_options,
+    validate_ref,
+    validate_workflow,
+)
+from esap_spawner.profiles import Profile
+
+SMALL = Profile(slug="small", display_name="Small", default=True)
+CASA = Profile(slug="casa", display_name="CASA")
+GPU = Profile(slug="gpu", display_name="GPU", allowed_groups=("gpu-users", "ml"))
+PROFILES = (SMALL, CASA, GPU)
+
+
+def check(
+    raw: Any,
+    *,
+    profiles: tuple[Profile, ...] = PROFILES,
+    groups: tuple[str, ...] = (),
+    admin: bool = False,
+    max_datasets: int = 5,
+) -> UserOptions:
+    return validate_options(
+        raw, site_profiles=profiles, groups=groups, is_admin=admin, max_datasets=max_datasets
+    )
+
+
+# -- shaping the form and the query ----------------------------------------------------------
+
+
+def test_form_data_is_shaped() -> None:
+    form = {
+        "_xsrf": ["token"],
+        "profile": ["casa"],
+        "dataset": ["lofar:L1\r\nlofar:L2, lofar:L3\n\n"],
+        "workflow": [""],
+        "ref": [""],
+        "filepath": ["notebooks/start.ipynb"],
+    }
+    assert options_from_form_data(form) == {
+        "profile": "casa",
+        "dataset": ["lofar:L1", "lofar:L2", "lofar:L3"],
+        "filepath": "notebooks/start.ipynb",
+    }
+
+
+def test_form_keeps_unknown_keys_for_the_validator_to_name() -> None:
+    raw = options_from_form_data({"profile": ["small"], "image": ["evil:latest"]})
+    assert raw == {"profile": "small", "image": "evil:latest"}
+    with pytest.raises(OptionsError) as caught:
+        check(raw)
+    assert caught.value.field == "image"
+
+
+def test_query_of_an_esap_deep_link() -> None:
+    query = {
+        "profile": ["gpu"],
+        "dataset": ["lofar:L123456", "escape_wp2:ska-mid.ms"],
+        "workflow": ["https://git.example.org/esap/notebooks.git"],
+        "ref": ["v1.2"],
+        "filepath": ["analysis/main.ipynb"],
+        "next": ["/hub/user/alice/lab"],
+    }
+    raw = options_from_query(query)
+    assert "next" not in raw
+    options = check(raw, groups=("ml",))
+    assert options == UserOptions(
+        profile="gpu",
+        datasets=("lofar:L123456", "escape_wp2:ska-mid.ms"),
+        workflow="https://git.example.org/esap/notebooks.git",
+        ref="v1.2",
+        filepath="analysis/main.ipynb",
+    )
+    assert options.to_dict() == {
+        "profile": "gpu",
+        "dataset": ["lofar:L123456", "escape_wp2:ska-mid.ms"],
+        "workflow": "https://git.example.org/esap/notebooks.git",
+        "ref": "v1.2",
+        "filepath": "analysis/main.ipynb",
+    }
+
+
+def test_single_valued_option_given_twice_is_refused() -> None:
+    with pytest.raises(OptionsError, match="'profile' was given 2 times; give it once") as caught:
+        options_from_query({"profile": ["small", "casa"]})
+    assert caught.value.field == "profile"
+
+
+# -- accepted ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "kwargs", "expected"),
+    [
+        ({}, {}, UserOptions(profile="small")),
+        ({"profile": ""}, {}, UserOptions(profile="small")),
+        ({"profile": None, "workflow": None, "dataset": None}, {}, UserOptions(profile="small")),
+        ({"profile": "casa"}, {}, UserOptions(profile="casa")),
+        ({"profile": "gpu"}, {"groups": ("ml",)}, UserOptions(profile="gpu")),
+        ({"profile": "gpu"}, {"admin": True}, UserOptions(profile="gpu")),
+        ({"dataset": "lofar:L1"}, {}, UserOptions(profile="small", datasets=("lofar:L1",))),
+        (
+            {"dataset": ["a:x", "b:y", "a:x"]},
+            {},
+            UserOptions(profile="small", datasets=("a:x", "b:y")),  # duplicates kept once
+        ),
+        (
+            {"dataset": ["a:1", "a:2", "a:3", "a:1"]},
+            {"max_datasets": 3},
+            UserOptions(profile="small", datasets=("a:1", "a:2", "a:3")),
+        ),
+        ({"dataset": []}, {}, UserOptions(profile="small")),
+        (
+            {"workflow": "https://github.com/escape2020/notebooks", "ref": "feature/x-1"},
+            {},
+            UserOptions(
+                profile="small",
+                workflow="https://github.com/escape2020/notebooks",
+                ref="feature/x-1",
+            ),
+        ),
+        (
+            {"workflow": "https://git.example.org:8443/g/r.git", "filepath": "a b/c.ipynb"},
+            {},
+            UserOptions(
+                profile="small",
+                workflow="https://git.example.org:8443/g/r.git",
+                filepath="a b/c.ipynb",
+            ),
+        ),
+        # only one profile and not marked default: it is used
+        ({}, {"profiles": (CASA,)}, UserOptions(profile="casa")),
+        # the default is restricted: the one profile the user may use is taken
+        (
+            {},
+            {
+                "profiles": (
+                    Profile(slug="d", display_name="d", default=True, allowed_groups=("x",)),
+                    CASA,
+                )
+            },
+            UserOptions(profile="casa"),
+        ),
+    ],
+)
+def test_accepted(raw: dict[str, Any], kwargs: dict[str, Any], expected: UserOptions) -> None:
+    options = check(raw, **kwargs)
+    assert options == expected
+    assert check(options.to_dict(), **kwargs) == options
+    assert UserOptions.from_dict(options.to_dict()) == options
+
+
+# -- refused -----------------------------------------------------------------------------
+
+REFUSED: list[tuple[str, Any, str, str]] = [
+    # id, raw options, field, fragment of the message
+    ("unknown key", {"image": "x:1"}, "image", "unknown option 'image'; allowed: profile, dataset"),
+    ("pod field", {"volumes": []}, "volumes", "unknown option 'volumes'"),
+    ("override", {"kubespawner_override": {}}, "kubespawner_override", "unknown option"),
+    ("resource", {"cpu_limit": 64}, "cpu_limit", "unknown option"),
+    ("profile option", {"profile-option-small--image": "x"}, "profile-option-small--image", ""),
+    ("plural datasets", {"datasets": ["a:b"]}, "datasets", "allowed: profile, dataset,"),
+    ("not a mapping", ["profile"], "options", "options must be a JSON object, got list"),
+    ("profile not text", {"profile": 3}, "profile", "profile must be text, got int"),
+    ("profile list", {"profile": ["small"]}, "profile", "profile must be text, got list"),
+    (
+        "unknown profile",
+        {"profile": "huge"},
+        "profile",
+        "no profile 'huge'; available: small, casa",
+    ),
+    ("restricted profile", {"profile": "gpu"}, "profile", "it is for members of gpu-users, ml"),
+    (
+        "dataset number",
+        {"dataset": 5},
+        "dataset",
+        "dataset must be a DID or a list of DIDs, got int",
+    ),
+    ("dataset mapping", {"dataset": {"a": "b"}}, "dataset", "got dict"),
+    ("dataset item number", {"dataset": ["a:b", 7]}, "dataset", "dataset must be text, got int"),
+    ("DID without scope", {"dataset": "L123456"}, "dataset", "write it as scope:name"),
+    ("DID empty scope", {"dataset": ":L1"}, "dataset", "the scope '' must be 1 to 25"),
+    ("DID long scope", {"dataset": "s" * 26 + ":n"}, "dataset", "must be 1 to 25"),
+    ("DID bad scope char", {"dataset": "lo/far:L1"}, "dataset", "the scope 'lo/far'"),
+    ("DID empty name", {"dataset": "lofar:"}, "dataset", "the name '' must start with"),
+    ("DID name with slash", {"dataset": "lofar:a/b"}, "dataset", "the name 'a/b'"),
+    ("DID name leading dot", {"dataset": "lofar:.hidden"}, "dataset", "the name '.hidden'"),
+    ("DID too long", {"dataset": "s:" + "n" * 251}, "dataset", "at most 250"),
+    ("DID with space", {"dataset": "lofar: L1"}, "dataset", "must not contain spaces"),
+    ("DID control char", {"dataset": "lofar:L1\x00"}, "dataset", "control characters"),
+    ("too many", {"dataset": [f"s:{i}" for i in range(6)]}, "dataset", "6 asked, at most 5"),
+    ("http", {"workflow": "http://git.example.org/r"}, "workflow", "must be an https URL"),
+    ("git ssh", {"workflow": "git@github.com:a/b.git"}, "workflow", "must be an https URL"),
+    ("ssh scheme", {"workflow": "ssh://git.example.org/r"}, "workflow", "https"),
+    ("file scheme", {"workflow": "file:///etc/passwd"}, "workflow", "https"),
+    ("credentials", {"workflow": "https://u:p@git.example.org/r"}, "workflow", "user name or pass"),
+    ("token user", {"workflow": "https://tok@git.example.org/r"}, "workflow", "user name"),
+    ("shell chars", {"workflow": "https://h.org/r;rm -rf ~"}, "workflow", "shell characters"),
+    ("subshell", {"workflow": "https://h.org/$(id)"}, "workflow", "shell characters"),
+    ("backtick", {"workflow": "https://h.org/`id`"}, "workflow", "shell characters"),
+    ("query", {"workflow": "https://h.org/r?x=1"}, "workflow", "'?'"),
+    ("no repo path", {"workflow": "https://h.org/"}, "workflow", "repository path is missing"),
+    ("dot dot in url", {"workflow": "https://h.org/a/../b"}, "workflow", "'..'"),
+    ("bad host", {"workflow": "https://h_o st/r"}, "workflow", "host"),
+    ("option-like url", {"workflow": "--upload-pack=x"}, "workflow", "https"),
+    ("url newline", {"workflow": "https://h.org/r\n"}, "workflow", "control characters"),
+    ("ref without workflow", {"ref": "main"}, "ref", "ref needs a workflow"),
+    ("filepath without workflow", {"filepath": "a.ipynb"}, "filepath", "needs a workflow"),
+]
+W = {"workflow": "https://git.example.org/g/r.git"}
+REFUSED += [
+    (f"ref {ref!r}", {**W, "ref": ref}, "ref", "is not a valid git ref")
+    for ref in [
+        "-x",
+        "a b",
+        "a..b",
+        "..",
+        "a~1",
+        "a^",
+        "a:b",
+        ".hidden",
+        "x.lock",
+        "a//b",
+        "@",
+        "x/",
+        "a@{1}",
+        "b/.c",
+        "a*",
+        "a[1",
+        "a\\b",
+        "r" * 256,
+    ]
+]
+REFUSED += [
+    (f"ref control {ref!r}", {**W, "ref": ref}, "ref", "control characters")
+    for ref in ["a\tb", "x\x7f"]
+]
+REFUSED += [
+    (f"filepath {path!r}", {**W, "filepath": path}, "filepath", fragment)
+    for path, fragment in [
+        ("/etc/passwd", "relative to the repository"),
+        ("../x.ipynb", "must not contain '..'"),
+        ("a/../../x", "must not contain '..'"),
+        ("a/..", "must not contain '..'"),
+        ("a\\b.ipynb", "not '\\'"),
+        ("a\x00b", "control characters"),
+        ("x" * 1025, "longer than 1024"),
+    ]
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED]
+)
+def test_refused(raw: Any, field: str, fragment: str) -> None:
+    with pytest.raises(OptionsError) as caught:
+        check(raw)
+    assert caught.value.field == field
+    assert fragment in str(caught.value)
+    assert caught.value.forbidden is (raw == {"profile": "gpu"})
+
+
+def test_no_profile_and_no_default_asks_to_choose() -> None:
+    with pytest.raises(OptionsError, match=r"^choose a profile: casa, gpu$") as caught:
+        check({}, profiles=(CASA, GPU), admin=True)
+    assert caught.value.field == "profile"
+
+
+def test_no_usable_profile_at_all_is_forbidden() -> None:
+    with pytest.raises(OptionsError, match="no profile you may use") as caught:
+        check({}, profiles=(GPU,))
+    assert caught.value.forbidden
+
+
+def test_unknown_profile_lists_only_profiles_the_user_may_use() -> None:
+    with pytest.raises(OptionsError) as caught:
+        check({"profile": "nope"})
+    assert str(caught.value) == "no profile 'nope'; available: small, casa"
+
+
+# -- property: anything in, UserOptions or OptionsError out ---------------------------------
+
+DIDS = st.from_regex(r"\A[a-z0-9_.]{1,6}:[A-Za-z0-9][A-Za-z0-9._-]{0,8}\Z")
+VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.integers(),
+    st.booleans(),
+    DIDS,
+    st.lists(st.one_of(DIDS, DIDS, st.text(max_size=12), st.integers()), max_size=7),
+    st.sampled_from(["small", "casa", "gpu", "https://h.org/r", "main", "nb/a.ipynb", "v1.0"]),
+    st.from_regex(r"\Ahttps://[a-z.]{1,8}/[A-Za-z0-9/._~-]{1,12}\Z"),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
+KEYS = st.one_of(
+    st.sampled_from(ALLOWED_KEYS), st.sampled_from(["image", "volumes"]), st.text(max_size=10)
+)
+LIKELY = {
+    "profile": st.sampled_from(["small", "casa", "gpu"]),
+    "dataset": st.lists(DIDS, max_size=6),
+    "workflow": st.from_regex(r"\Ahttps://[a-z.]{1,8}/[A-Za-z0-9/._~-]{1,12}\Z"),
+    "ref": st.from_regex(r"\A[A-Za-z0-9/._@{-]{1,12}\Z"),
+    "filepath": st.from_regex(r"\A[A-Za-z0-9/._ -]{1,12}\Z"),
+}
+# Mostly the allowed keys with likely values (so acceptance is reached often), sometimes
+# anything at all.
+RAW = st.one_of(
+    st.fixed_dictionaries({}, optional={k: st.one_of(v, v, VALUES) for k, v in LIKELY.items()}),
+    st.fixed_dictionaries({}, optional={key: VALUES for key in ALLOWED_KEYS}),
+    st.dictionaries(KEYS, VALUES, max_size=6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    raw=RAW,
+    groups=st.lists(st.sampled_from(["gpu-users", "ml", "radio"]), max_size=2),
+    admin=st.booleans(),
+)
+def test_anything_either_validates_or_is_refused(
+    raw: dict[str, Any], groups: list[str], admin: bool
+) -> None:
+    try:
+        options = check(raw, groups=tuple(groups), admin=admin)
+    except OptionsError as exc:
+        assert isinstance(exc.field, str) and str(exc)
+        return
+    assert set(raw) <= set(ALLOWED_KEYS)
+    assert options.profile in {"small", "casa", "gpu"}
+    assert all(validate_did(d) == d for d in options.datasets)
+    assert len(options.datasets) == len(set(options.datasets)) <= 5
+    if options.workflow is not None:
+        assert validate_workflow(options.workflow) == options.workflow
+    else:
+        assert options.ref is None and options.filepath is None
+    if options.ref is not None:
+        assert validate_ref(options.ref) == options.ref
+    if options.filepath is not None:
+        assert validate_filepath(options.filepath) == options.filepath
+    assert check(options.to_dict(), groups=tuple(groups), admin=admin) == options
+
+
+@settings(max_examples=200, deadline=None)
+@given(form=st.dictionaries(KEYS, st.lists(st.text(max_size=20), max_size=3), max_size=6))
+def test_any_form_is_shaped_or_refused(form: dict[str, list[str]]) -> None:
+    try:
+        raw = options_from_form_data(form)
+    except OptionsError as exc:
+        assert exc.field in form
+        return
+    assert "_xsrf" not in raw
+    assert all(v != "" for v in raw.values())
+    with contextlib.suppress(OptionsError):
+        check(raw)
