@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -49,13 +50,21 @@ class _Gone(Exception):
     """410: the resourceVersion is too old; list again."""
 
 
-async def api_client_from_environment() -> client.ApiClient:
-    """An API client from the in-cluster service account, else from KUBECONFIG."""
+async def api_client_from_environment(config_file: str | None = None) -> client.ApiClient:
+    """An API client from ``config_file``, else ``KUBECONFIG``, else the in-cluster service
+    account, else ``~/.kube/config``.
+
+    ``KUBECONFIG`` is read now: kubernetes_asyncio reads it once, when it is imported.
+    """
     configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        await config.load_kube_config(client_configuration=configuration)
+    path = config_file or os.environ.get("KUBECONFIG")
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
     return client.ApiClient(configuration)
 
 

@@ -6,12 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
 from esap_spawner.capacity import ClusterModel, ProfileRequirements, Refusal, Reservation
-from esap_spawner.cluster_watch import ClusterWatcher
+from esap_spawner.cluster_watch import ClusterWatcher, api_client_from_environment
 from esap_spawner.profiles import PROFILE_LABEL
 from esap_spawner.sim import Simulator, pod_manifest
 
@@ -202,3 +203,22 @@ async def test_a_failing_first_list_is_retried_and_stop_marks_the_view_unknown(e
             await watcher.start()
     finally:
         await watcher.stop()
+
+
+async def test_api_client_from_kubeconfig_set_after_import(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = env.sim.write_kubeconfig(tmp_path / "kubeconfig.yaml")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    api_client = await api_client_from_environment()
+    try:
+        model = ClusterModel()
+        watcher = ClusterWatcher(model=model, api_client=api_client)
+        await watcher.start()
+        try:
+            assert await watcher.wait_synced(10)
+            assert sorted(model.node_names()) == ["cpu-1", "cpu-2"]
+        finally:
+            await watcher.stop()
+    finally:
+        await api_client.close()
