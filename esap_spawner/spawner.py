@@ -1,0 +1,262 @@
+"""ESAPSpawner: KubeSpawner with profiles from the site file, one options validator and safe pods.
+
+Thin on purpose: the site file (:mod:`esap_spawner.site`), the profile model
+(:mod:`esap_spawner.profiles`) and the options validator (:mod:`esap_spawner.options`) hold
+the logic; this class wires them into KubeSpawner's seams:
+
+- ``profile_list``: a callable giving only the profiles this user may use;
+- ``options_form``: our form (profiles with their resources, datasets, workflow);
+- ``options_from_form`` / ``options_from_query``: normalise, then validate;
+- ``load_user_options``: validate again (the REST API skips the form parser), then let
+  KubeSpawner apply the chosen profile's overrides.
+
+User options can never carry an image, a volume, resources or any pod field: the validator
+returns a closed ``UserOptions`` value and only its ``profile`` reaches KubeSpawner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Integer, Unicode, default
+
+from .options import (
+    OptionsError,
+    UserOptions,
+    options_from_form_data,
+    options_from_query,
+    validate_options,
+)
+from .profiles import Profile, kubespawner_profile, visible_profiles
+from .quantity import format_bytes
+from .site import Site, load_site
+
+ANNOTATION_PREFIX = "esap.escape.eu"
+
+_templates = Environment(
+    loader=PackageLoader("esap_spawner", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+# Site files are read once per process and path, re-read when the file changes.
+_site_cache: dict[str, tuple[float, Site]] = {}
+
+
+def cached_site(path: str) -> Site:
+    """The parsed site file at ``path``, re-read only when its mtime changes."""
+    mtime = Path(path).stat().st_mtime
+    hit = _site_cache.get(path)
+    if hit is None or hit[0] != mtime:
+        hit = (mtime, load_site(path))
+        _site_cache[path] = hit
+    return hit[1]
+
+
+def resource_summary(profile: Profile) -> str:
+    """What a server of this profile gets, in a few words: ``1-2 CPU, 1.0-2.0 GB, 1 GPU``."""
+
+    def span(low: str | None, high: str | None) -> str:
+        if low and high and low != high:
+            return f"{low}-{high}"
+        return high or low or "?"
+
+    def cores(value: float | None) -> str | None:
+        return None if value is None else f"{value:g}"
+
+    def size(value: int | None) -> str | None:
+        return None if value is None else format_bytes(value)
+
+    parts = [
+        f"{span(cores(profile.cpu_guarantee), cores(profile.cpu_limit))} CPU",
+        f"{span(size(profile.memory_guarantee_bytes), size(profile.memory_limit_bytes))} memory",
+    ]
+    if profile.gpu.count:
+        model = f" {profile.gpu.model}" if profile.gpu.model else ""
+        parts.append(f"{profile.gpu.count}{model} GPU")
+    return ", ".join(parts)
+
+
+def refusal(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows as is, on the form and in the API."""
+    error = web.HTTPError(status, message)
+    error.jupyterhub_message = message  # type: ignore[attr-defined]
+    return error
+
+
+class ESAPSpawner(KubeSpawner):
+    """KubeSpawner for ESAP: profiles, datasets and workflows from a site file."""
+
+    site_file = Unicode(
+        "/etc/esap/site.yaml",
+        config=True,
+        help="""
+        Path of the site file (facility, profiles, data catalogue) shared with the `esap`
+        service. Validated when first read; every problem is listed at once.
+
+        Example::
+
+            c.ESAPSpawner.site_file = "/etc/esap/site.yaml"
+        """,
+    )
+
+    max_datasets = Integer(
+        0,
+        config=True,
+        help="""
+        Most datasets one spawn may request. 0 takes `data.rucio.staging.max_dids` from
+        the site file (100 by default).
+        """,
+    )
+
+    # -- the site file ---------------------------------------------------------------
+
+    @property
+    def site(self) -> Site:
+        return cached_site(self.site_file)
+
+    def _user_groups(self) -> list[str]:
+        return sorted(g.name for g in self.user.groups)
+
+    def _is_admin(self) -> bool:
+        return bool(getattr(self.user, "admin", False))
+
+    def _visible(self) -> list[Profile]:
+        return list(
+            visible_profiles(
+                self.site.profiles, groups=self._user_groups(), is_admin=self._is_admin()
+            )
+        )
+
+    def _max_datasets(self) -> int:
+        return self.max_datasets or self.site.data.max_dids
+
+    # -- safe pod defaults (KubeSpawner traits; administrators may still change them) --
+
+    @default("automount_service_account_token")
+    def _default_automount(self) -> bool:
+        return False
+
+    @default("uid")
+    def _default_uid(self) -> int:
+        return 1000
+
+    @default("fs_gid")
+    def _default_fs_gid(self) -> int:
+        return 100
+
+    @default("container_security_context")
+    def _default_container_security_context(self) -> dict[str, Any]:
+        return {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+
+    # -- profiles and the form ----------------------------------------------------------
+
+    @default("profile_list")
+    def _default_profile_list(self) -> Any:
+        def profiles_for_user(spawner: ESAPSpawner) -> list[dict[str, Any]]:
+            return [kubespawner_profile(p) for p in spawner._visible()]
+
+        return profiles_for_user
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        def render(spawner: ESAPSpawner) -> str:
+            return spawner.render_options_form()
+
+        return render
+
+    def _query_preselection(self) -> dict[str, Any]:
+        """Options from the query string of the page being rendered (ESAP deep links)."""
+        handler = getattr(self, "handler", None)
+        if handler is None:
+            return {}
+        query = {
+            key: [v.decode("utf8", "replace") for v in values]
+            for key, values in handler.request.query_arguments.items()
+        }
+        try:
+            return options_from_query(query)
+        except OptionsError:
+            return {}
+
+    def render_options_form(self) -> str:
+        profiles = self._visible()
+        chosen = self._query_preselection()
+        selected = chosen.get("profile")
+        if selected not in {p.slug for p in profiles}:
+            selected = next((p.slug for p in profiles if p.default), None)
+        if selected is None and profiles:
+            selected = profiles[0].slug
+        datasets = chosen.get("dataset") or []
+        if isinstance(datasets, str):
+            datasets = [datasets]
+        return _templates.get_template("form.html").render(
+            profiles=[{"profile": p, "summary": resource_summary(p)} for p in profiles],
+            selected=selected,
+            datasets="\n".join(datasets),
+            workflow=chosen.get("workflow") or "",
+            ref=chosen.get("ref") or "",
+            filepath=chosen.get("filepath") or "",
+        )
+
+    # -- the one validator, three ways in -----------------------------------------------
+
+    def _validated(self, raw: Any) -> UserOptions:
+        """Validate raw options; a refusal becomes a 400 (or 403) with the reason."""
+        try:
+            return validate_options(
+                raw,
+                site_profiles=self.site.profiles,
+                groups=self._user_groups(),
+                is_admin=self._is_admin(),
+                max_datasets=self._max_datasets(),
+            )
+        except OptionsError as e:
+            status = 403 if getattr(e, "forbidden", False) else 400
+            raise refusal(status, str(e)) from None
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return self.esap_options_from_form
+
+    def esap_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        try:
+            raw = options_from_form_data(formdata)
+        except OptionsError as e:
+            raise refusal(400, str(e)) from None
+        return self._validated(raw).to_dict()
+
+    def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
+        try:
+            raw = options_from_query(query_data)
+        except OptionsError as e:
+            raise refusal(400, str(e)) from None
+        return self._validated(raw).to_dict()
+
+    async def load_user_options(self) -> None:
+        # The REST API stores whatever JSON it was sent: validate it here, before
+        # KubeSpawner reads anything from it.
+        options = self._validated(getattr(self, "user_options", None) or {})
+        self.user_options = options.to_dict()
+        self.esap_options = options
+        await super().load_user_options()
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()
+        # Added after KubeSpawner's templating, which would read JSON braces as fields.
+        options = getattr(self, "esap_options", None)
+        if options is not None:
+            pod.metadata.annotations = {
+                **(pod.metadata.annotations or {}),
+                f"{ANNOTATION_PREFIX}/options": json.dumps(options.to_dict(), sort_keys=True),
+            }
+        return pod
