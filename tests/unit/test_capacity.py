@@ -696,3 +696,23 @@ def test_site_profiles_are_counted_with_their_requests_placement_and_quota() -> 
     # casa: 2 CPU, 8 GiB -> 4 on "cpu"; quota 10.
     assert got["casa"].can_start_now == 4 and got["casa"].max_servers == 10
     assert model.fit_count(by_slug["gammapy"]) == (8, 0)
+
+
+# ---------------------------------------------------------------- watch stream lines
+
+
+def test_watch_lines_become_events_and_errors() -> None:
+    from esap_spawner import cluster_watch
+
+    line = b'{"type": "ADDED", "object": {"kind": "Pod", "metadata": {"uid": "1"}}}'
+    assert cluster_watch.ClusterWatcher._event("pods", line) == (
+        "ADDED",
+        {"kind": "Pod", "metadata": {"uid": "1"}},
+    )
+    gone = b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}'
+    with pytest.raises(cluster_watch._Gone):
+        cluster_watch.ClusterWatcher._event("pods", gone)
+    failed = b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}'
+    with pytest.raises(cluster_watch.WatchError, match="pods: HTTP 500: boom") as info:
+        cluster_watch.ClusterWatcher._event("pods", failed)
+    assert info.value.status == 500
