@@ -1,0 +1,259 @@
+"""The jupyterhub_config.d snippets: loaded by traitlets in-process, and by a real hub.
+
+The in-process tests load the snippets the way a plain hub's ``load_subconfig`` does and
+check the resulting config; the hub tests start a real JupyterHub (with
+configurable-http-proxy) on them and talk to it with the tokens the snippets register.
+"""
+
+from __future__ import annotations
+
+import http.server
+import secrets
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_D = REPO / "jupyterhub_config.d"
+SITE = REPO / "esap_spawner" / "examples" / "site.yaml"
+ENV_KEYS = (
+    "ESAP_SITE_FILE",
+    "ESAP_SERVICE_MODE",
+    "ESAP_SERVICE_URL",
+    "ESAP_SERVICE_API_TOKEN",
+    "ESAP_SERVICE_PORT",
+    "ESAP_PORTAL_API_TOKEN",
+    "ESAP_PORTAL_SERVICE_NAME",
+    "ESAP_PORTAL_GROUPS",
+    "ESAP_PORTAL_USERS",
+    "ESAP_USER_ACCESS",
+    "ESAP_AUTHENTICATE_PROMETHEUS",
+    "ESAP_PROMETHEUS_API_TOKEN",
+    "ESAP_PROMETHEUS_SERVICE_NAME",
+)
+
+# what a plain hub's jupyterhub_config.py adds to load the snippets (as the docs say)
+LOAD_SNIPPETS = f"""
+import glob
+for _path in sorted(glob.glob({str(CONFIG_D)!r} + "/*.py")):
+    load_subconfig(_path)
+"""
+
+# how zero-to-jupyterhub's jupyterhub_config.py loads them: exec in its own namespace
+EXEC_SNIPPETS_LIKE_Z2JH = f"""
+import glob
+for _path in sorted(glob.glob({str(CONFIG_D)!r} + "/*.py")):
+    with open(_path) as _f:
+        exec(compile(source=_f.read(), filename=_path, mode="exec"))
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    yield monkeypatch
+
+
+def load_snippets(tmp_path: Path, prelude: str = "", *, loader: str = LOAD_SNIPPETS) -> Config:
+    """The config a hub gets from ``prelude`` followed by the snippets, in-process."""
+    main = tmp_path / "jupyterhub_config.py"
+    main.write_text("c = get_config()  # noqa\n" + textwrap.dedent(prelude) + loader)
+    loader = PyFileConfigLoader(main.name, path=str(tmp_path))
+    return loader.load_config()
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list trait's config value, whether set as a list or only appended to (lazy)."""
+    return list(value) if isinstance(value, list) else list(value.get_value([]))
+
+
+def roles_by_name(config: Config) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in as_list(config.JupyterHub.load_roles)}
+
+
+def test_snippets_are_numbered_and_sorted() -> None:
+    names = sorted(p.name for p in CONFIG_D.glob("*.py"))
+    assert names == ["10-esap-spawner.py", "20-esap-service.py", "30-esap-metrics.py"]
+
+
+def test_external_service_with_portal_and_prometheus(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SERVICE_URL", "http://esap-service:8890")
+    clean_env.setenv("ESAP_SERVICE_API_TOKEN", "svc-token")
+    clean_env.setenv("ESAP_PORTAL_API_TOKEN", "portal-token")
+    clean_env.setenv("ESAP_PORTAL_GROUPS", "esap-admins, ops")
+    clean_env.setenv("ESAP_PROMETHEUS_API_TOKEN", "prom-token")
+    # what z2jh has set before loading the folder: lists, and a role of the same name
+    config = load_snippets(
+        tmp_path,
+        """
+        c.JupyterHub.services = [{"name": "jupyterhub-idle-culler", "command": ["x"]}]
+        c.JupyterHub.load_roles = [{"name": "esap-portal", "users": ["alice"]}]
+        """,
+        loader=EXEC_SNIPPETS_LIKE_Z2JH,
+    )
+    assert config.JupyterHub.spawner_class == "esap"
+    assert config.ESAPSpawner.site_file == str(SITE)
+    services = {s["name"]: s for s in config.JupyterHub.services}
+    assert services["esap"] == {
+        "name": "esap",
+        "url": "http://esap-service:8890",
+        "api_token": "svc-token",
+    }
+    assert services["esap-portal"] == {"name": "esap-portal", "api_token": "portal-token"}
+    assert services["prometheus"] == {"name": "prometheus", "api_token": "prom-token"}
+    assert "jupyterhub-idle-culler" in services
+    roles = roles_by_name(config)
+    # merged into the existing role, not defined twice
+    assert [r["name"] for r in config.JupyterHub.load_roles].count("esap-portal") == 1
+    assert roles["esap-portal"]["scopes"] == ["custom:esap:read"]
+    assert roles["esap-portal"]["users"] == ["alice"]
+    assert roles["esap-portal"]["groups"] == ["esap-admins", "ops"]
+    assert roles["esap-portal"]["services"] == ["esap-portal"]
+    assert roles["esap-metrics"]["scopes"] == ["read:metrics"]
+    assert roles["esap-metrics"]["services"] == ["prometheus"]
+    assert config.JupyterHub.authenticate_prometheus is True
+    custom = config.JupyterHub.custom_scopes.get_value({})
+    assert set(custom) == {"custom:esap:read"}
+
+
+def test_managed_service_by_default(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SERVICE_PORT", "9123")
+    clean_env.setenv("ESAP_AUTHENTICATE_PROMETHEUS", "false")
+    config = load_snippets(tmp_path)
+    (service,) = as_list(config.JupyterHub.services)
+    assert service["name"] == "esap"
+    assert service["url"] == "http://127.0.0.1:9123"
+    assert service["command"][1:] == [
+        "-m",
+        "esap_spawner.cli",
+        "service",
+        "--site-file",
+        str(SITE),
+    ]
+    assert "api_token" not in service  # the hub generates a managed service's token
+    assert config.JupyterHub.authenticate_prometheus is False
+    # no portal token: the role exists (for groups/users), with no service
+    assert roles_by_name(config)["esap-portal"]["services"] == []
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ESAP_SERVICE_MODE": "external"}, "needs ESAP_SERVICE_URL"),
+        ({"ESAP_SERVICE_MODE": "sideways"}, "expected auto, managed, external or off"),
+        ({"ESAP_USER_ACCESS": "perhaps"}, "ESAP_USER_ACCESS='perhaps'"),
+        ({"ESAP_AUTHENTICATE_PROMETHEUS": "2"}, "ESAP_AUTHENTICATE_PROMETHEUS='2'"),
+        ({"ESAP_SITE_FILE": "/nonexistent/site.yaml"}, "cannot"),
+    ],
+)
+def test_bad_environment_stops_loading(
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    with pytest.raises(SystemExit) as exc:
+        load_snippets(tmp_path)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "FATAL: esap-spawner" in err
+    assert message in err
+
+
+# -- a real hub ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stand_in_service() -> Iterator[str]:
+    """An HTTP server standing in for the external esap service (the hub checks it is up)."""
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.integration
+def test_real_hub_runs_the_snippets(
+    hub_factory: Any, tmp_path: Path, stand_in_service: str
+) -> None:
+    portal_token = secrets.token_hex(16)
+    prometheus_token = secrets.token_hex(16)
+    env = {key: "" for key in ENV_KEYS}
+    env.update(
+        ESAP_SITE_FILE=str(SITE),
+        ESAP_SERVICE_URL=stand_in_service,
+        ESAP_SERVICE_API_TOKEN=secrets.token_hex(16),
+        ESAP_PORTAL_API_TOKEN=portal_token,
+        ESAP_PROMETHEUS_API_TOKEN=prometheus_token,
+    )
+    hub = hub_factory(LOAD_SNIPPETS, env=env)
+
+    services = hub.api("GET", "/services").json()
+    assert {"esap", "esap-portal", "prometheus"} <= set(services)
+    assert services["esap"]["prefix"] == "/services/esap/"
+
+    # the portal's token carries the custom scope; a user's carries access to the service
+    portal = hub.api("GET", "/user", token=portal_token).json()
+    assert "custom:esap:read" in portal["scopes"]
+    hub.create_user("alice")
+    alice = hub.api("GET", "/user", token=hub.user_token("alice")).json()
+    assert "access:services!service=esap" in alice["scopes"]
+    assert "custom:esap:read" not in alice["scopes"]
+
+    # metrics need read:metrics
+    assert requests.get(f"{hub.url}/hub/metrics", timeout=10).status_code == 403
+    r = requests.get(
+        f"{hub.url}/hub/metrics",
+        headers={"Authorization": f"token {prometheus_token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200
+    assert "jupyterhub_" in r.text
+
+    log = hub.log_path.read_text()
+    assert "esap-spawner: site file" in log
+
+
+@pytest.mark.integration
+def test_real_hub_refuses_a_bad_site_file(hub_factory: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-site.yaml"
+    bad.write_text(
+        "facility: {name: x}\nprofiles:\n  - slug: Not A Slug\n  - {slug: ok, colour: red}\n"
+    )
+    env = {key: "" for key in ENV_KEYS}
+    env.update(ESAP_SITE_FILE=str(bad), ESAP_SERVICE_MODE="off")
+    with pytest.raises(RuntimeError) as exc:
+        hub_factory(LOAD_SNIPPETS, env=env)
+    text = str(exc.value)
+    assert "FATAL: esap-spawner: the site file" in text
+    # every problem, each with its path
+    assert "facility" in text and "url" in text
+    assert "profiles[0].slug" in text
+    assert "colour" in text
