@@ -1,0 +1,123 @@
+"""The pod ESAPSpawner builds, compared with golden JSON.
+
+The spawner is the real class, fed the way JupyterHub feeds it (user options, then
+``load_user_options`` and ``get_pod_manifest``); it needs a kubeconfig to construct, which
+the session simulator provides, but builds the manifest without calling the API.
+
+Regenerate the golden files after an intended change with
+``ESAP_REGENERATE_GOLDEN=1 pytest tests/integration/test_spawner_manifest.py`` and review
+the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jupyterhub.objects import Hub, Server
+from kubernetes_asyncio.client import ApiClient
+from tornado import web
+from traitlets.config import Config
+
+from esap_spawner.spawner import ESAPSpawner
+from tests.integration.test_spawner_hub import SITE
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = Path(__file__).parent.parent / "data" / "golden"
+VOLATILE_ENV = {"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_OAUTH_SCOPES"}
+
+
+class Group:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class MockUser:
+    """The part of a JupyterHub user the spawner reads."""
+
+    def __init__(self, name: str, groups: tuple[str, ...] = (), admin: bool = False) -> None:
+        self.name = name
+        self.id = 1
+        self.groups = [Group(g) for g in groups]
+        self.admin = admin
+        self.server = Server(ip="127.0.0.1", port=8888)
+
+    @property
+    def escaped_name(self) -> str:
+        return str(self.name)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url)
+
+
+def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESAPSpawner:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE))
+    config = Config()
+    config.ESAPSpawner.site_file = str(site_file)
+    config.KubeSpawner.namespace = "golden"
+    spawner = ESAPSpawner(
+        hub=Hub(ip="127.0.0.1", port=8081),
+        user=user,
+        config=config,
+        api_token="token",
+        oauth_client_id="client",
+    )
+    spawner.user_options = options
+    return spawner
+
+
+def scrub(pod: dict[str, Any]) -> dict[str, Any]:
+    for container in pod["spec"]["containers"]:
+        for env in container.get("env", []):
+            if env["name"] in VOLATILE_ENV:
+                env["value"] = "<scrubbed>"
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("user", "options", "golden"),
+    [
+        (MockUser("ada"), {"profile": "medium", "dataset": "lofar:L1"}, "pod-medium.json"),
+        (MockUser("gina", ("gpu-users",)), {"profile": "gpu"}, "pod-gpu.json"),
+    ],
+)
+async def test_pod_manifest_matches_golden(
+    sim: Any, tmp_path: Path, user: MockUser, options: dict[str, Any], golden: str
+) -> None:
+    spawner = make_spawner(tmp_path, user, options)
+    await spawner.load_user_options()
+    pod = scrub(ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest()))
+    path = GOLDEN / golden
+    if os.environ.get("ESAP_REGENERATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pod, indent=2, sort_keys=True) + "\n")
+    assert pod == json.loads(path.read_text())
+
+
+async def test_user_options_cannot_reach_the_pod(sim: Any, tmp_path: Path) -> None:
+    spawner = make_spawner(
+        tmp_path,
+        MockUser("mallory"),
+        {"profile": "small", "image": "evil:1", "volumes": [{"hostPath": {"path": "/"}}]},
+    )
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.load_user_options()
+    assert refused.value.status_code == 400
+    assert "image" in refused.value.log_message
+
+
+async def test_admin_sees_restricted_profiles(sim: Any, tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, MockUser("root", admin=True), {"profile": "gpu"})
+    await spawner.load_user_options()
+    assert spawner.image == "quay.io/jupyter/pytorch-notebook:2026-01-01"
+    form = spawner.render_options_form()
+    assert 'value="gpu"' in form
+    other = make_spawner(tmp_path, MockUser("fred"), {"profile": "small"})
+    assert 'value="gpu"' not in other.render_options_form()
