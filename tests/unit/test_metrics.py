@@ -3,9 +3,12 @@ helper updates exactly the series it should (read back from the registry)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -229,3 +232,75 @@ def test_module_helpers_record_in_the_hub_registry() -> None:
     assert REGISTRY.get_sample_value("esap_staging_bytes_total") == staged + 10
     metrics.set_profile_availability({slug: Avail(1, 2)})
     assert REGISTRY.get_sample_value("esap_profile_running_servers", {"profile": slug}) == 2
+
+
+# --- the Grafana dashboard (docs/grafana-dashboard.json) ----------------------------------
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+SELECTOR = re.compile(r"\b(esap_[a-z_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'([a-zA-Z_]+)\s*(?:=~|!~|!=|=)\s*"')
+BY = re.compile(r"\bby\s*\(([^)]*)\)")
+
+
+def _exposed_series() -> dict[str, set[str]]:
+    """Every sample name both registries expose -> its label names."""
+    hub = HubMetrics(CollectorRegistry())
+    hub.init_profile_labels(["small"])
+    service = ServiceMetrics(profiles=["small"], handlers=["profiles"])
+    found: dict[str, set[str]] = {}
+    for registry in (hub.registry, service.registry):
+        for family in registry.collect():
+            for sample in family.samples:
+                found.setdefault(sample.name, set()).update(sample.labels)
+    return found
+
+
+def _queries(dashboard: dict[str, Any]) -> list[str]:
+    exprs = []
+    for panel in dashboard["panels"]:
+        exprs += [t["expr"] for t in panel.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable.get("type") == "query":
+            exprs.append(variable["definition"])
+    return exprs
+
+
+def test_dashboard_queries_only_metrics_and_labels_that_exist() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    series = _exposed_series()
+    queries = _queries(dashboard)
+    assert len(queries) >= 10
+    used: set[str] = set()
+    for expr in queries:
+        names = [m.group(1) for m in SELECTOR.finditer(expr)]
+        assert names, f"no esap metric in {expr!r}"
+        labels_here: set[str] = set()
+        for match in SELECTOR.finditer(expr):
+            name, matchers = match.group(1), match.group(2) or ""
+            assert name in series, f"{name} (in {expr!r}) is not exported by metrics.py"
+            used.add(name)
+            for key in MATCHER.findall(matchers):
+                assert key in series[name], f"{name} has no label {key!r} ({expr!r})"
+            labels_here |= series[name]
+        for group in BY.findall(expr):
+            for label in (x.strip() for x in group.split(",")):
+                assert label in labels_here, f"'by ({group})' uses unknown {label!r} ({expr!r})"
+    # the questions of the issue: spawn percentiles, phases, failures, capacity, staging, age
+    for needed in ("esap_spawn_duration_seconds_bucket", "esap_spawn_phase_duration_seconds_sum",
+                   "esap_profile_available_servers", "esap_profile_running_servers",
+                   "esap_staging_bytes_total", "esap_cluster_view_age_seconds"):  # fmt: skip
+        assert needed in used, needed
+
+
+def test_dashboard_shape() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["PROMETHEUS_DS"]["type"] == "datasource"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert sum(p["type"] == "row" for p in dashboard["panels"]) >= 4
+    for panel in dashboard["panels"]:
+        assert panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${PROMETHEUS_DS}"
+            assert panel["description"]
