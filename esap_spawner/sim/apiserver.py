@@ -30,6 +30,7 @@ from .faults import Faults
 from .patches import PatchError, apply_patch
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .store import RESOURCES, Store
+from .tables import TABLE_RESOURCES, table
 
 __all__ = ["make_app"]
 
@@ -207,7 +208,9 @@ class ApiHandler(_Base):
             return
         if sub not in (None, "status"):
             raise ApiError.not_found_resource(f"{resource}/{sub}")
-        if method == "GET":
+        if method == "GET" and sub is None and self._wants_table(resource):
+            self._send_table(resource, [store.get(resource, key_ns, name)])
+        elif method == "GET":
             self.send_json(store.entry_json(resource, key_ns, name))
         elif method in ("PUT", "PATCH"):
             old = store.get(resource, key_ns, name)
@@ -246,8 +249,19 @@ class ApiHandler(_Base):
         fields = parse_field_selector(self.get_query_argument("fieldSelector", None))
         return labels, fields
 
+    def _wants_table(self, resource: str) -> bool:
+        return resource in TABLE_RESOURCES and "as=Table" in self.request.headers.get("Accept", "")
+
+    def _send_table(self, resource: str, objects: list[dict[str, Any]]) -> None:
+        full = self.get_query_argument("includeObject", "") == "Object"
+        self.send_json(table(resource, objects, str(self.store.rv), full))
+
     def _list(self, resource: str, ns: str | None) -> None:
         labels, fields = self._selectors()
+        if self._wants_table(resource):
+            entries = self.store.entries(resource, ns, labels, fields)
+            self._send_table(resource, [e.obj for e in entries])
+            return
         items = b",".join(e.json for e in self.store.entries(resource, ns, labels, fields))
         kind = RESOURCES[resource][0] + "List"
         head = json.dumps(
@@ -266,7 +280,6 @@ class ApiHandler(_Base):
         timeout = self.get_query_argument("timeoutSeconds", None)
         deadline = time.monotonic() + (float(timeout) if timeout else 1800.0)
         self.set_header("Content-Type", "application/json")
-        self.set_header("Transfer-Encoding", "chunked")
         try:
             watcher = self.store.watch(
                 resource, ns, labels, fields, self.get_query_argument("resourceVersion", None)

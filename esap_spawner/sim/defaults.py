@@ -7,12 +7,13 @@ get a Ready condition and allocatable/capacity from each other when only one is 
 
 from __future__ import annotations
 
+import base64
 import itertools
 from typing import Any
 
 from .clock import now_rfc3339
 
-__all__ = ["apply_defaults"]
+__all__ = ["apply_defaults", "normalize"]
 
 _cluster_ips = itertools.count(10)
 
@@ -138,6 +139,16 @@ def _event(obj: dict[str, Any]) -> None:
 
 def _secret(obj: dict[str, Any]) -> None:
     obj.setdefault("type", "Opaque")
+    normalize("secrets", obj)
+
+
+def normalize(resource: str, obj: dict[str, Any]) -> None:
+    """What the API server rewrites on every write: a secret's stringData goes into data."""
+    if resource == "secrets" and obj.get("stringData"):
+        data = obj.setdefault("data", {}) or {}
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
 
 
 _DEFAULTS = {

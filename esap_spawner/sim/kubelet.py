@@ -205,7 +205,15 @@ class Kubelet:
         if pod is None:
             return
         if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
-            return  # adopted as it is (a cluster fixture's pod)
+            if not pod["status"].get("podIP"):  # adopted as it is, given an address
+                address = self.ips.allocate()
+
+                def adopt(status: Obj) -> None:
+                    status.update(podIP=address, podIPs=[{"ip": address}])
+                    status.update(hostIP=self.ips.host_ip, hostIPs=[{"ip": self.ips.host_ip}])
+
+                self._status(run, adopt)
+            return
         node = pod["spec"]["nodeName"]
         ip = self.ips.allocate()
         started = now_rfc3339()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import now_rfc3339
-from .defaults import apply_defaults
+from .defaults import apply_defaults, normalize
 from .errors import ApiError
 from .selectors import FieldSelector, LabelSelector
 from .validation import validate
@@ -298,6 +298,7 @@ class Store:
                 new_meta.pop(field, None)
         new_meta["name"] = name
         new["kind"], new["apiVersion"] = kind, "v1"
+        normalize(resource, new)
         causes = validate(resource, new)
         if causes:
             raise ApiError.invalid(kind, name, causes)
