@@ -1,0 +1,408 @@
+"""The esap-jupyterhub chart, rendered offline and checked.
+
+helm-python-sdk renders the chart's own templates (the zero-to-jupyterhub dependency is
+disabled: it cannot be downloaded here), kubernetes-validate checks every manifest against
+the Kubernetes 1.30 schemas, and the values schema is exercised with bad values. The site
+file the chart renders is checked by ``esap-spawner check-config``, and the hub's values
+(`jupyterhub.hub.*`) are checked to point at objects the chart really renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "esap-jupyterhub"
+FULL_VALUES = CHART / "examples" / "full-values.yaml"
+KUBE_VERSION = "1.30"
+# custom resources kubernetes-validate has no schema for: checked by hand below
+CRD_KINDS = {"ServiceMonitor"}
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "generate_schema", REPO / "helm/generate_schema.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def render(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render with ``values`` (z2jh disabled); ``{(kind, name): manifest}``."""
+    values = copy.deepcopy(values or {})
+    values.setdefault("jupyterhub", {})["enabled"] = False
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name="esap", namespace="jhub")
+    objects: dict[Any, Any] = {}
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                key = (doc["kind"], doc["metadata"]["name"])
+                assert key not in objects, f"{key} rendered twice"
+                objects[key] = doc
+    return objects
+
+
+def notes(values: dict[str, Any] | None = None) -> str:
+    values = copy.deepcopy(values or {})
+    values.setdefault("jupyterhub", {})["enabled"] = False
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name="esap", namespace="jhub")
+    return next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+
+
+def full_values() -> dict[str, Any]:
+    return dict(yaml.safe_load(FULL_VALUES.read_text()))
+
+
+def default_values() -> dict[str, Any]:
+    return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+@pytest.fixture(scope="module")
+def default_objects() -> dict[Any, Any]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def full_objects() -> dict[Any, Any]:
+    return render(full_values())
+
+
+# -- the schema ------------------------------------------------------------------------
+
+
+def test_committed_generated_files_are_fresh() -> None:
+    stale = _generator().stale_files()
+    assert stale == [], f"stale: {stale}; run python helm/generate_schema.py"
+
+
+def test_esap_schema_is_the_site_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    site = json.loads((REPO / "esap_spawner" / "site.schema.json").read_text())
+    esap = schema["properties"]["esap"]
+    assert set(esap["properties"]) == set(site["properties"])
+    assert esap["required"] == site["required"]
+    for name in site["$defs"]:
+        assert f"site-{name}" in schema["$defs"]
+    text = json.dumps(schema)
+    assert '"#/$defs/profile"' not in text  # every reference relocated
+
+
+def _walk(node: Any, path: str, problems: list[str]) -> None:
+    if not isinstance(node, dict):
+        return
+    props = node.get("properties", {})
+    if (
+        props
+        and node.get("additionalProperties") is not False
+        and path
+        not in (
+            "jupyterhub",
+            "global",
+        )
+    ):
+        problems.append(f"{path or '<root>'}: additionalProperties is not false")
+    for key, sub in props.items():
+        child = f"{path}.{key}" if path else key
+        if "description" not in sub:
+            problems.append(f"{child}: no description")
+        _walk(sub, child, problems)
+    if isinstance(node.get("items"), dict):
+        _walk(node["items"], f"{path}[]", problems)
+
+
+def test_every_key_is_described_and_closed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    problems: list[str] = []
+    _walk(schema, "", problems)
+    for name, definition in schema.get("$defs", {}).items():
+        _walk(definition, f"$defs.{name}", problems)
+    assert problems == []
+
+
+def test_generator_refuses_an_unrelocatable_reference() -> None:
+    gen = _generator()
+    chart_schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
+    site = {"type": "object", "properties": {"x": {"$ref": "other.json#/a"}}}
+    with pytest.raises(ValueError, match=r"other\.json#/a"):
+        gen.values_schema(chart_schema, site)
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "words"),
+    [
+        ({"esap": {"colour": "red"}}, "/esap", "'colour' not allowed"),
+        (
+            {"esap": {"profiles": [{"slug": "Big GPU"}]}},
+            "/esap/profiles/0/slug",
+            "does not match pattern",
+        ),
+        (
+            {"esap": {"profiles": [{"slug": "ok", "cpu": {"cores": 2}}]}},
+            "/esap/profiles/0/cpu",
+            "'cores'",
+        ),
+        (
+            {"esap": {"facility": {"name": "x" * 31, "url": "https://h/"}}},
+            "/esap/facility/name",
+            "31",
+        ),
+        ({"servise": {}}, "at ''", "'servise' not allowed"),
+        ({"service": {"replicas": "two"}}, "/service/replicas", "want integer"),
+        (
+            {"metrics": {"serviceMonitor": {"interval": "often"}}},
+            "/metrics/serviceMonitor/interval",
+            "pattern",
+        ),
+    ],
+)
+def test_bad_values_are_refused_with_their_path(
+    values: dict[str, Any], path: str, words: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError) as exc:
+        render(values)
+    message = str(exc.value)
+    assert path in message
+    assert words in message
+
+
+# -- the rendered manifests ------------------------------------------------------------
+
+
+def _validate_all(objects: dict[Any, Any]) -> None:
+    for (kind, name), manifest in objects.items():
+        if kind in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:  # pragma: no cover - the failure
+            pytest.fail(f"{kind}/{name}: {exc}")
+
+
+def test_default_values_render_valid_manifests(default_objects: dict[Any, Any]) -> None:
+    kinds = sorted({kind for kind, _ in default_objects})
+    assert kinds == sorted(
+        {
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "NetworkPolicy",
+        }
+    )
+    _validate_all(default_objects)
+
+
+def test_full_example_renders_valid_manifests(full_objects: dict[Any, Any]) -> None:
+    _validate_all(full_objects)
+    monitor = full_objects[("ServiceMonitor", "esap-service")]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/services/esap/metrics"
+    assert endpoint["authorization"]["credentials"] == {
+        "name": "esap-tokens",
+        "key": "prometheus-api-token",
+    }
+    service = full_objects[("Service", "esap-service")]
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_kubernetes_validate_catches_a_broken_manifest(default_objects: dict[Any, Any]) -> None:
+    # guard against a validator that accepts anything
+    broken = copy.deepcopy(default_objects[("Deployment", "esap-service")])
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    broken["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+def test_site_file_in_configmap_passes_check_config(
+    full_objects: dict[Any, Any], tmp_path: Path
+) -> None:
+    site_text = full_objects[("ConfigMap", "esap-site")]["data"]["site.yaml"]
+    assert yaml.safe_load(site_text) == full_values()["esap"]
+    site = tmp_path / "site.yaml"
+    site.write_text(site_text)
+    result = subprocess.run(
+        [sys.executable, "-m", "esap_spawner.cli", "check-config", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_default_site_file_passes_check_config(
+    default_objects: dict[Any, Any], tmp_path: Path
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(default_objects[("ConfigMap", "esap-site")]["data"]["site.yaml"])
+    result = subprocess.run(
+        [sys.executable, "-m", "esap_spawner.cli", "check-config", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_service_pod_is_locked_down(default_objects: dict[Any, Any]) -> None:
+    pod = default_objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/services/esap/health"
+    assert "--site-file=/etc/esap/site.yaml" in container["command"]
+    assert "--prefix=/services/esap/" in container["command"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "esap-tokens",
+        "key": "service-api-token",
+    }
+    assert "limits" in container["resources"]
+    labels = default_objects[("Deployment", "esap-service")]["spec"]["template"]["metadata"]
+    assert labels["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+
+
+def test_tokens_are_generated_and_distinct(default_objects: dict[Any, Any]) -> None:
+    data = default_objects[("Secret", "esap-tokens")]["data"]
+    assert set(data) == {"service-api-token", "portal-api-token", "prometheus-api-token"}
+    tokens = [base64.b64decode(v).decode() for v in data.values()]
+    assert all(len(t) == 64 and t.isalnum() for t in tokens)
+    assert len(set(tokens)) == 3
+
+
+def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None:
+    role = default_objects[("ClusterRole", "jhub-esap-cluster-reader")]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = default_objects[("ClusterRoleBinding", "jhub-esap-cluster-reader")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "esap-service", "namespace": "jhub"},
+        {"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"},
+    ]
+    assert not any(kind in ("Role", "RoleBinding") for kind, _ in default_objects)
+
+
+def test_rbac_and_netpol_can_be_turned_off() -> None:
+    objects = render({"rbac": {"create": False}, "networkPolicy": {"enabled": False}})
+    kinds = {kind for kind, _ in objects}
+    assert kinds.isdisjoint(
+        {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy"}
+    )
+    pod = objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod
+
+
+def test_network_policy_admits_hub_proxy_and_prometheus(full_objects: dict[Any, Any]) -> None:
+    policy = full_objects[("NetworkPolicy", "esap-service")]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    pods, namespace = rule["from"]
+    exprs = {e["key"]: e["values"] for e in pods["podSelector"]["matchExpressions"]}
+    assert exprs == {"app": ["jupyterhub"], "release": ["esap"], "component": ["hub", "proxy"]}
+    assert namespace == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+
+
+def test_dashboard_configmap_follows_the_docs_copy(default_objects: dict[Any, Any]) -> None:
+    copy_path = CHART / "files" / "grafana-dashboard.json"
+    key = ("ConfigMap", "esap-grafana-dashboard")
+    if not copy_path.exists():
+        assert key not in default_objects
+        return
+    dashboard = default_objects[key]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["esap-spawner.json"]) == json.loads(copy_path.read_text())
+    off = render({"metrics": {"dashboard": {"enabled": False}}})
+    assert key not in off
+
+
+def test_hub_values_point_at_rendered_objects(full_objects: dict[Any, Any]) -> None:
+    """The static `jupyterhub.hub` values name this chart's objects: check they exist."""
+    for values in (default_values(), full_values()):
+        hub = values["jupyterhub"]["hub"]
+        env = hub["extraEnv"]
+        secret = full_objects[("Secret", "esap-tokens")]
+        for name in (
+            "ESAP_SERVICE_API_TOKEN",
+            "ESAP_PORTAL_API_TOKEN",
+            "ESAP_PROMETHEUS_API_TOKEN",
+        ):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == secret["metadata"]["name"]
+            assert ref["key"] in secret["data"]
+        service = full_objects[("Service", "esap-service")]
+        (port,) = service["spec"]["ports"]
+        assert env["ESAP_SERVICE_URL"] == f"http://{service['metadata']['name']}:{port['port']}"
+        volumes = {v["name"]: v for v in hub["extraVolumes"]}
+        mounts = {m["name"]: m for m in hub["extraVolumeMounts"]}
+        assert volumes["esap-site"]["configMap"]["name"] == "esap-site"
+        assert env["ESAP_SITE_FILE"] == mounts["esap-site"]["mountPath"] + "/site.yaml"
+        assert mounts["esap-site"]["mountPath"] == values.get("siteFile", {}).get(
+            "mountPath", "/etc/esap"
+        )
+    # the Rucio password file the site names is mounted in both the hub and the service
+    values = full_values()
+    password_dir = str(Path(values["esap"]["data"]["rucio"]["password_file"]).parent)
+    hub_mounts = [m["mountPath"] for m in values["jupyterhub"]["hub"]["extraVolumeMounts"]]
+    pod = full_objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
+    service_mounts = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
+    assert password_dir in hub_mounts
+    assert password_dir in service_mounts
+
+
+def test_chart_declares_z2jh_dependency_with_condition() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    (dep,) = chart["dependencies"]
+    assert dep["name"] == "jupyterhub"
+    assert dep["condition"] == "jupyterhub.enabled"
+    assert dep["repository"].startswith("https://")
+    dockerfile = (CHART / "images" / "hub" / "Dockerfile").read_text()
+    assert f"ARG Z2JH_VERSION={dep['version']}" in dockerfile
+
+
+def test_lint_has_no_errors() -> None:
+    result = helm.lint(CHART, {"jupyterhub": {"enabled": False}})
+    errors = [m for m in result["messages"] if m["severity"] >= 2]
+    # the only warning allowed: the z2jh dependency is not downloaded here
+    assert [m["error"] for m in errors] == [
+        "chart directory is missing these dependencies: jupyterhub"
+    ]
+
+
+def test_notes_tell_how_to_get_the_portal_token() -> None:
+    text = notes()
+    assert "portal-api-token" in text
+    assert "https://hub.example.org/services/esap/api/v1/facility" in text
