@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -23,28 +22,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(available: dict[str, str]) -> argparse.ArgumentParser:
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser; only the chosen subcommand's module is imported for its arguments."""
     parser = argparse.ArgumentParser(prog="esap-spawner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in available.items():
-        help_text = SUBCOMMANDS[name][1]
+    for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(sp)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(sp)
     return parser
 
 
-def _available() -> dict[str, str]:
-    found = {}
-    for name, (module, _) in SUBCOMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    available = _available()
-    args = build_parser(available).parse_args(argv)
-    module = importlib.import_module(available[args.command])
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args_list if not a.startswith("-")), None)
+    args = build_parser(chosen).parse_args(args_list)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
     return int(module.run(args) or 0)
 
 
