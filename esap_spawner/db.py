@@ -25,6 +25,7 @@ The spawner's calls, one line each::
     db.record_spawn(profile="gpu", user="alice", outcome="success", started_at=t0,
                     finished_at=t1, phases=phases, datasets=2, pod_name=pod)
     db.recent_spawn_durations("gpu")                          # -> [seconds, ...]
+    ClusterModel(spawn_durations=RecentDurations(db))         # cached, for the model
     db.record_availability(model_availability_by_slug)
     rec = db.start_staging(user="alice", did="lofar:L1", destination_rse="HUB_DISK")
     db.update_staging(rec.id, rule_id=..., state="REPLICATING", files_done=3, bytes_done=...)
@@ -40,7 +41,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +72,7 @@ __all__ = [
     "AvailabilitySample",
     "Base",
     "Database",
+    "RecentDurations",
     "SpawnRecord",
     "StagingRecord",
     "hash_user",
@@ -488,3 +491,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
+
+
+class RecentDurations:
+    """``recent_spawn_durations`` per profile, cached for ``ttl`` seconds.
+
+    Pass it as ``ClusterModel(spawn_durations=RecentDurations(db))``: the model asks per
+    profile on every availability answer, and a database round trip each time would put
+    I/O in the service's request path. ``record`` adds a fresh duration without waiting
+    for the cache to expire (the spawner's own spawns show at once).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float = 60.0,
+        limit: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db, self.ttl, self.limit, self.clock = db, ttl, limit, clock
+        self._cache: dict[str, tuple[float, list[float]]] = {}
+
+    def __call__(self, slug: str) -> Sequence[float]:
+        now = self.clock()
+        cached = self._cache.get(slug)
+        if cached is None or now - cached[0] >= self.ttl:
+            cached = (now, self.db.recent_spawn_durations(slug, self.limit))
+            self._cache[slug] = cached
+        return cached[1]
+
+    def record(self, slug: str, seconds: float) -> None:
+        """Put a just-finished spawn's duration in front (newest first)."""
+        cached = self._cache.get(slug)
+        if cached is not None:
+            cached[1].insert(0, float(seconds))
+            del cached[1][self.limit :]
