@@ -131,6 +131,10 @@ class Kubelet:
         meta = pod["metadata"]
         if not pod.get("spec", {}).get("nodeName") or meta["uid"] in self.runs:
             return
+        status = pod.get("status") or {}
+        settled = status.get("phase") in ("Running", "Succeeded", "Failed") and status.get("podIP")
+        if settled and "deletionTimestamp" not in meta:
+            return  # adopted as it is; a run starts only to delete it (cheap at 100k pods)
         run = PodRun(
             meta["namespace"],
             meta["name"],
