@@ -114,11 +114,6 @@ async def test_closed_watches_resume_without_a_relist(env: Env) -> None:
     assert not env.model.stale
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulator bug: its 410 answer to a watch carries both Transfer-Encoding: chunked "
-    "and Content-Length, which aiohttp rejects as a malformed response",
-)
 async def test_gone_resource_version_relists(env: Env) -> None:
     relists = env.watcher.relists
     # A change neither watch sees, then compaction: both watches' versions are now too old.
