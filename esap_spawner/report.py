@@ -37,6 +37,7 @@ __all__ = [
     "StagingThroughput",
     "add_arguments",
     "failure_counts",
+    "headlines",
     "parse_since",
     "percentile",
     "run",
@@ -115,6 +116,33 @@ def summarise_spawns(spawns: Iterable[SpawnLike]) -> list[ProfileSummary]:
             summary.mean_phases = {k: v / len(ok) for k, v in sums.items()}
         summaries.append(summary)
     return summaries
+
+
+PHASE_WORDS = {
+    "validate": "checking the request",
+    "staging": "staging data",
+    "scheduling": "waiting for a node (scheduling)",
+    "image": "pulling the image",
+    "startup": "the server starting",
+    OTHER: "unattributed time",
+}
+
+
+def headlines(summaries: Sequence[ProfileSummary]) -> list[str]:
+    """One sentence per timed profile, slowest p90 first: how slow, and where the time goes
+    (the largest phase and its share of the mean spawn)."""
+    timed = sorted((s for s in summaries if s.p90 is not None), key=lambda s: -(s.p90 or 0))
+    lines = []
+    for s in timed:
+        total = sum(s.mean_phases.values())
+        phase, seconds = max(s.mean_phases.items(), key=lambda kv: kv[1])
+        share = f"{100 * seconds / total:.0f} %" if total > 0 else "all"
+        lines.append(
+            f"{s.profile}: 9 in 10 successful spawns ready within {format_seconds(s.p90)}; "
+            f"most of the time goes to {PHASE_WORDS[phase]} ({share} of the mean "
+            f"{format_seconds(total)})."
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -291,6 +319,10 @@ def render_html(data: ReportData, plots: dict[str, str], generated: datetime) ->
         return f"<p><img src='{_e(plots[name])}' alt='{_e(alt)}'></p>"
 
     summaries = summarise_spawns(data.spawns)
+    lines = headlines(summaries)
+    if lines:
+        items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+        parts.append(f"<h2>In short</h2><ul id='headlines'>{items}</ul>")
     parts.append("<h2>Spawn time per profile</h2>")
     if summaries:
         outcomes = ("success", "failure", "refused", "cancelled")

@@ -146,6 +146,9 @@ def test_report_figures_match_an_independent_computation(recorded, tmp_path: Pat
     assert ["cancelled", "no reason recorded", "1", "gpu"] in failures
 
     assert "3 staging requests moved 6.2 GB" in page
+    # the summary names the slow profile and its dominant phase (image: 60 % by design)
+    assert "<li>gpu: 9 in 10 successful spawns" in page
+    assert "most of the time goes to pulling the image (60 %" in page
     assert len(parsed.images) == 5
     for src in parsed.images:
         png = out / src

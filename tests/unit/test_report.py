@@ -16,6 +16,7 @@ from esap_spawner.report import (
     failure_counts,
     format_bytes,
     format_seconds,
+    headlines,
     parse_since,
     percentile,
     summarise_spawns,
@@ -137,3 +138,16 @@ def test_percentile_of_shuffled_input_is_order_independent() -> None:
     shuffled = values[:]
     random.Random(2).shuffle(shuffled)
     assert percentile(values, 90) == percentile(shuffled, 90)
+
+
+def test_headlines_name_the_slowest_profile_and_its_largest_phase_first() -> None:
+    spawns = [
+        Spawn("small", "success", 10.0, phases={Phase.scheduling: 1.0, Phase.startup: 8.0}),
+        Spawn("gpu", "success", 200.0, phases={Phase.scheduling: 20.0, Phase.image: 150.0}),
+        Spawn("bigmem", "refused", 0.1, "no room"),
+    ]
+    lines = headlines(summarise_spawns(spawns))
+    assert len(lines) == 2
+    assert lines[0].startswith("gpu: 9 in 10 successful spawns ready within 3.3 min")
+    assert "pulling the image (75 % of the mean 3.3 min)" in lines[0]
+    assert "the server starting (80 %" in lines[1]
