@@ -514,6 +514,9 @@ class ClusterModel:
             self._add_contribution(entry)
             if self._awaiting_pod or self._holding_uid:
                 self._match_reservation(meta, uid, entry, is_new=is_new, gone=False)
+        for uid, r in list(self._holding_uid.items()):
+            if uid not in self._pods:  # its pod went away while the watch was down
+                self._drop_node(r)
         self._invalidate_all()
         self._as_of = self.clock()
 

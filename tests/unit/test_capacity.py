@@ -485,6 +485,14 @@ def test_relist_keeps_reservations_and_matches_listed_pods() -> None:
         [pod("1", "a", namespace="hub", name="jupyter-bo", profile="small")],
     )
     assert not r.active and model.fit_count(req)[0] == 3 and model.running("small") == 1
+    # A pending pod holding a reservation's capacity vanishes during a relist: hold dropped.
+    r2 = model.reserve(req, namespace="hub", pod_name="jupyter-cy")
+    assert isinstance(r2, Reservation)
+    cy = pod("2", None, namespace="hub", name="jupyter-cy", phase="Pending", profile="small")
+    model.apply("ADDED", cy)
+    assert r2.holds_node and not r2.holds_quota and model.fit_count(req)[0] == 2
+    model.replace_all([node("a", "4", "64Gi")], [])
+    assert not r2.active and model.fit_count(req)[0] == 4
 
 
 async def test_fifty_concurrent_spawns_never_exceed_max_servers() -> None:
