@@ -141,12 +141,25 @@ def _container_key(event: Mapping[str, Any]) -> str:
     return quoted.group(1) if quoted else ""
 
 
+_NAMED = re.compile(r"\{([^}]+)\}$")
+_CONTAINER_IN_MESSAGE = re.compile(r"^(?:Started|Created) container (\S+)$")
+
+
 @dataclass(frozen=True)
 class _Event:
     reason: str
     at: float
     container: str
     message: str
+
+    @property
+    def container_name(self) -> str | None:
+        """The container's name, from the fieldPath or else from "Started container x"."""
+        named = _NAMED.search(self.container)
+        if named:
+            return named.group(1)
+        said = _CONTAINER_IN_MESSAGE.match(self.message.strip())
+        return said.group(1) if said else None
 
 
 def _pod_events(events: Iterable[Mapping[str, Any]], pod_name: str | None) -> list[_Event]:
@@ -219,7 +232,7 @@ def _startup(timeline: SpawnTimeline, events: list[_Event], container: str) -> f
     started = [e for e in events if e.reason == "Started"]
     if not started:
         return None
-    main = [e for e in started if e.container == f"spec.containers{{{container}}}"]
+    main = [e for e in started if e.container_name == container]
     if not main:
         main = [e for e in started if e.container.startswith("spec.containers")] or started
         return _span(max(e.at for e in main), timeline.finished)

@@ -265,3 +265,20 @@ def test_pull_seconds_prefers_time_including_waiting() -> None:
     message = 'Successfully pulled image "x:1" in 1m2s (1m30s including waiting). Image size: 5'
     assert pull_seconds(message) == 90.0
     assert pull_seconds('Pulling image "x:1"') is None
+
+
+def test_events_without_field_path_name_the_container_in_the_message() -> None:
+    # some emitters (the simulator, older kubelets' Pulled) leave out involvedObject.fieldPath
+    events = [
+        kubelet("Pulling", 3, 'Pulling image "init:1"', None),
+        kubelet("Pulled", 5, 'Successfully pulled image "init:1" in 2s (2s including waiting)',
+                None),
+        kubelet("Started", 6, "Started container fetch-data", None),
+        kubelet("Pulled", 20, f'Container image "{IMAGE}" already present on machine', None),
+        kubelet("Started", 21, "Started container notebook", None),
+        kubelet("Started", 22, "Started container sidecar", None),
+    ]  # fmt: skip
+    timeline = SpawnTimeline(requested=T0, validated=T0, pod_created=T0 + 1, finished=T0 + 30)
+    phases = phase_durations(timeline, events)
+    assert phases[Phase.image] == 2.0
+    assert phases[Phase.startup] == 9.0  # from the notebook's start, not the sidecar's
