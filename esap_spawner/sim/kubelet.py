@@ -9,8 +9,12 @@ recorded in the node's ``status.images``; an image already there is not pulled a
 *fake* mode only writes status. *process* mode runs each init container and the pod's
 first container as local processes (``command + args`` after ``$(VAR)`` expansion, env
 resolved as Kubernetes does, PATH/LANG/VIRTUAL_ENV from the simulator, HOME a per-pod
-folder, HOSTNAME the pod name, output to a per-pod log file) on the pod's own loopback
-address. A container without command and args cannot be run locally and is simulated.
+folder shared by the pod's containers and used as working directory, HOSTNAME the pod name,
+output to a per-pod log file) on the pod's own loopback address. Nothing else in the pod
+spec is rewritten: a server told to listen on 0.0.0.0 (KubeSpawner's default ``ip``) binds
+every loopback address, so a second pod on the same port fails. Configure
+``c.KubeSpawner.ip = "$(POD_IP)"`` with a downward-API ``POD_IP`` env var, as on a cluster.
+A container without command and args cannot be run locally and is simulated.
 An exiting process sets its container terminated with its exit code; ``restartPolicy``
 Always/OnFailure restarts it after ``delays.restart_backoff`` seconds (the terminated state
 stays visible meanwhile, as during a CrashLoopBackOff), Never ends the pod Succeeded/Failed.
@@ -27,6 +31,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,23 @@ __all__ = ["Kubelet", "KubeletDelays"]
 log = logging.getLogger("esap_spawner.sim.kubelet")
 PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "TZ", "PYTHONPATH")
 Obj = dict[str, Any]
+
+
+def node_environment() -> dict[str, str]:
+    """What a container inherits from the "node": PATH, LANG, VIRTUAL_ENV... of the simulator.
+
+    The simulator's own interpreter folder is put first on PATH when missing (and
+    VIRTUAL_ENV set when it runs in one), so that commands installed next to it, such as
+    ``jupyterhub-singleuser`` in a virtualenv that was not activated, are found.
+    """
+    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    bindir = os.path.dirname(sys.executable)
+    path = env.get("PATH", os.defpath)
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bindir, path])
+    if sys.prefix != sys.base_prefix:
+        env.setdefault("VIRTUAL_ENV", sys.prefix)
+    return env
 
 
 @dataclass(frozen=True)
@@ -368,7 +390,7 @@ class Kubelet:
             return None
         home = run.folder / "home"
         home.mkdir(parents=True, exist_ok=True)
-        base = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+        base = node_environment()
         base.update(HOME=str(home), HOSTNAME=run.name)
 
         def lookup(resource: str, name: str) -> Obj | None:

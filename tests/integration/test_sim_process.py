@@ -99,6 +99,17 @@ async def test_http_server_reachable_at_pod_ip_and_stopped_on_delete(cluster: An
     assert sim.pods_running() == 0
 
 
+async def test_two_pods_on_one_port_each_on_its_own_pod_ip(cluster: Any) -> None:
+    _, api = cluster
+    args = [PY, "-m", "http.server", "--bind", "$(POD_IP)", "8765"]
+    for name in ("one", "two"):
+        await api.create_namespaced_pod("default", pod(name, args))
+    ips = [(await until(lambda n=name: running(api, n))).status.pod_ip for name in ("one", "two")]
+    assert ips[0] != ips[1]
+    for ip in ips:
+        assert (await until(lambda ip=ip: fetch(f"http://{ip}:8765/"))).startswith("200")
+
+
 async def test_environment_resolution_and_expansion(cluster: Any) -> None:
     sim, api = cluster
     await api.create_namespaced_secret(
@@ -139,7 +150,8 @@ async def test_environment_resolution_and_expansion(cluster: Any) -> None:
     assert (values["NAME"], values["NS"]) == ("env", "default")
     assert values["GREETING"] == f"hello env at {ip}, $(NAME) $(UNKNOWN)"
     assert values["TOKEN"] == "s3cret"
-    assert values["PATH"] == os.environ["PATH"]
+    assert values["PATH"].endswith(os.environ["PATH"])  # the simulator's PATH, passed through
+    assert os.path.dirname(PY) in values["PATH"].split(os.pathsep)
     assert values["HOME"].startswith(str(sim.sim.workdir))
     assert f"cwd {values['HOME']}" in log
     assert "argv ['env', 'default']" in log
