@@ -50,6 +50,7 @@ SITE = {
     "profiles": [PROFILE],
 }
 
+ADMISSION = True  # set from --no-admission
 requests_made: Counter[str] = Counter()
 _original_request = rest.RESTClientObject.request
 
@@ -96,6 +97,8 @@ def make(kind: str, user: str, site_file: Path) -> Any:
         cls = KubeSpawner
     else:
         config.ESAPSpawner.site_file = str(site_file)
+        config.ESAPSpawner.db_url = ""
+        config.ESAPSpawner.admission = ADMISSION
         cls = ESAPSpawner
     spawner = cls(
         hub=Hub(ip="127.0.0.1", port=8081),

@@ -7,8 +7,12 @@ the logic; this class wires them into KubeSpawner's seams:
 - ``profile_list``: a callable giving only the profiles this user may use;
 - ``options_form``: our form (profiles with their resources, datasets, workflow);
 - ``options_from_form`` / ``options_from_query``: normalise, then validate;
-- ``load_user_options``: validate again (the REST API skips the form parser), then let
-  KubeSpawner apply the chosen profile's overrides.
+- ``load_user_options``: validate again (the REST API skips the form parser), let
+  KubeSpawner apply the chosen profile's overrides, then admit the spawn against the live
+  cluster view (:mod:`esap_spawner.hub_view`): a profile at its ``max_servers`` or with no
+  node that can hold it is refused at once, with the reason, before any pod exists;
+- ``start``: marks the moments of the spawn; when it settles, metrics, the spawn-history
+  row and the duration estimate are written (:mod:`esap_spawner.spawn_records`).
 
 User options can never carry an image, a volume, resources or any pod field: the validator
 returns a closed ``UserOptions`` value and only its ``profile`` reaches KubeSpawner.
@@ -16,15 +20,19 @@ returns a closed ``UserOptions`` value and only its ``profile`` reaches KubeSpaw
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Integer, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
+from .capacity import Refusal, Reservation
+from .hub_view import hub_view
 from .options import (
     OptionsError,
     UserOptions,
@@ -35,6 +43,7 @@ from .options import (
 from .profiles import Profile, kubespawner_profile, visible_profiles
 from .quantity import format_bytes
 from .site import Site, load_site
+from .spawn_records import SpawnAttempt, outcome_of, record_spawn
 
 ANNOTATION_PREFIX = "esap.escape.eu"
 
@@ -42,6 +51,9 @@ _templates = Environment(
     loader=PackageLoader("esap_spawner", "templates"),
     autoescape=select_autoescape(["html"]),
 )
+
+# Tasks writing spawn records, kept referenced until done.
+_background: set[asyncio.Future[Any]] = set()
 
 # Site files are read once per process and path, re-read when the file changes.
 _site_cache: dict[str, tuple[float, Site]] = {}
@@ -91,6 +103,9 @@ def refusal(status: int, message: str) -> web.HTTPError:
 class ESAPSpawner(KubeSpawner):
     """KubeSpawner for ESAP: profiles, datasets and workflows from a site file."""
 
+    _esap_attempt: SpawnAttempt | None = None
+    _esap_reservation: Reservation | None = None
+
     site_file = Unicode(
         "/etc/esap/site.yaml",
         config=True,
@@ -110,6 +125,37 @@ class ESAPSpawner(KubeSpawner):
         help="""
         Most datasets one spawn may request. 0 takes `data.rucio.staging.max_dids` from
         the site file (100 by default).
+        """,
+    )
+
+    admission = Bool(
+        True,
+        config=True,
+        help="""
+        Check quota (`max_servers`) and room on the cluster before creating a pod, from a
+        live model of nodes and pods kept by watches (the hub needs get/list/watch on nodes
+        and pods cluster-wide). A spawn that cannot start is refused at once with the
+        reason instead of a pod pending until the start timeout. False skips the check.
+        """,
+    )
+
+    admission_sync_timeout = Float(
+        10.0,
+        config=True,
+        help="""
+        Seconds the first spawn waits for the cluster view to finish its first list. A
+        spawn while the view is unavailable is refused (quota cannot be enforced blind).
+        """,
+    )
+
+    db_url = Unicode(
+        "sqlite:///esap.sqlite",
+        config=True,
+        help="""
+        Database for spawn history (phases, outcomes), read by `esap-spawner report` and
+        by the service for `estimated_start_seconds`. SQLite by default (a file in the
+        hub's working directory), or PostgreSQL, e.g. `postgresql+psycopg://u:p@db/esap`.
+        Empty disables the history (metrics still work).
         """,
     )
 
@@ -248,10 +294,67 @@ class ESAPSpawner(KubeSpawner):
         options = self._validated(getattr(self, "user_options", None) or {})
         self.user_options = options.to_dict()
         self.esap_options = options
+        attempt = self._attempt()
+        attempt.profile = options.profile
+        attempt.datasets = len(options.datasets)
+        attempt.validated = time.time()
         await super().load_user_options()
+        await self._admit(self.site.profile(options.profile))
+
+    async def _admit(self, profile: Profile) -> None:
+        """Hold a slot for this spawn in the cluster view, or refuse with the reason."""
+        if not self.admission:
+            return
+        model = await hub_view().ensure_started(sync_timeout=self.admission_sync_timeout)
+        decision = model.reserve(
+            profile,
+            namespace=self.namespace,
+            pod_name=self.pod_name,
+            ttl=float(self.start_timeout) + 60,
+        )
+        if isinstance(decision, Refusal):
+            raise refusal(503 if decision.reason == "unsynced" else 409, decision.message)
+        self._esap_reservation = decision
+
+    # -- the life of one spawn ------------------------------------------------------------
+
+    def _attempt(self) -> SpawnAttempt:
+        if self._esap_attempt is None:
+            self._esap_attempt = SpawnAttempt(user=self.user.name, requested=time.time())
+        return self._esap_attempt
+
+    def start(self) -> Any:
+        self._esap_attempt = SpawnAttempt(user=self.user.name, requested=time.time())
+        self._esap_reservation = None
+        future = super().start()
+        future.add_done_callback(self._spawn_settled)
+        return future
+
+    def _spawn_settled(self, future: asyncio.Future[Any]) -> None:
+        attempt = self._attempt()
+        status, reason = outcome_of(future, attempt)
+        if self._esap_reservation is not None and status.value != "success":
+            self._esap_reservation.release()
+        self._esap_attempt = None
+        task = asyncio.ensure_future(
+            record_spawn(
+                attempt,
+                status,
+                reason,
+                list(self.events) if attempt.pod_created else [],
+                db_url=self.db_url or None,
+                durations=hub_view().durations,
+            )
+        )
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()
+        attempt = self._esap_attempt
+        if attempt is not None:  # KubeSpawner creates the pod right after building it
+            attempt.pod_created = time.time()
+            attempt.pod_name = pod.metadata.name
         # Added after KubeSpawner's templating, which would read JSON braces as fields.
         options = getattr(self, "esap_options", None)
         if options is not None:

@@ -62,6 +62,8 @@ def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESA
     config = Config()
     config.ESAPSpawner.site_file = str(site_file)
     config.KubeSpawner.namespace = "golden"
+    config.ESAPSpawner.admission = False  # pure manifest: no cluster view in this process
+    config.ESAPSpawner.db_url = ""
     spawner = ESAPSpawner(
         hub=Hub(ip="127.0.0.1", port=8081),
         user=user,

@@ -1,0 +1,62 @@
+"""The hub's own view of the cluster: one ClusterModel and one ClusterWatcher per process.
+
+JupyterHub runs every spawner of a hub in one process and one event loop, so one model
+serves them all: admission (:meth:`ClusterModel.reserve`) is atomic there, and the spawn
+form can show live availability without asking Kubernetes. The watcher starts on first use
+(the first spawn or form), not at import, and follows the hub's ``KUBECONFIG`` or in-cluster
+service account, like KubeSpawner does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .capacity import ClusterModel, SpawnDurations
+from .cluster_watch import ClusterWatcher, api_client_from_environment
+
+log = logging.getLogger(__name__)
+
+
+class HubClusterView:
+    """A lazily started, process-wide cluster model fed by watches."""
+
+    def __init__(self) -> None:
+        self.durations = SpawnDurations()
+        self.model = ClusterModel(spawn_durations=self.durations)
+        self.watcher: ClusterWatcher | None = None
+        self._starting: asyncio.Lock | None = None
+
+    async def ensure_started(self, *, sync_timeout: float) -> ClusterModel:
+        """Start watching if not yet, and wait up to ``sync_timeout`` s for a first sync.
+
+        Returns the model either way: an unsynced model refuses admissions with a reason
+        and answers ``unknown`` availability, which is what callers should show.
+        """
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.watcher is None:
+                api_client = await api_client_from_environment()
+                self.watcher = ClusterWatcher(model=self.model, api_client=api_client)
+                await self.watcher.start()
+                log.info("esap: watching nodes and pods for live capacity")
+        if not self.model.synced:
+            await self.watcher.wait_synced(sync_timeout)
+        return self.model
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+
+
+_VIEW: HubClusterView | None = None
+
+
+def hub_view() -> HubClusterView:
+    """The process's cluster view (created on first call)."""
+    global _VIEW
+    if _VIEW is None:
+        _VIEW = HubClusterView()
+    return _VIEW

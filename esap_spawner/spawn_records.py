@@ -1,0 +1,116 @@
+"""What is kept of a spawn once it ends: its metrics, its database row, its duration.
+
+The spawner marks the moments of an attempt (:class:`SpawnAttempt`); when the start future
+settles, :func:`outcome_of` says how it ended (pure) and :func:`record_spawn` writes it to
+the Prometheus metrics, the spawn-history database and the in-memory durations that feed
+``estimated_start_seconds``. Database writes run in a worker thread: SQLAlchemy is
+synchronous and the hub's event loop must not wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from tornado import web
+
+from . import metrics
+from .capacity import SpawnDurations
+from .db import Database
+from .metrics import Phase, SpawnStatus
+from .phases import SpawnTimeline, phase_durations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpawnAttempt:
+    """Moments of one spawn, seconds since the epoch (None: not reached)."""
+
+    user: str
+    requested: float
+    profile: str | None = None
+    validated: float | None = None
+    pod_created: float | None = None
+    datasets: int = 0
+    pod_name: str | None = None
+
+
+def outcome_of(
+    future: asyncio.Future[Any] | Future[Any], attempt: SpawnAttempt
+) -> tuple[SpawnStatus, str | None]:
+    """How a settled start future ended, and why in words when it did not succeed.
+
+    A refusal is an HTTP 4xx before any pod was created (bad options, access, quota, no
+    room); anything after the pod exists is a failure.
+    """
+    if future.cancelled():
+        return SpawnStatus.cancelled, "cancelled before the server was ready"
+    error = future.exception()
+    if error is None:
+        return SpawnStatus.success, None
+    reason = getattr(error, "jupyterhub_message", None) or str(error) or type(error).__name__
+    if attempt.pod_created is None and isinstance(error, web.HTTPError) and error.status_code < 500:
+        return SpawnStatus.refused, reason
+    return SpawnStatus.failure, reason
+
+
+_databases: dict[str, Database] = {}
+
+
+def database(url: str) -> Database:
+    """One :class:`Database` per URL and process, its tables created on first use."""
+    db = _databases.get(url)
+    if db is None:
+        db = Database(url)
+        db.create_all()
+        _databases[url] = db
+    return db
+
+
+async def record_spawn(
+    attempt: SpawnAttempt,
+    status: SpawnStatus,
+    reason: str | None,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    db_url: str | None,
+    durations: SpawnDurations | None,
+) -> None:
+    """Observe the metrics, remember the duration and store the row of one ended spawn."""
+    finished = time.time()
+    timeline = SpawnTimeline(
+        requested=attempt.requested,
+        validated=attempt.validated,
+        pod_created=attempt.pod_created,
+        finished=finished,
+    )
+    measured = phase_durations(timeline, events, pod_name=attempt.pod_name)
+    phases: dict[Phase | str, float] = {phase: value for phase, value in measured.items()}
+    seconds = max(0.0, finished - attempt.requested)
+    profile = attempt.profile or "none"
+    metrics.observe_spawn(profile, status, seconds, phases)
+    if status is SpawnStatus.success and durations is not None and attempt.profile:
+        durations.record(attempt.profile, seconds)
+    if db_url:
+        try:
+            await asyncio.to_thread(
+                database(db_url).record_spawn,
+                profile=profile,
+                user=attempt.user,
+                outcome=status,
+                started_at=attempt.requested,
+                finished_at=finished,
+                phases=phases,
+                failure_reason=reason,
+                datasets=attempt.datasets,
+                pod_name=attempt.pod_name,
+            )
+        except Exception:
+            # the spawn itself is not affected by a history write that failed
+            log.exception("esap: could not record the spawn of %s", attempt.user)
