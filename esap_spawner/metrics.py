@@ -10,14 +10,15 @@ Two groups of metrics live in two registries:
 
 **Hub side** (:class:`HubMetrics`, one instance :data:`HUB` in prometheus_client's default
 ``REGISTRY``, which JupyterHub serves at ``/hub/metrics``): spawns, their phases, staging,
-and per-profile availability as the spawner's cluster view sees it. The spawner calls the
-module-level helpers, one line each::
+and per-profile availability and view age as the spawner's cluster view sees it. The
+spawner calls the module-level helpers, one line each::
 
     from esap_spawner import metrics
     metrics.init_profile_labels([p.slug for p in site.profiles])           # at start
     metrics.observe_spawn(slug, metrics.SpawnStatus.success, 12.3, phases)  # spawn ended
     metrics.observe_staging(metrics.StagingStatus.success, 41.0, 2_000_000)  # staging ended
-    metrics.set_profile_availability(model.availability_by_slug())           # view changed
+    metrics.set_profile_availability(model.availability(site.profiles))      # view changed
+    metrics.watch_cluster_view(model.view_age_seconds)                       # at start
 
 ``phases`` is the ``dict[Phase, float]`` that :func:`esap_spawner.phases.phase_durations`
 returns. Status arguments accept the Enum member or its string value.
@@ -69,6 +70,7 @@ __all__ = [
     "observe_spawn",
     "observe_staging",
     "set_profile_availability",
+    "watch_cluster_view",
 ]
 
 PREFIX = "esap"
@@ -160,6 +162,21 @@ def _count_or_nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+class _ViewAge:
+    """``esap_cluster_view_age_seconds``, read from a callable at each scrape."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauge = Gauge(
+            f"{PREFIX}_cluster_view_age_seconds",
+            "Seconds since the cluster view was last known current (NaN before the first sync)",
+            registry=registry,
+        )
+        self.gauge.set(math.nan)
+
+    def watch(self, view_age: Callable[[], float | None]) -> None:
+        self.gauge.set_function(lambda: _count_or_nan(view_age()))
+
+
 class _ProfileGauges:
     """``esap_profile_available_servers`` and ``esap_profile_running_servers``."""
 
@@ -231,6 +248,7 @@ class HubMetrics:
             registry=registry,
         )
         self.profiles = _ProfileGauges(registry)
+        self.view_age = _ViewAge(registry)
         for status in StagingStatus:
             self.staging_duration.labels(status=status.value)
             self.staging_requests.labels(status=status.value)
@@ -284,6 +302,10 @@ class HubMetrics:
         """Set the gauges from objects with ``can_start_now`` and ``running`` (None: NaN)."""
         self.profiles.set(availability_by_slug)
 
+    def watch_cluster_view(self, view_age: Callable[[], float | None]) -> None:
+        """Export ``view_age()`` (seconds, None before the first sync) at each scrape."""
+        self.view_age.watch(view_age)
+
 
 class ServiceMetrics:
     """The advertising service's metrics, in a registry of their own.
@@ -315,11 +337,7 @@ class ServiceMetrics:
             buckets=CATALOGUE_BUCKETS,
             registry=self.registry,
         )
-        self.view_age = Gauge(
-            f"{PREFIX}_cluster_view_age_seconds",
-            "Seconds since the cluster view was last known current (NaN before the first sync)",
-            registry=self.registry,
-        )
+        self.view_age = _ViewAge(self.registry)
         self.profiles = _ProfileGauges(self.registry)
         for operation in CatalogueOperation:
             for status in CatalogueStatus:
@@ -327,9 +345,8 @@ class ServiceMetrics:
         for handler in handlers:
             self.request_duration.labels(handler=handler, code="200")
         self.profiles.init(profiles)
-        self.view_age.set(math.nan)
         if view_age is not None:
-            self.view_age.set_function(lambda: _count_or_nan(view_age()))
+            self.view_age.watch(view_age)
 
     def observe_request(self, handler: str, code: int | str, seconds: float) -> None:
         """Record one answered request (``handler`` is the route's name, e.g. ``profiles``)."""
@@ -382,3 +399,8 @@ def observe_staging(status: StagingStatus | str, seconds: float, bytes_done: int
 def set_profile_availability(availability_by_slug: Mapping[str, Any]) -> None:
     """Set :data:`HUB`'s per-profile gauges from ``{slug: Availability}``."""
     HUB.set_profile_availability(availability_by_slug)
+
+
+def watch_cluster_view(view_age: Callable[[], float | None]) -> None:
+    """Export the spawner's cluster-view age in :data:`HUB` (e.g. ``model.view_age_seconds``)."""
+    HUB.watch_cluster_view(view_age)

@@ -213,6 +213,15 @@ def test_service_metrics_own_registry_and_exposition() -> None:
         one.observe_catalogue("list", "success", 1.0)
 
 
+def test_hub_cluster_view_age(hub: HubMetrics) -> None:
+    assert math.isnan(value(hub.registry, "esap_cluster_view_age_seconds"))
+    ages: list[float | None] = [None]
+    hub.watch_cluster_view(lambda: ages[0])
+    assert math.isnan(value(hub.registry, "esap_cluster_view_age_seconds"))
+    ages[0] = 12.5
+    assert value(hub.registry, "esap_cluster_view_age_seconds") == 12.5
+
+
 def test_module_helpers_record_in_the_hub_registry() -> None:
     slug = "helper-test-profile"
     metrics.init_profile_labels([slug])
