@@ -376,3 +376,69 @@ async def test_kubeconfig_points_at_the_simulator(cluster: Any, tmp_path: Any) -
     async with client.ApiClient(configuration) as api_client:
         nodes = await CoreV1Api(api_client).list_node()
     assert len(nodes.items) == 2
+
+
+SCHEDULING_CLUSTER = {
+    "nodes": [
+        {"name": "small", "labels": {"zone": "a"}, "allocatable": {"cpu": "2", "memory": "4Gi"}},
+        {"name": "large", "labels": {"zone": "b", "disk": "ssd"},
+         "allocatable": {"cpu": "16", "memory": "64Gi"}},
+        {"name": "gpu", "labels": {"zone": "b"},
+         "allocatable": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+         "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+    ]
+}  # fmt: skip
+GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+ZONE_A = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+            ]
+        }
+    }
+}
+PLACEMENTS: list[tuple[str, dict[str, Any], str]] = [
+    # (pod, extra spec / resources, expected node or FailedScheduling message)
+    ("ssd", {"nodeSelector": {"disk": "ssd"}}, "large"),
+    ("zone-a", {"affinity": ZONE_A}, "small"),
+    ("big", {"requests": {"cpu": "12"}}, "large"),
+    ("gpu", {"limits": {"nvidia.com/gpu": "1"}, "tolerations": GPU_TOLERATION}, "gpu"),
+    ("second-gpu", {"limits": {"nvidia.com/gpu": "1"}, "tolerations": GPU_TOLERATION},
+     "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+    ("gpu-untolerated", {"limits": {"nvidia.com/gpu": "1"}},
+     "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present}, "
+     "2 Insufficient nvidia.com/gpu."),
+    ("zone-a-too-big", {"affinity": ZONE_A, "requests": {"cpu": "4"}},
+     "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node "
+     "affinity/selector, 1 node(s) had untolerated taint {nvidia.com/gpu: present}."),
+]  # fmt: skip
+
+
+async def test_scheduler_places_pods_or_says_why_not(
+    sim_factory: Callable[..., SimulatorThread],
+) -> None:
+    sim = sim_factory(SCHEDULING_CLUSTER, kubelet="fake")
+    api = k8s_api(sim)
+    try:
+        for name, extra, expected in PLACEMENTS:
+            extra = dict(extra)
+            manifest = pod_manifest(
+                name, requests=extra.pop("requests", None), limits=extra.pop("limits", None)
+            )
+            manifest["spec"].update(extra)
+            await api.create_namespaced_pod("default", manifest)
+
+            async def outcome(pod_name: str = name) -> str | None:
+                pod = await api.read_namespaced_pod(pod_name, "default")
+                if pod.spec.node_name:
+                    return str(pod.spec.node_name)
+                events = await api.list_namespaced_event(
+                    "default",
+                    field_selector=f"involvedObject.name={pod_name},reason=FailedScheduling",
+                )
+                return events.items[0].message if events.items else None
+
+            assert await eventually(outcome) == expected, name
+    finally:
+        await api.api_client.close()
