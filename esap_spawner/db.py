@@ -34,6 +34,8 @@ The spawner's calls, one line each::
 
 Times are stored as naive UTC ``datetime``; every function accepts aware datetimes or
 seconds since the epoch and returns naive UTC. Records returned are detached snapshots.
+Calls block while the database answers: from a coroutine, run them in a thread
+(``await asyncio.to_thread(db.record_spawn, profile=..., ...)``).
 """
 
 from __future__ import annotations
