@@ -198,7 +198,12 @@ class StagingState(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self in (StagingState.OK, StagingState.STUCK, StagingState.NOT_AVAILABLE)
+        return self is StagingState.OK or self.failed
+
+    @property
+    def failed(self) -> bool:
+        """A state that needs someone to act (Rucio does not move on from it by itself)."""
+        return self in (StagingState.STUCK, StagingState.SUSPENDED, StagingState.NOT_AVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -250,7 +255,12 @@ class StagingProgress:
 
     @property
     def failed(self) -> bool:
-        return self.state in (StagingState.STUCK, StagingState.NOT_AVAILABLE)
+        return self.state.failed
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`StagingFailed` (with :meth:`message` as its words) if this failed."""
+        if self.failed:
+            raise StagingFailed(self.message())
 
     def message(self) -> str:
         """``Staging escape:crab-2020 to HUB_LOCAL_DISK: 12/40 files, 1.2/4.0 GB``."""

@@ -38,7 +38,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import textwrap
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -483,11 +482,11 @@ class RucioServer:
         return found
 
     def _write(self, rse: str, files: Sequence[SeededFile]) -> None:
+        contents = {f.did: f.content for f in files}
         for did, pfn in self.pfns(rse, files).items():
             path = self.local_path(rse, pfn)
             path.parent.mkdir(parents=True, exist_ok=True)
-            content = next(f.content for f in files if f.did == did)
-            path.write_bytes(content)
+            path.write_bytes(contents[did])
 
     def local_path(self, rse: str, pfn: str) -> Path:
         """The file behind a ``file://`` PFN at one of our RSEs, refusing anything outside it."""
@@ -529,6 +528,26 @@ class RucioServer:
                 rse, [{"scope": f.scope, "name": f.name, "state": "A"} for f in batch]
             )
 
+    def seed_examples(self, scope: str = "escape") -> dict[str, str]:
+        """A few small datasets for the demo: status -> DID (local, partial, remote, empty)."""
+        if scope not in self.root.list_scopes():
+            self.root.add_scope("root", scope)
+        local = make_files(scope, "crab-2020", 4, 4096)
+        self.upload_dataset(scope, "crab-2020", local, self.rses[0])
+        partial = make_files(scope, "lofar-l123", 6, 8192)
+        self.upload_dataset(scope, "lofar-l123", partial, self.rses[1])
+        self.add_replicas(self.rses[0], partial[:3])
+        self.upload_dataset(
+            scope, "gaia-dr3-sample", make_files(scope, "gaia", 5, 16384), self.rses[1]
+        )
+        self.empty_dataset(scope, "empty")
+        return {
+            "local": f"{scope}:crab-2020",
+            "partial": f"{scope}:lofar-l123",
+            "remote": f"{scope}:gaia-dr3-sample",
+            "empty": f"{scope}:empty",
+        }
+
     def rules(self, scope: str, name: str) -> list[Mapping[str, Any]]:
         return list(self.root.list_did_rules(scope, name))
 
@@ -560,10 +579,10 @@ def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServ
 def _demo() -> None:  # pragma: no cover - manual check: python -m tests.harness.rucio_server
     tmp = tempfile.mkdtemp(prefix="rucio-demo-")
     with RucioServer(Path(tmp)) as server:
-        scope = server.new_scope("demo")
-        server.upload_dataset(scope, "ds", make_files(scope, "f", 3))
-        print(textwrap.dedent(f"Rucio at {server.url}; {scope}:ds on {LOCAL_RSE}"))
-        print(server.root.whoami())
+        dids = server.seed_examples()
+        print(f"Rucio at {server.url} (work directory {tmp}):")
+        for status, did in dids.items():
+            print(f"  {status:8} {did}")
 
 
 if __name__ == "__main__":

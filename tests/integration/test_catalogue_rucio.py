@@ -419,3 +419,12 @@ data:
         assert (local.status, partial.status) == ("local", "partial")
     finally:
         await cat.close()
+
+
+async def test_demo_examples_are_what_they_say(
+    rucio_server: RucioServer, catalogue: RucioCatalogue
+) -> None:
+    dids = rucio_server.seed_examples("demo")
+    results = await catalogue.locality(list(dids.values()))
+    assert [r.status for r in results] == ["local", "partial", "remote", "local"]
+    assert [r.files_total for r in results] == [4, 6, 5, 0]

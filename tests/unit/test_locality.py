@@ -11,6 +11,7 @@ from esap_spawner.catalogue import (
     LocalRse,
     PathOutsideMount,
     Replica,
+    StagingFailed,
     StagingProgress,
     StagingRequest,
     StagingState,
@@ -246,6 +247,9 @@ def test_progress_message_in_words() -> None:
         error="1 of 2 file transfers are stuck",
     )
     assert stuck.failed and not stuck.done
+    with pytest.raises(StagingFailed, match="file transfers are stuck"):
+        stuck.raise_for_failure()
+    progress.raise_for_failure()  # replicating is not a failure
     assert (
         stuck.message()
         == "Staging s:d to R: 0/2 files, 0/10 B (stuck): 1 of 2 file transfers are stuck"
