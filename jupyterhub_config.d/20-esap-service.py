@@ -36,7 +36,7 @@ token* (HubAuth), so its own token only identifies it.
 import os
 import sys
 
-import jupyterhub
+from jupyterhub import version_info as _esap_jupyterhub_version
 
 c = globals()["c"]  # the config object, from load_subconfig or z2jh's jupyterhub_config.py
 
@@ -141,7 +141,7 @@ _esap_add_role(_esap_portal_role)
 
 if _esap_flag("ESAP_USER_ACCESS", True):
     _esap_access = f"access:services!service={ESAP_SERVICE_NAME}"
-    if jupyterhub.version_info >= (6,):
+    if _esap_jupyterhub_version >= (6,):
         c.JupyterHub.extra_user_scopes.add(_esap_access)
     else:
         # JupyterHub 5: redefine the `user` role with its default scope plus ours

@@ -148,6 +148,36 @@ def test_managed_service_by_default(tmp_path: Path, clean_env: pytest.MonkeyPatc
     assert roles_by_name(config)["esap-portal"]["services"] == []
 
 
+def test_users_reach_the_service_on_jupyterhub_6_and_5(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    import jupyterhub
+
+    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    config = load_snippets(tmp_path)
+    if jupyterhub.version_info >= (6,):
+        assert config.JupyterHub.extra_user_scopes.get_value(set()) == {
+            "access:services!service=esap"
+        }
+    # JupyterHub 5 has no extra_user_scopes: the `user` role is extended instead,
+    # merged with a `user` role the configuration already has (z2jh's hub.loadRoles)
+    clean_env.setattr(jupyterhub, "version_info", (5, 4, 0))
+    config = load_snippets(
+        tmp_path,
+        """c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "read:groups"]}]""",
+        loader=EXEC_SNIPPETS_LIKE_Z2JH,
+    )
+    assert roles_by_name(config)["user"]["scopes"] == [
+        "self",
+        "read:groups",
+        "access:services!service=esap",
+    ]
+    assert "extra_user_scopes" not in config.JupyterHub
+    clean_env.setenv("ESAP_USER_ACCESS", "false")
+    config = load_snippets(tmp_path)
+    assert "user" not in roles_by_name(config)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
