@@ -7,7 +7,14 @@ no cluster. Start one with :class:`Simulator` (on the current loop) or
 
 from __future__ import annotations
 
-from .cluster import Cluster, ClusterError, load_cluster, node_manifest, pod_manifest
+from .cluster import (
+    Cluster,
+    ClusterError,
+    cluster_from_dict,
+    load_cluster,
+    node_manifest,
+    pod_manifest,
+)
 from .kubelet import KubeletDelays
 from .simulator import Simulator, SimulatorThread
 
@@ -17,6 +24,7 @@ __all__ = [
     "KubeletDelays",
     "Simulator",
     "SimulatorThread",
+    "cluster_from_dict",
     "load_cluster",
     "node_manifest",
     "pod_manifest",

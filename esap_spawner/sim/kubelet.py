@@ -29,11 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,31 +39,14 @@ from .clock import now_rfc3339
 from .errors import ApiError
 from .events import record_event
 from .podenv import container_env, expand
+from .podrun import PodRun, node_environment, ready_conditions, running_status
 from .processes import IPAllocator, exit_code, spawn, stop_process
 from .store import Change, Store
 
 __all__ = ["Kubelet", "KubeletDelays"]
 
 log = logging.getLogger("esap_spawner.sim.kubelet")
-PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "TZ", "PYTHONPATH")
 Obj = dict[str, Any]
-
-
-def node_environment() -> dict[str, str]:
-    """What a container inherits from the "node": PATH, LANG, VIRTUAL_ENV... of the simulator.
-
-    The simulator's own interpreter folder is put first on PATH when missing (and
-    VIRTUAL_ENV set when it runs in one), so that commands installed next to it, such as
-    ``jupyterhub-singleuser`` in a virtualenv that was not activated, are found.
-    """
-    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
-    bindir = os.path.dirname(sys.executable)
-    path = env.get("PATH", os.defpath)
-    if bindir not in path.split(os.pathsep):
-        env["PATH"] = os.pathsep.join([bindir, path])
-    if sys.prefix != sys.base_prefix:
-        env.setdefault("VIRTUAL_ENV", sys.prefix)
-    return env
 
 
 @dataclass(frozen=True)
@@ -77,36 +58,6 @@ class KubeletDelays:
     start: float = 0.05
     stop: float = 0.05  # fake mode: how long a container takes to stop
     restart_backoff: float = 10.0
-
-
-@dataclass
-class PodRun:
-    namespace: str
-    name: str
-    uid: str
-    folder: Path
-    deleting: asyncio.Event = field(default_factory=asyncio.Event)
-    gone: bool = False  # removed from the API (force delete): do not write status
-    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    def log_path(self, container: str) -> Path:
-        return self.folder / f"{container}.log"
-
-
-def _ready_conditions(ready: bool, initialized: bool = True) -> list[Obj]:
-    now = now_rfc3339()
-    flags = {
-        "PodReadyToStartContainers": True,
-        "Initialized": initialized,
-        "Ready": ready,
-        "ContainersReady": ready,
-        "PodScheduled": True,
-    }
-    return [
-        {"type": t, "status": "True" if ok else "False", "lastTransitionTime": now}
-        for t, ok in flags.items()
-    ]
 
 
 class Kubelet:
@@ -188,12 +139,32 @@ class Kubelet:
         except ApiError:
             return None
 
-    def _event(self, run: PodRun, reason: str, message: str, type_: str = "Normal") -> None:
+    def _event(
+        self,
+        run: PodRun,
+        reason: str,
+        message: str,
+        type_: str = "Normal",
+        *,
+        container: Obj | None = None,
+    ) -> None:
         pod = self._pod(run)
-        if pod is not None:
-            record_event(
-                self.store, pod, reason, message, type_=type_, host=pod["spec"].get("nodeName")
-            )
+        if pod is None:
+            return
+        field_path = None
+        if container is not None:
+            inits = {c["name"] for c in pod["spec"].get("initContainers") or []}
+            kind = "initContainers" if container["name"] in inits else "containers"
+            field_path = f"spec.{kind}{{{container['name']}}}"
+        record_event(
+            self.store,
+            pod,
+            reason,
+            message,
+            type_=type_,
+            host=pod["spec"].get("nodeName"),
+            field_path=field_path,
+        )
 
     # -- the pod's life --------------------------------------------------------------------
 
@@ -217,7 +188,9 @@ class Kubelet:
         grace = float((pod or {}).get("metadata", {}).get("deletionGracePeriodSeconds", 0) or 0)
         if pod is not None and not run.gone:
             for container in pod["spec"]["containers"]:
-                self._event(run, "Killing", f"Stopping container {container['name']}")
+                self._event(
+                    run, "Killing", f"Stopping container {container['name']}", container=container
+                )
         if run.processes:
             grace = 2.0 if self._shutting_down else 0.0 if run.gone else grace
             await asyncio.gather(*(stop_process(p, grace) for p in run.processes))
@@ -247,7 +220,7 @@ class Kubelet:
         def sandbox(status: Obj) -> None:
             status.update(hostIP=self.ips.host_ip, hostIPs=[{"ip": self.ips.host_ip}])
             status.update(podIP=ip, podIPs=[{"ip": ip}], startTime=started)
-            status["conditions"] = _ready_conditions(False, initialized=False)
+            status["conditions"] = ready_conditions(False, initialized=False)
 
         self._status(run, sandbox)
         if not await self._run_init_containers(run, node):
@@ -261,19 +234,23 @@ class Kubelet:
         processes: dict[str, asyncio.subprocess.Process] = {}
         for n, container in enumerate(containers):
             await asyncio.sleep(self.delays.create)
-            self._event(run, "Created", f"Created container {container['name']}")
+            self._event(
+                run, "Created", f"Created container {container['name']}", container=container
+            )
             await asyncio.sleep(self.delays.start)
             if n == 0 and self._runnable(container):
                 proc = await self._start_process(run, container)
                 if proc is None:
                     return
                 processes[container["name"]] = proc
-            self._event(run, "Started", f"Started container {container['name']}")
-        statuses = [self._running_status(c, 0) for c in containers]
+            self._event(
+                run, "Started", f"Started container {container['name']}", container=container
+            )
+        statuses = [running_status(c, 0) for c in containers]
 
         def running(status: Obj) -> None:
             status["phase"] = "Running"
-            status["conditions"] = _ready_conditions(True)
+            status["conditions"] = ready_conditions(True)
             status["containerStatuses"] = statuses
 
         self._status(run, running)
@@ -290,9 +267,14 @@ class Kubelet:
         images = (node or {}).get("status", {}).get("images") or []
         present = any(image in entry.get("names", []) for entry in images)
         if present and container.get("imagePullPolicy") != "Always":
-            self._event(run, "Pulled", f'Container image "{image}" already present on machine')
+            self._event(
+                run,
+                "Pulled",
+                f'Container image "{image}" already present on machine',
+                container=container,
+            )
             return
-        self._event(run, "Pulling", f'Pulling image "{image}"')
+        self._event(run, "Pulling", f'Pulling image "{image}"', container=container)
         begin = time.monotonic()
         await asyncio.sleep(self.delays.pull)
         took = f"{time.monotonic() - begin:.3f}s"
@@ -301,6 +283,7 @@ class Kubelet:
             "Pulled",
             f'Successfully pulled image "{image}" in {took} ({took} including waiting). '
             "Image size: 0 bytes.",
+            container=container,
         )
         if node is not None and not present:
 
@@ -309,20 +292,6 @@ class Kubelet:
 
             with contextlib.suppress(ApiError):
                 self.store.modify("nodes", "", node_name, record)
-
-    def _running_status(self, container: Obj, restarts: int, last: Obj | None = None) -> Obj:
-        image = container.get("image", "")
-        return {
-            "name": container["name"],
-            "image": image,
-            "imageID": f"sim://{image}",
-            "containerID": f"sim://{secrets.token_hex(16)}",
-            "ready": True,
-            "started": True,
-            "restartCount": restarts,
-            "state": {"running": {"startedAt": now_rfc3339()}},
-            "lastState": last or {},
-        }
 
     async def _run_init_containers(self, run: PodRun, node: str) -> bool:
         pod = self._pod(run)
@@ -333,18 +302,24 @@ class Kubelet:
         for container in inits:
             await self._pull(run, node, container)
             await asyncio.sleep(self.delays.create)
-            self._event(run, "Created", f"Created container {container['name']}")
+            self._event(
+                run, "Created", f"Created container {container['name']}", container=container
+            )
             begin = now_rfc3339()
             code = 0
             if self._runnable(container):
                 proc = await self._start_process(run, container, init=True)
                 if proc is None:
                     return False
-                self._event(run, "Started", f"Started container {container['name']}")
+                self._event(
+                    run, "Started", f"Started container {container['name']}", container=container
+                )
                 code = exit_code(await proc.wait())
                 run.processes.remove(proc)
             else:
-                self._event(run, "Started", f"Started container {container['name']}")
+                self._event(
+                    run, "Started", f"Started container {container['name']}", container=container
+                )
                 await asyncio.sleep(self.delays.start)
             state = {
                 "exitCode": code,
@@ -352,7 +327,7 @@ class Kubelet:
                 "startedAt": begin,
                 "finishedAt": now_rfc3339(),
             }
-            entry = self._running_status(container, 0)
+            entry = running_status(container, 0)
             entry.update(ready=code == 0, started=False, state={"terminated": state})
             done.append(entry)
             waiting = [
@@ -378,6 +353,7 @@ class Kubelet:
                     "Failed",
                     f"Error: init container {container['name']} exited with code {code}",
                     "Warning",
+                    container=container,
                 )
                 return False
         return True
@@ -418,10 +394,10 @@ class Kubelet:
         return proc
 
     def _fail_container(self, run: PodRun, container: Obj, reason: str, message: str) -> None:
-        self._event(run, "Failed", f"Error: {message}", "Warning")
+        self._event(run, "Failed", f"Error: {message}", "Warning", container=container)
 
         def waiting(status: Obj) -> None:
-            entry = self._running_status(container, 0)
+            entry = running_status(container, 0)
             entry.update(ready=False, started=False)
             entry["state"] = {"waiting": {"reason": reason, "message": message}}
             status["containerStatuses"] = [entry]
@@ -457,7 +433,7 @@ class Kubelet:
                 for entry in status.get("containerStatuses") or []:
                     if entry["name"] == container["name"]:
                         entry.update(ready=False, started=False, state=state)
-                status["conditions"] = _ready_conditions(False)
+                status["conditions"] = ready_conditions(False)
                 if final:
                     status["phase"] = "Succeeded" if rc == 0 else "Failed"
 
@@ -470,15 +446,17 @@ class Kubelet:
                 return
             proc = new
             restarts += 1
-            self._event(run, "Started", f"Started container {container['name']}")
-            entry = self._running_status(container, restarts, terminated)
+            self._event(
+                run, "Started", f"Started container {container['name']}", container=container
+            )
+            entry = running_status(container, restarts, terminated)
 
             def again(status: Obj, new_entry: Obj = entry) -> None:
                 status["containerStatuses"] = [
                     new_entry if e["name"] == container["name"] else e
                     for e in status.get("containerStatuses") or []
                 ]
-                status["conditions"] = _ready_conditions(True)
+                status["conditions"] = ready_conditions(True)
 
             self._status(run, again)
 

@@ -140,12 +140,20 @@ async def test_event_watch_with_field_selector_across_namespaces(cluster: Any) -
         resource_version=rv,
         field_selector="involvedObject.kind=Pod,involvedObject.name=p",
     )
-    reasons = []
+    seen = []
     for _, name in events:
         assert name.startswith("p.")
         event = await api.read_namespaced_event(name, "default")
-        reasons.append(event.reason)
-    assert reasons == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
+        seen.append((event.reason, event.involved_object.field_path, event.source.component))
+    assert seen == [
+        ("Scheduled", None, "default-scheduler"),
+        ("Pulling", "spec.containers{c}", "kubelet"),
+        ("Pulled", "spec.containers{c}", "kubelet"),
+        ("Created", "spec.containers{c}", "kubelet"),
+        ("Started", "spec.containers{c}", "kubelet"),
+    ]
+    assert event.first_timestamp and event.last_timestamp and event.event_time
+    assert event.count == 1 and event.involved_object.uid
 
 
 async def test_capitalised_and_numeric_watch_flags(cluster: Any) -> None:
