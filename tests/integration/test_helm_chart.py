@@ -300,6 +300,15 @@ def test_tokens_are_generated_and_distinct(default_objects: dict[Any, Any]) -> N
     assert len(set(tokens)) == 3
 
 
+def test_tokens_secret_can_be_left_to_the_admin() -> None:
+    objects = render({"tokens": {"create": False}})
+    assert ("Secret", "esap-tokens") not in objects
+    # the service still reads its token from the Secret the admin creates
+    pod = objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "esap-tokens"
+
+
 def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None:
     role = default_objects[("ClusterRole", "jhub-esap-cluster-reader")]
     assert role["rules"] == [
