@@ -1,0 +1,348 @@
+"""``esap-spawner demo``: the whole product on one machine, without a cluster.
+
+Starts, on 127.0.0.1:
+
+- the Kubernetes API simulator (:mod:`esap_spawner.sim`) with a small cluster (three CPU
+  nodes, one tainted GPU node) and the *process* kubelet, so every "pod" is a real
+  ``jupyterhub-singleuser`` on its own loopback address;
+- a real JupyterHub with configurable-http-proxy, DummyAuthenticator (any user name, one
+  printed password) and ESAPSpawner, configured by the same ``jupyterhub_config.d``
+  snippets an administrator uses, plus the simulator specifics of :mod:`esap_spawner.local`;
+- the ``esap`` advertising service, run by the hub, with a portal token;
+- a static data catalogue with a few small datasets written into the work folder.
+
+The profiles are those of ``examples/site.yaml`` (the ones the docs describe); the GPU
+profile is for the group ``gpu-users``, whose demo member is the user ``gpu-user``.
+It prints the URLs and stops everything on Ctrl-C (or SIGTERM), leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import yaml
+
+from .local import simulator_hub_config
+
+EXAMPLES = Path(__file__).with_name("examples")
+NAMESPACE = "esap-demo"
+
+DEMO_CLUSTER: dict[str, Any] = {
+    "nodes": [
+        *(
+            {
+                "name": f"cpu-{i}",
+                "labels": {"esap.escape.eu/node-pool": "cpu"},
+                "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+            }
+            for i in (1, 2, 3)
+        ),
+        {
+            "name": "gpu-1",
+            "labels": {"esap.escape.eu/node-pool": "gpu", "nvidia.com/gpu.product": "A100"},
+            "allocatable": {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "2", "pods": "110"},
+            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+        },
+    ]
+}
+
+DEMO_DATASETS = {
+    "escape:crab-2020": {
+        "events.csv": "time,energy_tev,ra,dec\n0.1,1.2,83.63,22.01\n0.4,3.4,83.62,22.02\n",
+        "README.txt": "Crab nebula gamma-ray events (demo data).\n",
+    },
+    "lofar:L123456": {
+        "visibilities.csv": "u,v,re,im\n1.0,2.0,0.5,0.1\n2.0,1.0,0.4,-0.2\n",
+        "README.txt": "A LOFAR observation (demo data).\n",
+    },
+}
+
+
+class DemoError(RuntimeError):
+    """Something the person running the demo must fix (a busy port, a missing tool)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8000, help="public hub port (8000)")
+    parser.add_argument(
+        "--password", help="the password every demo user logs in with (default: random)"
+    )
+    parser.add_argument(
+        "--workdir",
+        default=".demo",
+        help="folder for the demo's state, logs and data (.demo; emptied at start)",
+    )
+    parser.add_argument(
+        "--service-port", type=int, default=0, help="port of the esap service (0: any free)"
+    )
+
+
+# -- pure parts -------------------------------------------------------------------------
+
+
+def demo_site(archive: Path, url: str) -> dict[str, Any]:
+    """The example site file's facility and profiles, with a static catalogue on ``archive``."""
+    site = yaml.safe_load((EXAMPLES / "site.yaml").read_text())
+    site["facility"]["url"] = f"{url}/"
+    site["data"] = {
+        "catalogue": "static",
+        "mount_root": "/home/jovyan/datasets",
+        "static": {
+            "volume": {"hostPath": {"path": str(archive), "type": "Directory"}},
+            "mount_path": "/archive",
+            "datasets": [
+                {"did": did, "path": did.replace(":", "/")} for did in sorted(DEMO_DATASETS)
+            ],
+        },
+    }
+    return site
+
+
+def deep_link(base_url: str, *, profile: str, datasets: list[str], workflow: str = "") -> str:
+    """An ESAP-style deep link into this hub's spawn page."""
+    query = [("profile", profile), *(("dataset", d) for d in datasets)]
+    if workflow:
+        query.append(("workflow", workflow))
+    return f"{base_url}/hub/spawn?{urlencode(query)}"
+
+
+def hub_config(
+    *,
+    workdir: Path,
+    port: int,
+    hub_port: int,
+    proxy_api_port: int,
+    password: str,
+    proxy: str,
+    snippets: Path,
+    site_file: Path,
+) -> str:
+    """The demo hub's ``jupyterhub_config.py``."""
+    load = "\n".join(
+        f"load_subconfig({str(path)!r})" for path in sorted(snippets.glob("[0-9]*.py"))
+    )
+    return f"""# Written by `esap-spawner demo`; regenerated at every start.
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "{workdir}/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"admin"}}
+c.JupyterHub.load_groups = {{"gpu-users": {{"users": ["gpu-user"]}}}}
+c.ESAPSpawner.db_url = "sqlite:///{workdir}/esap.sqlite"
+{simulator_hub_config(site_file=site_file, namespace=NAMESPACE)}
+# The same snippets an administrator loads (z2jh loads this folder in sorted order).
+{load}
+"""
+
+
+# -- I/O edges ----------------------------------------------------------------------------
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise DemoError(
+                f"port {port} ({what}) is already in use on 127.0.0.1: stop what uses it, "
+                f"or choose another port (see `esap-spawner demo --help`)"
+            ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_proxy() -> str:
+    candidates = [
+        Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy",
+        Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "configurable-http-proxy",
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("configurable-http-proxy")
+    if found is None:
+        raise DemoError(
+            "configurable-http-proxy is not installed: run `make demo` (it installs it), "
+            "or `npm install configurable-http-proxy`"
+        )
+    return found
+
+
+def find_snippets() -> Path:
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "jupyterhub_config.d",
+        Path(__file__).with_name("jupyterhub_config.d"),
+    ):
+        if candidate.is_dir():
+            return candidate
+    raise DemoError("the jupyterhub_config.d snippets were not found next to the package")
+
+
+def write_datasets(archive: Path) -> None:
+    for did, files in DEMO_DATASETS.items():
+        folder = archive.joinpath(*did.split(":"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+
+
+def wait_for_hub(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise DemoError(f"JupyterHub exited with {proc.returncode}; its log ends:\n{tail}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{url}/hub/login", timeout=2) as answer,
+        ):
+            if answer.status == 200:
+                return
+        time.sleep(0.3)
+    raise DemoError(f"JupyterHub did not answer at {url} within {timeout:.0f} s (see {log})")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except DemoError as e:
+        print(f"esap-spawner demo: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .sim import SimulatorThread
+
+    check_port_free(args.port, "--port, the hub")
+    if args.service_port:
+        check_port_free(args.service_port, "--service-port, the esap service")
+    proxy = find_proxy()
+    snippets = find_snippets()
+    workdir = Path(args.workdir).resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    password = args.password or secrets.token_urlsafe(9)
+    portal_token = secrets.token_hex(16)
+    archive = workdir / "archive"
+    write_datasets(archive)
+    site_file = workdir / "site.yaml"
+    url = f"http://127.0.0.1:{args.port}"
+    site_file.write_text(yaml.safe_dump(demo_site(archive, url), sort_keys=False))
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    sim = SimulatorThread(DEMO_CLUSTER, kubelet="process", workdir=workdir / "pods")
+    hub: subprocess.Popen[bytes] | None = None
+    try:
+        sim.start()
+        sim.create_namespace(NAMESPACE)
+        kubeconfig = sim.write_kubeconfig(workdir / "kubeconfig.yaml", namespace=NAMESPACE)
+        config = workdir / "jupyterhub_config.py"
+        config.write_text(
+            hub_config(
+                workdir=workdir,
+                port=args.port,
+                hub_port=free_port(),
+                proxy_api_port=free_port(),
+                password=password,
+                proxy=proxy,
+                snippets=snippets,
+                site_file=site_file,
+            )
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "ESAP_SITE_FILE": str(site_file),
+            "ESAP_SERVICE_PORT": str(args.service_port or free_port()),
+            "ESAP_PORTAL_API_TOKEN": portal_token,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        log = workdir / "jupyterhub.log"
+        with log.open("ab") as out:
+            hub = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        print(f"Starting JupyterHub at {url} (log: {log}) ...", flush=True)
+        wait_for_hub(url, hub, log, timeout=90)
+        print(banner(url, password, portal_token, sim.url), flush=True)
+        while not stop.is_set():
+            if hub.poll() is not None:
+                raise DemoError(
+                    f"JupyterHub stopped unexpectedly (exit {hub.returncode}); see {log}"
+                )
+            stop.wait(0.5)
+        print("Stopping: JupyterHub (and its servers), then the simulator ...", flush=True)
+    finally:
+        stop_process(hub)
+        sim.stop()
+    print("Stopped; nothing is left running.", flush=True)
+    return 0
+
+
+def banner(url: str, password: str, portal_token: str, sim_url: str) -> str:
+    api = f"{url}/services/esap/api/v1"
+    link = deep_link(url, profile="gammapy", datasets=["escape:crab-2020"])
+    return f"""
+esap-spawner demo is ready.
+
+  Hub:        {url}/hub/login   (any user name; password: {password})
+              log in as gpu-user to see the GPU profile (group gpu-users)
+  ESAP link:  {link}
+  API:        {api}/profiles
+  Portal:     curl -H "Authorization: token {portal_token}" {api}/profiles
+  Locality:   curl -H "Authorization: token {portal_token}" -H "Content-Type: application/json" \\
+                -d '{{"dids": ["escape:crab-2020", "lofar:L123456"]}}' {api}/locality
+  Kubernetes: {sim_url}   (KUBECONFIG in the work folder; kubectl works)
+
+Press Ctrl-C to stop everything.
+"""

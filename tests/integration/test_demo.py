@@ -1,0 +1,111 @@
+"""`esap-spawner demo` as a newcomer runs it: it comes up, answers, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.harness.hub import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def nothing_listens(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Demo:
+    def __init__(self, workdir: Path, port: int, password: str = "demo-pw") -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = workdir / "demo.out"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "esap_spawner.cli",
+                "demo",
+                "--port",
+                str(port),
+                "--password",
+                password,
+                "--workdir",
+                str(workdir / "state"),
+            ],
+            stdout=self.output.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "is ready" in self.text():
+                return self.text()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"demo exited {self.proc.returncode}:\n{self.text()}")
+            time.sleep(0.5)
+        raise AssertionError(f"demo not ready after {timeout} s:\n{self.text()}")
+
+    def interrupt(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path, free_port())
+    yield running
+    if running.proc.poll() is None:
+        running.interrupt()
+
+
+def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
+    banner = demo.wait_ready()
+    token = re.search(r"Authorization: token ([0-9a-f]+)", banner)
+    assert token, banner
+    assert "password: demo-pw" in banner
+
+    assert requests.get(f"{demo.url}/hub/login", timeout=10).status_code == 200
+    profiles = requests.get(
+        f"{demo.url}/services/esap/api/v1/profiles",
+        headers={"Authorization": f"token {token[1]}"},
+        timeout=20,
+    )
+    assert profiles.status_code == 200, profiles.text
+    slugs = [p["slug"] for p in profiles.json()["profiles"]]
+    assert slugs == ["small", "casa", "gammapy", "gpu"]  # the example site file's profiles
+    link = re.search(r"ESAP link:\s+(\S+)", banner)
+    assert link and link[1].startswith(f"{demo.url}/hub/spawn?profile=gammapy&dataset=")
+
+    assert demo.interrupt() == 0
+    assert "nothing is left running" in demo.text()
+    assert nothing_listens(demo.port)
+
+
+def test_busy_port_is_reported(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        demo = Demo(tmp_path, port)
+        assert demo.proc.wait(60) == 1
+    assert f"port {port}" in demo.text() and "already in use" in demo.text()
