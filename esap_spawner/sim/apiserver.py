@@ -15,6 +15,7 @@ Every error is a ``Status`` object. Faults (latency, failing requests) apply to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -316,7 +317,8 @@ class ApiHandler(_Base):
         finally:
             self.store.unwatch(watcher)
         if not self._finished:
-            self.finish()
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
 
     def on_connection_close(self) -> None:
         watcher = getattr(self, "_watcher", None)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import random
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,10 +42,22 @@ class IPAllocator:
         return f"10.{244 + (n >> 16) % 4}.{(n >> 8) & 255}.{n & 255}"
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL this process if the simulator's thread dies (a crashed test run)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 async def spawn(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
 ) -> asyncio.subprocess.Process:
-    """Start ``argv`` in its own session (process group), output appended to ``log_path``."""
+    """Start ``argv`` in its own session (process group), output appended to ``log_path``.
+
+    On Linux the process is also killed if the simulator dies without stopping it.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return await asyncio.create_subprocess_exec(
@@ -54,6 +68,7 @@ async def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
 
 

@@ -442,3 +442,18 @@ async def test_scheduler_places_pods_or_says_why_not(
             assert await eventually(outcome) == expected, name
     finally:
         await api.api_client.close()
+
+
+async def test_status_subresource_is_separate_from_the_main_resource(cluster: Any) -> None:
+    _, api = cluster
+    await api.create_namespaced_pod("default", pod_manifest("s", phase="Pending"))
+    # a write to the main resource cannot change status, one to /status changes only status
+    changed = await api.patch_namespaced_pod(
+        "s", "default", {"metadata": {"labels": {"a": "1"}}, "status": {"phase": "Failed"}}
+    )
+    assert changed.metadata.labels == {"a": "1"} and changed.status.phase != "Failed"
+    changed = await api.patch_namespaced_pod_status(
+        "s", "default", {"metadata": {"labels": {"b": "2"}}, "status": {"message": "hello"}}
+    )
+    assert changed.status.message == "hello"
+    assert changed.metadata.labels == {"a": "1"}

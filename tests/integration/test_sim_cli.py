@@ -51,11 +51,16 @@ def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 3
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -120,3 +125,41 @@ def test_cli_help_lists_the_options() -> None:
     assert done.returncode == 0
     for option in ("--cluster", "--kubeconfig", "--port", "--kubelet"):
         assert option in done.stdout
+
+
+async def test_pod_processes_die_with_a_killed_simulator(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    process = start_cli("--kubeconfig", str(kubeconfig), "--kubelet", "process")
+    try:
+        wait_for_file(kubeconfig, process)
+        server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        async with client.ApiClient(client.Configuration(host=server)) as api_client:
+            api = client.CoreV1Api(api_client)
+            await api.create_node({"metadata": {"name": "n1"}})
+            script = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
+            container = {
+                "name": "main",
+                "image": "python:3",
+                "command": [sys.executable, "-c", script],
+            }
+            await api.create_namespaced_pod(
+                "default", {"metadata": {"name": "orphan"}, "spec": {"containers": [container]}}
+            )
+            pid = None
+            for _ in range(100):
+                log = await api.read_namespaced_pod_log("orphan", "default")
+                if log.strip():
+                    pid = int(log.split()[0])
+                    break
+                await asyncio.sleep(0.1)
+        assert pid is not None and alive(pid)
+        process.kill()  # no chance to clean up
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not alive(pid)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
