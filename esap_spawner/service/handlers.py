@@ -20,10 +20,11 @@ cluster view.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -101,7 +102,27 @@ class BaseHandler(web.RequestHandler):
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(body, separators=(",", ":"), sort_keys=False))
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def write_cached(self, key: Hashable, render: Callable[[], Any]) -> None:
+        """Answer ``render()`` as JSON, reusing the bytes and ETag of an equal answer.
+
+        ``key`` must hold everything the body depends on. While the cluster view and the
+        caller's visibility are unchanged, an answer costs no rendering, serialising or
+        hashing; tornado's ``finish`` then honours ``If-None-Match`` with our ETag.
+        """
+        answers = self.state.answers
+        entry = answers.get(key)
+        if entry is None:
+            data = json.dumps(render(), separators=(",", ":")).encode()
+            entry = (data, f'"{hashlib.sha1(data).hexdigest()}"')
+            answers.put(key, entry)
+        self._etag: str | None = entry[1]
+        self.finish(entry[0])
+
+    def compute_etag(self) -> str | None:
+        etag = getattr(self, "_etag", None)
+        return etag if etag is not None else super().compute_etag()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -177,6 +198,16 @@ class BaseHandler(web.RequestHandler):
         return None
 
 
+def _availability_key(profiles: Sequence[Any], availability: Mapping[str, Any]) -> list[Any]:
+    """What the profiles part of an answer depends on, as hashable values."""
+    key: list[Any] = []
+    for p in profiles:
+        a = availability[p.slug]
+        key.append((p.slug, a.status, a.can_start_now, a.fast_start, a.running,
+                    a.max_servers, a.estimated_start_seconds))  # fmt: skip
+    return key
+
+
 class NotFoundHandler(BaseHandler):
     """Any path outside the routes, any method: a JSON 404."""
 
@@ -191,7 +222,10 @@ class FacilityHandler(BaseHandler):
     async def get(self) -> None:
         await self.authenticate()
         state = self.state
-        self.write_json(facility_body(state.site.facility, root=self.hub_root, prefix=state.prefix))
+        self.write_cached(
+            ("facility",),
+            lambda: facility_body(state.site.facility, root=self.hub_root, prefix=state.prefix),
+        )
 
 
 class ProfilesHandler(BaseHandler):
@@ -201,17 +235,23 @@ class ProfilesHandler(BaseHandler):
         caller = await self.authenticate()
         state = self.state
         visible = self.visible(caller)
-        availability = state.capacity.availability(visible, limited_threshold=state.below)
-        body = profiles_body(
-            visible,
-            availability,
-            as_of=state.capacity.as_of,
-            stale=state.capacity.stale,
-            root=self.hub_root,
-            with_groups=caller.is_portal,
-            message=self.availability_message(),
+        capacity = state.capacity
+        availability = capacity.availability(visible, limited_threshold=state.below)
+        as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
+        key = ("profiles", caller.is_portal, as_of, stale, message,
+               *_availability_key(visible, availability))  # fmt: skip
+        self.write_cached(
+            key,
+            lambda: profiles_body(
+                visible,
+                availability,
+                as_of=as_of,
+                stale=stale,
+                root=self.hub_root,
+                with_groups=caller.is_portal,
+                message=message,
+            ),
         )
-        self.write_json(body)
 
 
 class ProfileHandler(BaseHandler):
@@ -223,18 +263,25 @@ class ProfileHandler(BaseHandler):
         found = [p for p in self.visible(caller) if p.slug == slug]
         if not found:
             raise ApiError(404, "unknown_profile", f"no profile {slug!r} that this caller may see")
-        availability = state.capacity.availability(found, limited_threshold=state.below)
-        body: dict[str, Any] = {
-            "as_of": iso_utc(state.capacity.as_of),
-            "stale": state.capacity.stale,
-            "profile": profile_body(
-                found[0], availability[slug], root=self.hub_root, with_groups=caller.is_portal
-            ),
-        }
-        message = self.availability_message()
-        if message:
-            body["message"] = message
-        self.write_json(body)
+        capacity = state.capacity
+        availability = capacity.availability(found, limited_threshold=state.below)
+        as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
+
+        def render() -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "as_of": iso_utc(as_of),
+                "stale": stale,
+                "profile": profile_body(
+                    found[0], availability[slug], root=self.hub_root, with_groups=caller.is_portal
+                ),
+            }
+            if message:
+                body["message"] = message
+            return body
+
+        key = ("profile", caller.is_portal, as_of, stale, message,
+               *_availability_key(found, availability))  # fmt: skip
+        self.write_cached(key, render)
 
 
 class LocalityHandler(BaseHandler):

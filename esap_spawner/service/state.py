@@ -8,7 +8,7 @@ process, as in tests and benchmarks, do not share counters).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,23 @@ from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 __all__ = ["ROUTES", "ServiceState"]
 
 ROUTES = ("facility", "profiles", "profile", "locality", "openapi", "health", "metrics", "other")
+
+
+class AnswerCache:
+    """Recent answers (body bytes and ETag) by what they depend on; bounded, cleared
+    whole when full (the cluster view moves on, old keys never come back)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[Hashable, tuple[bytes, str]] = {}
+
+    def get(self, key: Hashable) -> tuple[bytes, str] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, entry: tuple[bytes, str]) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = entry
 
 
 @dataclass
@@ -49,6 +66,7 @@ class ServiceState:
     site_file: str | None = None
     site_mtime: float | None = None
     metrics: ServiceMetrics = field(init=False)
+    answers: AnswerCache = field(init=False, default_factory=AnswerCache)
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/") or not self.prefix.endswith("/"):

@@ -380,10 +380,13 @@ async def test_user_outside_the_group_sees_only_what_they_may_start(service: Ser
 
 
 async def test_admin_user_sees_every_profile(service: Service) -> None:
+    portal = await service.fetch("api/v1/profiles", token="portal-token")
     r = await service.fetch("api/v1/profiles", token="root-token")
     body = check_openapi("GET", "/api/v1/profiles", r)
     assert [p["slug"] for p in body["profiles"]] == ["small", "gpu"]
+    # the same profiles as the portal's answer, but without the groups (not a cached copy)
     assert all("allowed_groups" not in p for p in body["profiles"])
+    assert r.headers["ETag"] != portal.headers["ETag"]
 
 
 async def test_one_profile(service: Service) -> None:
