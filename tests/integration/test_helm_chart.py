@@ -15,11 +15,13 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import requests
 import yaml
 
 helm = pytest.importorskip("helm_python")
@@ -278,8 +280,10 @@ def test_service_pod_is_locked_down(default_objects: dict[Any, Any]) -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/services/esap/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/services/esap/health"
+    # a backend outage must not restart the pod: liveness only checks the port
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe] == {**container[probe], "tcpSocket": {"port": "http"}}
     assert "--site-file=/etc/esap/site.yaml" in container["command"]
     assert "--prefix=/services/esap/" in container["command"]
     env = {e["name"]: e for e in container["env"]}
@@ -415,3 +419,103 @@ def test_notes_tell_how_to_get_the_portal_token() -> None:
     text = notes()
     assert "portal-api-token" in text
     assert "https://hub.example.org/services/esap/api/v1/facility" in text
+
+
+# -- the rendered chart, run: service + hub with the snippets ----------------------------
+
+
+def _secret_value(secret: dict[str, Any], ref: dict[str, Any]) -> str:
+    assert ref["name"] == secret["metadata"]["name"]
+    return base64.b64decode(secret["data"][ref["key"]]).decode()
+
+
+@pytest.mark.integration
+def test_rendered_chart_runs_a_hub_that_advertises_its_profiles(tmp_path: Path) -> None:
+    """What `helm install` sets up, run locally: the service from the Deployment's command
+    and env, the hub from the image's snippets and `jupyterhub.hub.extraEnv`, the site file
+    and tokens from the rendered ConfigMap and Secret. ESAP's token then reads the profiles
+    through the hub's proxy."""
+    from tests.harness.hub import HubProcess, free_port
+    from tests.integration.test_config_d import LOAD_SNIPPETS
+
+    values = full_values()
+    values["esap"]["data"] = {"catalogue": "none"}  # no Rucio server in this test
+    objects = render(values)
+    secret = objects[("Secret", "esap-tokens")]
+    site = tmp_path / "site.yaml"
+    site.write_text(objects[("ConfigMap", "esap-site")]["data"]["site.yaml"])
+    no_cluster = str(tmp_path / "no-kubeconfig")
+
+    # the hub: extraEnv with secretKeyRefs resolved, paths and addresses made local
+    service_port = free_port()
+    hub_env: dict[str, str] = {"KUBECONFIG": no_cluster}
+    for name, value in values["jupyterhub"]["hub"]["extraEnv"].items():
+        if isinstance(value, dict):
+            value = _secret_value(secret, value["valueFrom"]["secretKeyRef"])
+        hub_env[name] = value
+    hub_env["ESAP_SITE_FILE"] = str(site)
+    hub_env["ESAP_SERVICE_URL"] = f"http://127.0.0.1:{service_port}"
+    hub = HubProcess(tmp_path / "hub", LOAD_SNIPPETS, env=hub_env)
+
+    # the service: the Deployment's container, run as a local process
+    (container,) = objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][0] == "esap-spawner"
+    args = [sys.executable, "-m", "esap_spawner.cli", *container["command"][1:]]
+    local = {
+        "--site-file=/etc/esap/site.yaml": f"--site-file={site}",
+        "--ip=0.0.0.0": "--ip=127.0.0.1",
+        "--port=8890": f"--port={service_port}",
+    }
+    assert set(local) <= set(args)
+    args = [local.get(a, a) for a in args]
+    service_env = {"PATH": str(Path(sys.executable).parent), "KUBECONFIG": no_cluster}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            service_env[item["name"]] = _secret_value(secret, item["valueFrom"]["secretKeyRef"])
+        else:
+            service_env[item["name"]] = item["value"]
+    service_env["JUPYTERHUB_API_URL"] = f"http://127.0.0.1:{hub.hub_port}/hub/api"
+    log = (tmp_path / "service.log").open("wb")
+    service = subprocess.Popen(
+        args, env=service_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
+    try:
+        hub.start()
+        tokens = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        deadline = time.monotonic() + 30
+        while True:
+            r = requests.get(
+                f"{hub.url}/services/esap/api/v1/facility",
+                timeout=5,
+                headers={"Authorization": f"token {tokens['portal-api-token']}"},
+            )
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert r.status_code == 200, (r.text, (tmp_path / "service.log").read_text()[-2000:])
+        assert r.json()["name"] == values["esap"]["facility"]["name"]
+
+        r = requests.get(
+            f"{hub.url}/services/esap/api/v1/profiles",
+            headers={"Authorization": f"token {tokens['portal-api-token']}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        advertised = [p["slug"] for p in r.json()["profiles"]]
+        assert advertised == [p["slug"] for p in values["esap"]["profiles"]]
+
+        # Prometheus' token reads both metrics endpoints
+        bearer = {"Authorization": f"Bearer {tokens['prometheus-api-token']}"}
+        assert requests.get(f"{hub.url}/hub/metrics", headers=bearer, timeout=10).ok
+        r = requests.get(f"{hub.url}/services/esap/metrics", headers=bearer, timeout=10)
+        assert r.status_code == 200, r.text
+        assert requests.get(f"{hub.url}/services/esap/metrics", timeout=10).status_code == 401
+    finally:
+        hub.stop()
+        service.terminate()
+        try:
+            service.wait(10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait(5)
+        log.close()
