@@ -9,7 +9,9 @@ Paths served (``{ns}`` a namespace, ``{res}`` one of :data:`~esap_spawner.sim.st
 - ``/api/v1/namespaces/{ns}/{res}/{name}``: GET, PUT, PATCH (merge, JSON, strategic), DELETE
 - ``/api/v1/namespaces/{ns}/{res}/{name}/status``; ``/api/v1/namespaces/{ns}/pods/{name}/log``
 
-Every error is a ``Status`` object. Faults (latency, failing requests) apply to ``/api/v1``.
+Watches with ``allowWatchBookmarks=true`` get a BOOKMARK after each idle minute and
+before a ``timeoutSeconds`` end. Every error is a ``Status`` object. Faults (latency,
+failing requests) apply to ``/api/v1``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ _SHORT = {
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 _WITH_STATUS = {"pods", "nodes", "namespaces", "persistentvolumeclaims", "services"}
 _TRUE = {"true", "True", "1"}
+BOOKMARK_SECONDS = 60.0  # an idle watch that allows bookmarks gets one this often
 
 LogLookup = Callable[[str, str], Path | None]
 
@@ -291,16 +294,25 @@ class ApiHandler(_Base):
             self.finish(json.dumps({"type": "ERROR", "object": error.status()}) + "\n")
             return
         self._watcher = watcher
+        bookmarks = self.get_query_argument("allowWatchBookmarks", "") in _TRUE
+        kind = RESOURCES[resource][0]
         try:
             self.flush()
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if bookmarks and watcher.queue.empty():
+                        self.write(self._bookmark(kind))
                     break
+                wait = min(remaining, BOOKMARK_SECONDS) if bookmarks else remaining
                 try:
-                    line = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    line = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
-                    break
+                    idle = time.monotonic() < deadline  # else the final bookmark follows
+                    if idle and bookmarks and watcher.queue.empty():
+                        self.write(self._bookmark(kind))
+                        await self.flush()
+                    continue
                 if line is None:
                     break
                 lines = [line]
@@ -319,6 +331,15 @@ class ApiHandler(_Base):
         if not self._finished:
             with contextlib.suppress(StreamClosedError):
                 self.finish()
+
+    def _bookmark(self, kind: str) -> bytes:
+        """A BOOKMARK: every change up to this resourceVersion has been sent (queue empty)."""
+        body = {
+            "kind": kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(self.store.rv)},
+        }
+        return json.dumps({"type": "BOOKMARK", "object": body}).encode() + b"\n"
 
     def on_connection_close(self) -> None:
         watcher = getattr(self, "_watcher", None)

@@ -179,3 +179,34 @@ async def test_close_all_watches(cluster: Any) -> None:
     assert sim.faults.close_watches() == 1
     assert await asyncio.wait_for(watching, 5) == []
     assert time.monotonic() - began < 5
+
+
+async def test_bookmark_before_a_timeout_when_allowed(cluster: Any) -> None:
+    sim, api = cluster
+    rv = (await api.list_namespaced_config_map("default")).metadata.resource_version
+    await api.create_namespaced_config_map("default", cm("seen"))
+    await api.create_namespaced_secret("default", {"metadata": {"name": "other-kind"}})
+    url = (
+        f"{sim.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+        "&timeoutSeconds=1&allowWatchBookmarks=true"
+    )
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        events = [json.loads(line) for line in (await response.text()).splitlines()]
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    bookmark = events[1]["object"]
+    assert bookmark["kind"] == "ConfigMap"
+    # the bookmark's version covers the secret created after the config map
+    assert int(bookmark["metadata"]["resourceVersion"]) > int(
+        events[0]["object"]["metadata"]["resourceVersion"]
+    )
+    # kubernetes_asyncio takes bookmarks in its stride
+    w = watch.Watch()
+    seen = []
+    async with w.stream(
+        api.list_namespaced_config_map, namespace="default", resource_version=rv,
+        timeout_seconds=1, allow_watch_bookmarks=True,
+    ) as stream:  # fmt: skip
+        async for event in stream:
+            seen.append(event["type"])
+    assert seen == ["ADDED", "BOOKMARK"]
+    assert w.resource_version == bookmark["metadata"]["resourceVersion"]
