@@ -1,0 +1,386 @@
+"""Pure builders of the pod parts that bring datasets and a workflow into a server.
+
+No I/O. Everything returns plain dicts in the Kubernetes API's camelCase (what KubeSpawner's
+``extra_*``/``init_containers`` traits accept, and what ``get_k8s_model`` turns into ``V1*``
+models), so tests compare them with golden dicts.
+
+The pieces, for a spawn with datasets:
+
+- the **plan** (:func:`dataset_plan`): DID -> files (name, bytes, checksums, RSE) and the path
+  of each file's replica inside the pod (the PFN's path minus the RSE's ``pfn_prefix``, joined
+  onto its ``mount_path``; anything escaping the mount is refused), plus ``allowed_roots``;
+- the **storage volumes** (:func:`storage_volumes`): each local RSE (or the static volume)
+  that holds a requested file, mounted READ-ONLY at its ``mount_path``, with the volume source
+  exactly as the site file gives it (PVC, NFS, hostPath, CSI, ...);
+- the **ConfigMap** (:func:`datalinks_config_map`): the plan and the source of
+  :mod:`esap_spawner.datalinks`. The file list reaches the init container this way because it
+  can be large (an env var would sit in the pod spec and in every ``kubectl get``); it is
+  refused above :data:`CONFIG_MAP_LIMIT` bytes with a message that says how many files were
+  asked for. The spawner creates it before the pod and hands it to the pod as owner afterwards,
+  so deleting the pod deletes it;
+- an **emptyDir** at ``mount_root`` where the links init container
+  (:func:`links_init_container`) builds ``<mount_root>/<scope>/<name>/<file>`` relative links
+  and ``manifest.json``; the notebook sees it read-only, with ``ESAP_DATASETS`` pointing at the
+  manifest;
+- for a workflow, the **checkout** init container (:func:`checkout_init_container`) that clones
+  into the home directory; the server then opens ``lab/tree/<folder>/<filepath>``.
+
+Init containers run the notebook's image (it has python3 and git), as the notebook's user, never
+as root, with no privilege escalation, every capability dropped, and get the JUPYTERHUB_*
+environment the notebook gets (KubeSpawner gives init containers none, kubespawner#855).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from .catalogue.base import DidFiles, LocalRse, parse_did
+from .catalogue.locality import pod_path
+
+PLAN_VERSION = 1
+#: Bytes a ConfigMap may hold (Kubernetes allows 1 MiB; leave room for metadata).
+CONFIG_MAP_LIMIT = 1_000_000
+DATALINKS_DIR = "/opt/esap"
+PLAN_KEY = "plan.json"
+SCRIPT_KEY = "datalinks.py"
+DATASETS_VOLUME = "esap-datasets"
+CONFIG_VOLUME = "esap-datalinks"
+WORKFLOW_VOLUME = "esap-workflow"
+LINKS_CONTAINER = "esap-datalinks"
+CHECKOUT_CONTAINER = "esap-checkout"
+INIT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+
+
+class DataPlanError(ValueError):
+    """The datasets cannot be laid out in the pod (not local, escaping a mount, too many)."""
+
+
+@dataclass(frozen=True)
+class StorageMount:
+    """Storage the pod may mount: a local RSE, or the static catalogue's volume."""
+
+    rse: str
+    pfn_prefix: str
+    mount_path: str
+    volume: Mapping[str, Any]
+
+    @property
+    def local_rse(self) -> LocalRse:
+        return LocalRse(name=self.rse, pfn_prefix=self.pfn_prefix, mount_path=self.mount_path)
+
+
+def volume_name(prefix: str, name: str) -> str:
+    """A DNS-label volume name ``<prefix>-<name>`` (lower case, ``[a-z0-9-]``, <= 63)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "x"
+    return f"{prefix}-{slug}"[:63].rstrip("-")
+
+
+# --- the plan ------------------------------------------------------------------------------
+def dataset_plan(
+    resolved: Mapping[str, DidFiles], storage: Sequence[StorageMount], mount_root: str
+) -> dict[str, Any]:
+    """DID -> files with their replica paths in the pod, for the links init container.
+
+    Every file must have an AVAILABLE replica at one of ``storage`` (a :class:`DataPlanError`
+    names the first that has none); a PFN outside its RSE's prefix or escaping the mount is
+    refused (:class:`~esap_spawner.catalogue.locality.PathOutsideMount`, a ``ValueError``).
+    """
+    by_rse = {s.rse: s for s in storage}
+    names = frozenset(by_rse)
+    used: set[str] = set()
+    datasets: dict[str, Any] = {}
+    for did, files in resolved.items():
+        parse_did(did)
+        entries = []
+        for f in files.files:
+            replica = f.available_at(names)
+            if replica is None or not replica.pfn:
+                raise DataPlanError(
+                    f"{did}: file {f.name} has no available replica at the hub's storage "
+                    f"({', '.join(sorted(names)) or 'none configured'})"
+                )
+            mount = by_rse[replica.rse]
+            used.add(mount.rse)
+            entries.append(
+                {
+                    "name": _file_name(f.scope, f.name, did),
+                    "bytes": f.bytes,
+                    "adler32": f.adler32,
+                    "md5": f.md5,
+                    "rse": replica.rse,
+                    "path": pod_path(replica.pfn, mount.local_rse),
+                }
+            )
+        datasets[did] = {"files": entries, "bytes_total": files.bytes}
+    return {
+        "version": PLAN_VERSION,
+        "mount_root": posixpath.normpath(mount_root),
+        "allowed_roots": sorted({posixpath.normpath(by_rse[r].mount_path) for r in used}),
+        "rses": sorted(used),
+        "datasets": datasets,
+    }
+
+
+def _file_name(scope: str, name: str, did: str) -> str:
+    """The link's name inside the dataset folder; files of another scope keep their scope."""
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise DataPlanError(f"{did}: file name {name!r} would leave the dataset folder")
+    did_scope = did.partition(":")[0]
+    return name if scope == did_scope else f"{scope}/{name}"
+
+
+# --- volumes and mounts --------------------------------------------------------------------
+def storage_volumes(
+    storage: Sequence[StorageMount], used: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and READ-ONLY mounts of the storage in ``used`` (RSE names), in ``storage``
+    order; the volume source is copied from the site file as is."""
+    volumes, mounts = [], []
+    wanted = set(used)
+    for s in storage:
+        if s.rse not in wanted:
+            continue
+        name = volume_name("esap-rse", s.rse)
+        volumes.append({"name": name, **json.loads(json.dumps(dict(s.volume)))})
+        mounts.append({"name": name, "mountPath": s.mount_path, "readOnly": True})
+    return volumes, mounts
+
+
+def datasets_volume() -> dict[str, Any]:
+    return {"name": DATASETS_VOLUME, "emptyDir": {}}
+
+
+def datasets_mount(mount_root: str, *, read_only: bool) -> dict[str, Any]:
+    return {"name": DATASETS_VOLUME, "mountPath": mount_root, "readOnly": read_only}
+
+
+def config_map_name(pod_name: str) -> str:
+    return f"{pod_name}-datalinks"[:253]
+
+
+def config_volume(pod_name: str) -> dict[str, Any]:
+    return {
+        "name": CONFIG_VOLUME,
+        "configMap": {"name": config_map_name(pod_name), "defaultMode": 0o444},
+    }
+
+
+def datalinks_source() -> str:
+    """The init container's program (the source of :mod:`esap_spawner.datalinks`)."""
+    return resources.files("esap_spawner").joinpath("datalinks.py").read_text("utf-8")
+
+
+def datalinks_config_map(
+    pod_name: str,
+    plan: Mapping[str, Any],
+    *,
+    labels: Mapping[str, str] | None = None,
+    owner: Mapping[str, Any] | None = None,
+    script: str | None = None,
+) -> dict[str, Any]:
+    """The ConfigMap holding the plan and the program; :class:`DataPlanError` when too big."""
+    text = json.dumps(plan, separators=(",", ":"), sort_keys=True)
+    source = datalinks_source() if script is None else script
+    size = len(text.encode()) + len(source.encode())
+    if size > CONFIG_MAP_LIMIT:
+        files = sum(len(d["files"]) for d in plan.get("datasets", {}).values())
+        raise DataPlanError(
+            f"the {len(plan.get('datasets', {}))} datasets asked for list {files} files, "
+            f"too many to hand to the server ({size} bytes of file list, at most "
+            f"{CONFIG_MAP_LIMIT}); ask for fewer datasets"
+        )
+    metadata: dict[str, Any] = {"name": config_map_name(pod_name), "labels": dict(labels or {})}
+    if owner is not None:
+        metadata["ownerReferences"] = [dict(owner)]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {PLAN_KEY: text, SCRIPT_KEY: source},
+    }
+
+
+def pod_owner_reference(pod_name: str, uid: str) -> dict[str, Any]:
+    """An ownerReference making the pod own an object (deleted with the pod)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": pod_name,
+        "uid": uid,
+        "blockOwnerDeletion": True,
+        "controller": False,
+    }
+
+
+# --- init containers -----------------------------------------------------------------------
+def security_context(uid: int | None, *, read_only_root: bool) -> dict[str, Any]:
+    """Non-root, no privilege escalation, no capabilities, default seccomp."""
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "readOnlyRootFilesystem": read_only_root,
+    }
+    if uid is not None:
+        context["runAsUser"] = uid
+    return context
+
+
+def hub_env(env: Mapping[str, str]) -> list[dict[str, str]]:
+    """The JUPYTERHUB_* part of the notebook's environment, as a container ``env`` list."""
+    return [
+        {"name": k, "value": str(v)} for k, v in sorted(env.items()) if k.startswith("JUPYTERHUB_")
+    ]
+
+
+def links_init_container(
+    *,
+    image: str,
+    mount_root: str,
+    storage_mounts: Sequence[Mapping[str, Any]],
+    env: Mapping[str, str],
+    uid: int | None,
+    image_pull_policy: str | None = None,
+) -> dict[str, Any]:
+    """``python3 /opt/esap/datalinks.py links --plan ... --root <mount_root>`` as argv."""
+    container: dict[str, Any] = {
+        "name": LINKS_CONTAINER,
+        "image": image,
+        "command": [
+            "python3",
+            f"{DATALINKS_DIR}/{SCRIPT_KEY}",
+            "links",
+            f"--plan={DATALINKS_DIR}/{PLAN_KEY}",
+            f"--root={mount_root}",
+        ],
+        "env": [*hub_env(env), {"name": "ESAP_DATASETS", "value": manifest_path(mount_root)}],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": DATALINKS_DIR, "readOnly": True},
+            datasets_mount(mount_root, read_only=False),
+            *[dict(m, readOnly=True) for m in storage_mounts],
+        ],
+        "securityContext": security_context(uid, read_only_root=True),
+        "resources": INIT_RESOURCES,
+    }
+    if image_pull_policy:
+        container["imagePullPolicy"] = image_pull_policy
+    return container
+
+
+def manifest_path(mount_root: str) -> str:
+    return posixpath.join(mount_root, "manifest.json")
+
+
+def workflow_folder(url: str) -> str:
+    """The folder a workflow repository is checked out into: its last path segment, without
+    ``.git``, made safe (``https://git.example.org/a/My Notebooks.git`` -> ``My-Notebooks``)."""
+    last = urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
+    if last.endswith(".git"):
+        last = last[:-4]
+    safe = re.sub(r"[^A-Za-z0-9_.\-]+", "-", last).strip("-.")
+    return safe[:100] or "workflow"
+
+
+def workflow_url(folder: str, filepath: str | None) -> str:
+    """JupyterLab's URL for the workflow: ``/lab/tree/<folder>[/<filepath>]``, escaped."""
+    path = folder if not filepath else posixpath.join(folder, filepath.lstrip("/"))
+    return "/lab/tree/" + quote(posixpath.normpath(path))
+
+
+@dataclass(frozen=True)
+class HomeVolume:
+    """Where the checkout lands: the pod's volume mounted at the home directory, if any."""
+
+    name: str
+    mount_path: str
+    sub_path: str | None = None
+
+
+def checkout_init_container(
+    *,
+    image: str,
+    url: str,
+    ref: str | None,
+    home: str,
+    home_volume: HomeVolume | None,
+    env: Mapping[str, str],
+    uid: int | None,
+    image_pull_policy: str | None = None,
+) -> dict[str, Any]:
+    """``python3 /opt/esap/datalinks.py checkout --url U --dest <home>/<folder> [--ref R]``.
+
+    With a volume at the home directory the checkout goes there (and survives restarts, where
+    it is kept as it is); without one, an emptyDir :data:`WORKFLOW_VOLUME` holds it (see
+    :func:`workflow_volumes`).
+    """
+    dest = posixpath.join(home, workflow_folder(url))
+    # --option=value: a value starting with '-' is refused by the script, not read as an option
+    argv = [
+        "python3",
+        f"{DATALINKS_DIR}/{SCRIPT_KEY}",
+        "checkout",
+        f"--url={url}",
+        f"--dest={dest}",
+    ]
+    if ref:
+        argv.append(f"--ref={ref}")
+    if home_volume is not None:
+        mount: dict[str, Any] = {"name": home_volume.name, "mountPath": home_volume.mount_path}
+        if home_volume.sub_path:
+            mount["subPath"] = home_volume.sub_path
+    else:
+        mount = {"name": WORKFLOW_VOLUME, "mountPath": dest}
+    container: dict[str, Any] = {
+        "name": CHECKOUT_CONTAINER,
+        "image": image,
+        "command": argv,
+        "env": [
+            *hub_env(env),
+            {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": DATALINKS_DIR, "readOnly": True},
+            mount,
+        ],
+        "securityContext": security_context(uid, read_only_root=False),
+        "resources": INIT_RESOURCES,
+    }
+    if image_pull_policy:
+        container["imagePullPolicy"] = image_pull_policy
+    return container
+
+
+def workflow_volumes(
+    url: str, home: str, home_volume: HomeVolume | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Without a home volume: an emptyDir for the checkout and its mount in the notebook."""
+    if home_volume is not None:
+        return [], []
+    dest = posixpath.join(home, workflow_folder(url))
+    return [{"name": WORKFLOW_VOLUME, "emptyDir": {}}], [
+        {"name": WORKFLOW_VOLUME, "mountPath": dest}
+    ]
+
+
+def find_home_volume(volume_mounts: Sequence[Mapping[str, Any]], home: str) -> HomeVolume | None:
+    """The pod's mount at exactly ``home`` (e.g. z2jh's user PVC), if there is one."""
+    target = posixpath.normpath(home)
+    for m in volume_mounts:
+        path = m.get("mountPath") or m.get("mount_path")
+        if path and posixpath.normpath(str(path)) == target:
+            sub = m.get("subPath") or m.get("sub_path")
+            return HomeVolume(name=str(m["name"]), mount_path=target, sub_path=sub or None)
+    return None

@@ -1,0 +1,244 @@
+"""The init containers' program, run for real: ``python3 datalinks.py ...`` in a subprocess, on
+a temporary "container filesystem" (``--rootfs``) with fake storage mounts and files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import esap_spawner.datalinks as datalinks_module
+
+SCRIPT = Path(datalinks_module.__file__)
+ROOT = "/home/jovyan/datasets"
+MOUNT = "/rucio/hub-local"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The script as the init container runs it: a bare interpreter, no esap_spawner around."""
+    return subprocess.run(
+        [sys.executable, "-I", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"PATH": os.environ["PATH"]},
+    )
+
+
+def plan(files: list[dict[str, Any]], did: str = "escape:crab-2020") -> dict[str, Any]:
+    return {
+        "version": 1,
+        "mount_root": ROOT,
+        "allowed_roots": [MOUNT],
+        "rses": ["HUB_LOCAL_DISK"],
+        "datasets": {did: {"files": files, "bytes_total": sum(f["bytes"] for f in files)}},
+    }
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    """A container filesystem: two replica files on the RSE mount, nothing else."""
+    fs = tmp_path / "rootfs"
+    for rel, content in (("escape/ab/cd/c.0000", b"zero"), ("escape/12/34/c.0001", b"one!!")):
+        target = fs / MOUNT.lstrip("/") / rel
+        target.parent.mkdir(parents=True)
+        target.write_bytes(content)
+    return fs
+
+
+def files() -> list[dict[str, Any]]:
+    return [
+        {"name": "c.0000", "bytes": 4, "adler32": "0aaa01b6", "md5": None,
+         "rse": "HUB_LOCAL_DISK", "path": f"{MOUNT}/escape/ab/cd/c.0000"},
+        {"name": "c.0001", "bytes": 5, "adler32": "0bbb0222", "md5": "m",
+         "rse": "HUB_LOCAL_DISK", "path": f"{MOUNT}/escape/12/34/c.0001"},
+    ]  # fmt: skip
+
+
+def write_plan(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_builds_relative_links_and_manifest_idempotently(tmp_path: Path, rootfs: Path) -> None:
+    plan_file = write_plan(tmp_path, plan(files()))
+    args = ("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "escape:crab-2020: 2 files, 9 bytes" in first.stdout
+    assert "(2 made, 0 kept, 0 replaced)" in first.stdout
+
+    folder = rootfs / ROOT.lstrip("/") / "escape" / "crab-2020"
+    assert sorted(p.name for p in folder.iterdir()) == ["c.0000", "c.0001"]
+    link = folder / "c.0000"
+    assert link.is_symlink()
+    assert os.readlink(link) == "../../../../../rucio/hub-local/escape/ab/cd/c.0000"
+    assert link.read_bytes() == b"zero"  # relative: resolves under the temporary root
+    assert (folder / "c.0001").read_bytes() == b"one!!"
+
+    manifest = json.loads((rootfs / ROOT.lstrip("/") / "manifest.json").read_text())
+    assert manifest == {
+        "version": 1,
+        "mount_root": ROOT,
+        "datasets": {
+            "escape:crab-2020": {
+                "path": f"{ROOT}/escape/crab-2020",
+                "files_total": 2,
+                "bytes_total": 9,
+                "files": [
+                    {"name": "c.0000", "bytes": 4, "adler32": "0aaa01b6", "md5": None,
+                     "rse": "HUB_LOCAL_DISK", "path": f"{ROOT}/escape/crab-2020/c.0000",
+                     "replica": f"{MOUNT}/escape/ab/cd/c.0000"},
+                    {"name": "c.0001", "bytes": 5, "adler32": "0bbb0222", "md5": "m",
+                     "rse": "HUB_LOCAL_DISK", "path": f"{ROOT}/escape/crab-2020/c.0001",
+                     "replica": f"{MOUNT}/escape/12/34/c.0001"},
+                ],
+            }
+        },
+    }  # fmt: skip
+
+    again = run(*args)
+    assert again.returncode == 0, again.stderr
+    assert "(0 made, 2 kept, 0 replaced)" in again.stdout
+    assert os.readlink(link) == "../../../../../rucio/hub-local/escape/ab/cd/c.0000"
+
+    # the whole tree moved elsewhere still resolves: links are relative
+    moved = tmp_path / "moved"
+    shutil.copytree(rootfs, moved, symlinks=True)
+    assert (moved / ROOT.lstrip("/") / "escape" / "crab-2020" / "c.0001").read_bytes() == b"one!!"
+
+
+def test_link_pointing_elsewhere_is_replaced_and_a_file_in_the_way_refused(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    folder = rootfs / ROOT.lstrip("/") / "escape" / "crab-2020"
+    folder.mkdir(parents=True)
+    (folder / "c.0000").symlink_to("/somewhere/else")
+    plan_file = write_plan(tmp_path, plan(files()))
+    done = run("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    assert done.returncode == 0, done.stderr
+    assert "(1 made, 0 kept, 1 replaced)" in done.stdout
+    assert (folder / "c.0000").read_bytes() == b"zero"
+
+    (folder / "c.0001").unlink()
+    (folder / "c.0001").write_text("user file")
+    refused = run("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    assert refused.returncode == 2
+    assert "is not a link: not touching it" in refused.stderr
+    assert (folder / "c.0001").read_text() == "user file"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"path": f"{MOUNT}/../../etc/passwd"}, "not a normalised path"),
+        ({"path": "/etc/passwd"}, "outside the storage mounts"),
+        ({"path": f"{MOUNT}-evil/x"}, "outside the storage mounts"),
+        ({"path": "relative/x"}, "must be an absolute path"),
+        ({"name": "../../../../tmp/evil"}, "would leave the dataset folder"),
+        ({"name": "/tmp/evil"}, "must be a relative path"),
+        ({"name": "a//b"}, "would leave the dataset folder"),
+    ],
+)
+def test_escaping_paths_are_refused_before_anything_is_made(
+    tmp_path: Path, rootfs: Path, change: dict[str, str], words: str
+) -> None:
+    bad = files()
+    bad[1] = dict(bad[1], **change)
+    plan_file = write_plan(tmp_path, plan(bad))
+    result = run("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    assert result.returncode == 2
+    assert words in result.stderr
+    assert not (rootfs / ROOT.lstrip("/")).exists()  # checked first: nothing was made
+    assert not (tmp_path / "tmp").exists()
+
+
+@pytest.mark.parametrize("did", ["../etc:x", "escape:../x", "noscope", "a:b/c"])
+def test_malformed_did_refused(tmp_path: Path, rootfs: Path, did: str) -> None:
+    plan_file = write_plan(tmp_path, plan(files(), did=did))
+    result = run("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    assert result.returncode == 2
+    assert "is not a valid 'scope:name'" in result.stderr
+
+
+def test_missing_replica_reported_and_strict_fails(tmp_path: Path, rootfs: Path) -> None:
+    gone = files()
+    gone[0] = dict(gone[0], path=f"{MOUNT}/escape/00/00/missing")
+    plan_file = write_plan(tmp_path, plan(gone))
+    args = ("links", "--plan", str(plan_file), "--root", ROOT, "--rootfs", str(rootfs))
+    lenient = run(*args)
+    assert lenient.returncode == 0
+    assert "1 replicas MISSING" in lenient.stdout
+    assert run(*args, "--strict").returncode == 1
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=origin)
+    git("config", "user.email", "t@example.org", cwd=origin)
+    git("config", "user.name", "t", cwd=origin)
+    (origin / "analysis.ipynb").write_text("{}")
+    git("add", "analysis.ipynb", cwd=origin)
+    git("commit", "--quiet", "-m", "one", cwd=origin)
+    git("branch", "v1", cwd=origin)
+    (origin / "second.ipynb").write_text("{}")
+    git("add", "second.ipynb", cwd=origin)
+    git("commit", "--quiet", "-m", "two", cwd=origin)
+    git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=origin)
+    return origin
+
+
+def test_checkout_branch_commit_and_keep_existing(tmp_path: Path, repo: Path) -> None:
+    url = repo.as_uri()
+    dest = tmp_path / "home" / "origin"
+    done = run("checkout", "--url", url, "--ref", "v1", "--dest", str(dest))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in dest.iterdir() if p.name != ".git") == ["analysis.ipynb"]
+
+    again = run("checkout", "--url", url, "--ref", "main", "--dest", str(dest))
+    assert again.returncode == 0
+    assert "already holds files: kept as it is" in again.stdout
+    assert not (dest / "second.ipynb").exists()
+
+    first_commit = git("rev-list", "--max-parents=0", "HEAD", cwd=repo)
+    pinned = tmp_path / "pinned"
+    done = run("checkout", "--url", url, "--ref", first_commit, "--dest", str(pinned))
+    assert done.returncode == 0, done.stderr
+    assert git("rev-parse", "HEAD", cwd=pinned) == first_commit
+
+
+def test_checkout_refuses_option_like_arguments_and_cleans_up(tmp_path: Path, repo: Path) -> None:
+    dest = tmp_path / "w"
+    bad_url = run("checkout", "--url=--upload-pack=touch /tmp/x", f"--dest={dest}")
+    assert bad_url.returncode == 2 and "is not usable" in bad_url.stderr
+    bad_ref = run("checkout", f"--url={repo.as_uri()}", "--ref=-evil", f"--dest={dest}")
+    assert bad_ref.returncode == 2 and "not a valid branch" in bad_ref.stderr
+    missing = run("checkout", "--url", repo.as_uri(), "--ref", "nope", "--dest", str(dest))
+    assert missing.returncode != 0
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_git_argv_never_uses_a_shell() -> None:
+    argvs = datalinks_module.git_argvs("https://git.example.org/a/b.git", "v1", "/home/j/b")
+    assert argvs == [
+        ["git", "clone", "--depth", "1", "--branch", "v1", "--", "https://git.example.org/a/b.git",
+         "/home/j/b"]
+    ]  # fmt: skip
+    sha = datalinks_module.git_argvs("https://g/a.git", "0123abcd", "/d")
+    assert ["git", "-C", "/d", "fetch", "--depth", "1", "--", "origin", "0123abcd"] in sha
