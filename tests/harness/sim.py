@@ -89,7 +89,8 @@ async def sim_namespace(sim: SimulatorThread) -> Any:
         yield name
     finally:
         await _stop_reflectors()
-        sim.call(sim.store.delete, "namespaces", "", name)
+        if sim.call(sim.store.find, "namespaces", "", name) is not None:
+            sim.call(sim.store.delete, "namespaces", "", name)
 
 
 @pytest.fixture
