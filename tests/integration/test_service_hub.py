@@ -182,49 +182,112 @@ def test_health_and_openapi_are_public(hub: Any) -> None:
 # -- the same program without a hub: `esap-spawner service --token-file` --------------
 
 
-def test_standalone_service_with_a_token_file(tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
+class Standalone:
+    """``esap-spawner service --token-file ...`` in a process of its own."""
 
-    from tests.harness.hub import free_port
-    from tests.unit.test_service_handlers import TOKENS
+    def __init__(self, tmp_path: Path, *extra: str, kubeconfig: str | None = None) -> None:
+        import os
+        import subprocess
 
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(SITE_YAML)
-    token_file = tmp_path / "tokens.json"
-    token_file.write_text(json.dumps(TOKENS))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env["KUBECONFIG"] = str(tmp_path / "absent")
-    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file",
-               str(site_file), "--token-file", str(token_file), "--port", str(port),
-               "--prefix", "/esap/", "--allow-anonymous"]  # fmt: skip
-    log = (tmp_path / "service.log").open("wb")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/esap/"
-    try:
+        from tests.harness.hub import free_port
+        from tests.unit.test_service_handlers import TOKENS
+
+        site_file = tmp_path / "site.yaml"
+        site_file.write_text(SITE_YAML)
+        token_file = tmp_path / "tokens.json"
+        token_file.write_text(json.dumps(TOKENS))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        env["KUBECONFIG"] = kubeconfig or str(tmp_path / "absent")
+        command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file",
+                   str(site_file), "--token-file", str(token_file), "--port", str(port),
+                   "--prefix", "/esap/", *extra]  # fmt: skip
+        self.log_path = tmp_path / "service.log"
+        self.proc = subprocess.Popen(
+            command, env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT
+        )
+        self.base = f"http://127.0.0.1:{port}/esap/"
         deadline = time.monotonic() + 20
         while True:
             try:
-                r = requests.get(base + "health", timeout=2)
-                break
+                requests.get(self.base + "health", timeout=2)
+                return
             except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "service.log").read_text()) from None
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise AssertionError(self.log_path.read_text()) from None
                 time.sleep(0.2)
-        assert r.status_code == 200
-        portal = requests.get(
-            base + "api/v1/profiles", headers={"Authorization": "token portal-token"}, timeout=5
-        )
-        assert slugs(portal) == ["small", "gpu"]
-        anonymous = requests.get(base + "api/v1/profiles", timeout=5)
+
+    def get(self, path: str, token: str | None = "portal-token") -> requests.Response:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return requests.get(self.base + path, headers=headers, timeout=5)
+
+    def stop(self) -> int:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
+
+
+def test_standalone_service_with_a_token_file(tmp_path: Path) -> None:
+    service = Standalone(tmp_path, "--allow-anonymous")
+    try:
+        assert service.get("health").status_code == 200
+        assert slugs(service.get("api/v1/profiles")) == ["small", "gpu"]
+        anonymous = service.get("api/v1/profiles", token=None)
         assert slugs(anonymous) == ["small"]
         assert "no Kubernetes configuration" in anonymous.json()["message"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    assert "stopping" in (tmp_path / "service.log").read_text()
+        assert service.stop() == 0
+    assert "stopping" in service.log_path.read_text()
+
+
+def test_standalone_service_watches_the_cluster(tmp_path: Path, sim_factory: Any) -> None:
+    """With a kubeconfig, the service's ClusterWatcher feeds the answers: live figures."""
+    from esap_spawner.profiles import PROFILE_LABEL
+    from esap_spawner.sim.cluster import pod_manifest
+
+    cluster = {
+        "nodes": [
+            {"name": "cpu-1", "allocatable": {"cpu": "8", "memory": "32G"}},
+            {"name": "gpu-1", "labels": {"accelerator": "a100"},
+             "allocatable": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "2"}},
+        ]
+    }  # fmt: skip
+    sim = sim_factory(cluster, kubelet="fake")
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig.yaml")
+    service = Standalone(tmp_path, kubeconfig=str(kubeconfig))
+
+    def availability(slug: str) -> dict[str, Any]:
+        r = service.get(f"api/v1/profiles/{slug}")
+        body = check_openapi("GET", "/api/v1/profiles/{slug}", answer(r))
+        return dict(body["profile"]["availability"], stale=body["stale"])
+
+    def wait_for(slug: str, **expected: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 15
+        while True:
+            got = availability(slug)
+            if all(got[k] == v for k, v in expected.items()):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{slug}: {got} never matched {expected}")
+            time.sleep(0.2)
+
+    try:
+        # small (1 CPU, 2G, at most 5): 8 fit on cpu-1, 16 on gpu-1; the quota says 5
+        wait_for("small", status="available", can_start_now=5, running=0, stale=False)
+        wait_for("gpu", status="limited", can_start_now=2, running=0)
+        for i in range(3):
+            pod = pod_manifest(f"jupyter-u{i}", node="cpu-1", labels={PROFILE_LABEL: "small"},
+                               requests={"cpu": "1", "memory": "2G"})  # fmt: skip
+            sim.call(sim.store.create, "pods", "default", pod)
+        # at most the site's limited_threshold (2) can start now: limited
+        wait_for("small", status="limited", can_start_now=2, running=3)
+        assert service.get("health").json()["checks"]["cluster"]["ok"] is True
+        sim.call(sim.store.remove, "pods", "default", "jupyter-u0")
+        wait_for("small", status="available", can_start_now=3, running=2)
+    finally:
+        assert service.stop() == 0
 
 
 def test_bad_site_file_exits_with_the_problems(tmp_path: Path) -> None:
