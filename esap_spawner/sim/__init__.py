@@ -1,8 +1,33 @@
 """A Kubernetes API simulator: core/v1 over HTTP with a scheduler and a kubelet.
 
 What KubeSpawner, the capacity watcher, the demo and the benchmarks run on when there is
-no cluster. Start one with :class:`Simulator` (on the current loop) or
-:class:`SimulatorThread` (in a background thread), or ``esap-spawner sim``.
+no cluster. The real kubernetes_asyncio client and the real KubeSpawner talk to it unchanged.
+
+Python::
+
+    sim = Simulator(cluster="cluster.yaml", kubelet="process", delays=KubeletDelays(pull=0.1))
+    await sim.start()                      # 127.0.0.1, a free port; sim.url
+    sim.write_kubeconfig("kubeconfig.yaml")
+    sim.faults.fail_next(3, 503)           # also: set_latency, close_watches, compact,
+                                           # node_not_ready, remove_node, clear
+    await sim.stop()                       # stops every pod process, removes the work folder
+
+    with SimulatorThread(cluster_dict, kubelet="fake") as sim:   # its own loop and thread
+        sim.add_node("gpu-1", allocatable={"cpu": "8", "nvidia.com/gpu": "1"})
+
+Command line: ``esap-spawner sim --cluster FILE --kubeconfig OUT [--port N]
+[--kubelet fake|process]``. Test fixtures: ``tests/harness/sim.py``.
+
+Modules: ``store`` (objects, resourceVersions, change log, garbage collection),
+``apiserver`` (HTTP), ``scheduler`` (placement with :mod:`esap_spawner.placement`),
+``kubelet`` (fake and process modes), ``cluster`` (YAML fixtures), ``faults``.
+
+In process mode each pod runs on its own loopback address (a random 127.A.B.0/24 per
+simulator). Nothing in the pod spec is rewritten beyond what Kubernetes resolves, so a
+single-user server must listen on its pod IP: ``c.KubeSpawner.ip = "$(POD_IP)"`` with
+``c.KubeSpawner.environment = {"POD_IP": {"valueFrom": {"fieldRef": {"fieldPath":
+"status.podIP"}}}}``. KubeSpawner's default ``ip`` 0.0.0.0 binds every loopback address, so
+a second server on the same port fails.
 """
 
 from __future__ import annotations
