@@ -178,6 +178,20 @@ def test_users_reach_the_service_on_jupyterhub_6_and_5(
     assert "user" not in roles_by_name(config)
 
 
+def test_the_documented_plain_hub_config_loads_the_snippets(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    page = (REPO / "docs" / "jupyterhub-config-d.md").read_text()
+    section = page[page.index("## A plain hub") :]
+    start = section.index("```python\n") + len("```python\n")
+    block = section[start : section.index("\n```", start)]
+    assert "load_subconfig(path)" in block
+    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    config = load_snippets(tmp_path, loader=block)
+    assert config.JupyterHub.spawner_class == "esap"
+    assert [s["name"] for s in as_list(config.JupyterHub.services)] == ["esap"]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
