@@ -13,7 +13,7 @@ from typing import Any
 
 from .clock import now_rfc3339
 
-__all__ = ["apply_defaults", "normalize"]
+__all__ = ["apply_defaults", "default_pod_spec", "normalize"]
 
 _cluster_ips = itertools.count(10)
 
@@ -40,18 +40,23 @@ def _qos_class(spec: dict[str, Any]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
-def _pod(obj: dict[str, Any]) -> None:
-    spec = obj.setdefault("spec", {})
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    """The API server's defaults for a pod spec (in place)."""
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("enableServiceLinks", True)
-    for container in (spec.get("initContainers") or []) + spec["containers"]:
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         container.setdefault("imagePullPolicy", _pull_policy(container.get("image", "")))
         container.setdefault("terminationMessagePath", "/dev/termination-log")
         container.setdefault("terminationMessagePolicy", "File")
         container.setdefault("resources", {})
+
+
+def _pod(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    default_pod_spec(spec)
     status = obj.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status["qosClass"] = _qos_class(spec)

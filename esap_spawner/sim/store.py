@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import now_rfc3339
-from .defaults import apply_defaults, normalize
+from .defaults import apply_defaults, default_pod_spec, normalize
 from .errors import ApiError
 from .selectors import FieldSelector, LabelSelector
-from .validation import validate
+from .validation import pod_update_causes, validate
 
 __all__ = ["RESOURCES", "Change", "Store", "Watcher"]
 
@@ -300,6 +300,9 @@ class Store:
         new["kind"], new["apiVersion"] = kind, "v1"
         normalize(resource, new)
         causes = validate(resource, new)
+        if resource == "pods" and not causes:
+            default_pod_spec(new.setdefault("spec", {}))
+            causes = pod_update_causes(old.get("spec") or {}, new["spec"])
         if causes:
             raise ApiError.invalid(kind, name, causes)
         new_meta["resourceVersion"] = self._next_rv()

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["validate"]
+__all__ = ["pod_update_causes", "validate"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -100,3 +100,32 @@ def validate(resource: str, obj: Mapping[str, Any]) -> list[Cause]:
     if resource == "pods":
         causes += _pod_causes(obj.get("spec"))
     return causes
+
+
+_MUTABLE_POD_FIELDS = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+    "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only "
+    "additions to existing tolerations) or `spec.terminationGracePeriodSeconds`"
+)
+
+
+def _comparable_pod_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    comparable = {k: v for k, v in spec.items() if k not in ("activeDeadlineSeconds",
+                  "terminationGracePeriodSeconds", "tolerations")}  # fmt: skip
+    for field in ("containers", "initContainers"):
+        if field in comparable:
+            comparable[field] = [
+                {k: v for k, v in c.items() if k != "image"} for c in comparable[field] or []
+            ]
+    return comparable
+
+
+def pod_update_causes(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[Cause]:
+    """Why the API server refuses an update of a pod's spec (most of it is immutable)."""
+    old_tolerations = list(old_spec.get("tolerations") or [])
+    new_tolerations = list(new_spec.get("tolerations") or [])
+    if new_tolerations[: len(old_tolerations)] != old_tolerations:
+        return [("spec.tolerations", "Forbidden: existing toleration can not be modified")]
+    if _comparable_pod_spec(old_spec) != _comparable_pod_spec(new_spec):
+        return [("spec", _MUTABLE_POD_FIELDS)]
+    return []

@@ -147,12 +147,19 @@ async def test_merge_strategic_and_json_patch(cluster: Any) -> None:
         [
             {"op": "add", "path": "/metadata/annotations", "value": {"a": "1"}},
             {"op": "replace", "path": "/metadata/labels/v", "value": "2"},
-            {"op": "remove", "path": "/spec/containers/1"},
+            {"op": "replace", "path": "/spec/containers/1/image", "value": "busybox:3"},
         ],
     )
     assert patched.metadata.annotations == {"a": "1"}
     assert patched.metadata.labels["v"] == "2"
-    assert [c.name for c in patched.spec.containers] == ["main"]
+    assert [c.image for c in patched.spec.containers] == ["busybox:1.36", "busybox:3"]
+    # most of a pod's spec is immutable, as in Kubernetes
+    with pytest.raises(ApiException) as immutable:
+        await api.patch_namespaced_pod(
+            "web", "default", [{"op": "remove", "path": "/spec/containers/1"}]
+        )
+    assert immutable.value.status == 422
+    assert "Forbidden: pod updates may not change fields" in status_of(immutable.value)["message"]
     # a plain JSON merge patch replaces lists
     async with (
         aiohttp.ClientSession() as session,
