@@ -10,7 +10,7 @@ Resolving DIDs is bulk: per batch of at most ``batch_size`` DIDs, one ``bulk_lis
 ``sort='random'`` (replicas and checksums of every file of every DID), and, only for DIDs that
 came back without files, one ``get_metadata_bulk`` to tell an empty dataset from a missing
 one. ``list_replicas(resolve_parents=True)`` would answer the "which DID" question in the same
-call, but costs the server one parent query per file: 2.5 times slower than the extra
+call, but costs the server one parent query per file: 2.3-3.9 times slower than the extra
 ``bulk_list_files`` for 100 datasets of 100 files (see docs/performance.md). Results are cached
 per DID for ``cache_ttl`` seconds (injectable clock).
 
