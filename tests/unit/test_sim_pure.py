@@ -179,3 +179,38 @@ def test_validation_accepts() -> None:
 def test_kubectl_status_column(status: dict[str, Any], expected: str) -> None:
     pod = {"metadata": {}, "spec": {"initContainers": [{}, {}]}, "status": status}
     assert pod_status(pod) == expected
+
+
+def test_pod_spec_updates_limited_to_what_kubernetes_allows() -> None:
+    from esap_spawner.sim.validation import pod_update_causes
+
+    old = {
+        "containers": [{"name": "c", "image": "a:1"}],
+        "tolerations": [{"key": "k", "operator": "Exists"}],
+        "nodeName": "n1",
+    }
+    image = {**old, "containers": [{"name": "c", "image": "a:2"}]}
+    added = {**old, "tolerations": [*old["tolerations"], {"key": "x", "operator": "Exists"}]}
+    assert pod_update_causes(old, image) == []
+    assert pod_update_causes(old, added) == []
+    assert pod_update_causes(old, {**old, "activeDeadlineSeconds": 60}) == []
+    moved = pod_update_causes(old, {**old, "nodeName": "n2"})
+    assert moved and moved[0][0] == "spec"
+    assert pod_update_causes(old, {**old, "tolerations": []})[0][0] == "spec.tolerations"
+    env = {**old, "containers": [{"name": "c", "image": "a:1", "env": [{"name": "X"}]}]}
+    assert pod_update_causes(old, env)
+
+
+def test_ip_allocator_loopback_subnet_per_simulator() -> None:
+    import random
+
+    from esap_spawner.sim.processes import IPAllocator
+
+    ips = IPAllocator(loopback=True, rng=random.Random(7))
+    first = [ips.allocate() for _ in range(300)]
+    assert len(set(first)) == 300
+    assert all(ip.startswith("127.") and not ip.startswith("127.0.") for ip in first)
+    assert {ip.rsplit(".", 1)[1] for ip in first} <= {str(n) for n in range(2, 255)}
+    assert ips.host_ip.endswith(".1")
+    fake = IPAllocator(loopback=False)
+    assert fake.allocate().startswith("10.244.")
