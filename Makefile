@@ -46,6 +46,7 @@ $(RUCIO_VENV)/.installed:
 lint: setup-python
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python helm/generate_schema.py --check
 
 typecheck: setup-python
 	$(BIN)/mypy
@@ -54,7 +55,12 @@ pytest: setup
 	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+docs: setup-python
+	$(BIN)/pip install -q -e '.[docs]'
+	$(BIN)/python helm/generate_schema.py --check
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) $(RUCIO_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -110,6 +110,13 @@ elif _esap_mode == "managed":
                 "--site-file",
                 (os.environ.get("ESAP_SITE_FILE", "").strip() or "/etc/esap/site.yaml"),
             ],
+            # JupyterHub passes managed services a minimal environment: hand on where the
+            # cluster is, so the service's cluster view follows the same cluster as the hub.
+            "environment": {
+                name: os.environ[name]
+                for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+                if os.environ.get(name)
+            },
         }
     )
 elif _esap_mode != "off":

@@ -93,6 +93,19 @@ def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
     assert profiles.status_code == 200, profiles.text
     slugs = [p["slug"] for p in profiles.json()["profiles"]]
     assert slugs == ["small", "casa", "gammapy", "gpu"]  # the example site file's profiles
+
+    # live availability from the demo cluster: three 16-CPU nodes, one tainted 2-GPU node
+    deadline = time.monotonic() + 30
+    answer = profiles.json()
+    while answer["stale"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        answer = requests.get(
+            f"{demo.url}/services/esap/api/v1/profiles",
+            headers={"Authorization": f"token {token[1]}"},
+            timeout=20,
+        ).json()
+    can_start = {p["slug"]: p["availability"]["can_start_now"] for p in answer["profiles"]}
+    assert can_start == {"small": 96, "casa": 10, "gammapy": 48, "gpu": 2}, answer
     link = re.search(r"ESAP link:\s+(\S+)", banner)
     assert link and link[1].startswith(f"{demo.url}/hub/spawn?profile=gammapy&dataset=")
 
