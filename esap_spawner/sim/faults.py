@@ -108,13 +108,4 @@ class Faults:
 
     def remove_node(self, name: str) -> None:
         """Delete a node; its pods are removed too (as the pod garbage collector does)."""
-
-        def remove() -> None:
-            self._store.get("nodes", "", name)
-            self._store.remove("nodes", "", name)
-            for pod in self._store.objects("pods"):
-                if pod.get("spec", {}).get("nodeName") == name:
-                    meta = pod["metadata"]
-                    self._store.remove("pods", meta["namespace"], meta["name"])
-
-        self._call(remove)
+        self._call(lambda: self._store.delete("nodes", "", name))

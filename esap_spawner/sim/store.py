@@ -358,6 +358,11 @@ class Store:
             return self.modify(resource, namespace, name, mark)
         removed = self.remove(resource, namespace, name)
         assert removed is not None
+        if resource == "nodes":  # the pod garbage collector removes pods of a deleted node
+            for entry in list(self.entries("pods")):
+                pod = entry.obj
+                if pod.get("spec", {}).get("nodeName") == name:
+                    self.remove("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
         return removed
 
     @staticmethod

@@ -334,8 +334,12 @@ async def test_faults_failures_latency_and_nodes(cluster: Any) -> None:
     assert time.monotonic() - began >= 0.3
     sim.faults.clear()
 
+    await api.create_namespaced_pod("default", pod_manifest("on-n2", node="n2"))
     sim.faults.node_not_ready("n1")
     sim.faults.remove_node("n2")
+    with pytest.raises(ApiException) as orphan:
+        await api.read_namespaced_pod("on-n2", "default")
+    assert orphan.value.status == 404  # pods of a removed node go with it
     await api.create_namespaced_pod("default", pod_manifest("stuck"))
 
     async def failed_scheduling() -> list[Any]:
