@@ -468,3 +468,32 @@ async def test_status_subresource_is_separate_from_the_main_resource(cluster: An
     )
     assert changed.status.message == "hello"
     assert changed.metadata.labels == {"a": "1"}
+
+
+async def test_image_pulls_recorded_on_the_node(cluster: Any) -> None:
+    _, api = cluster
+
+    async def messages(pod_name: str) -> list[str]:
+        events = await api.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={pod_name}"
+        )
+        return [f"{e.reason}: {e.message}" for e in events.items]
+
+    async def started(pod_name: str) -> bool:
+        return any(m.startswith("Started") for m in await messages(pod_name))
+
+    on_n1 = {"nodeSelector": {"kubernetes.io/hostname": "n1"}}
+    for name in ("first", "second"):
+        manifest = pod_manifest(name, image="quay.io/example/notebook:1")
+        manifest["spec"].update(on_n1)
+        await api.create_namespaced_pod("default", manifest)
+        assert await eventually(lambda n=name: started(n))
+    first, second = await messages("first"), await messages("second")
+    assert 'Pulling: Pulling image "quay.io/example/notebook:1"' in first
+    assert any(m.startswith('Pulled: Successfully pulled image "quay.io/example/') for m in first)
+    assert not any(m.startswith("Pulling") for m in second)
+    assert (
+        'Pulled: Container image "quay.io/example/notebook:1" already present on machine' in second
+    )
+    node = await api.read_node("n1")
+    assert ["quay.io/example/notebook:1"] in [image.names for image in node.status.images]
