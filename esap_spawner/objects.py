@@ -384,3 +384,74 @@ def find_home_volume(volume_mounts: Sequence[Mapping[str, Any]], home: str) -> H
             sub = m.get("subPath") or m.get("sub_path")
             return HomeVolume(name=str(m["name"]), mount_path=target, sub_path=sub or None)
     return None
+
+
+# --- everything a spawn adds to its pod ------------------------------------------------------
+@dataclass(frozen=True)
+class PodData:
+    """What one spawn adds to its pod: volumes, notebook mounts and env, init containers."""
+
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+    env: dict[str, str]
+    init_containers: list[dict[str, Any]]
+
+
+def pod_data(
+    *,
+    pod_name: str,
+    image: str,
+    uid: int | None,
+    hub_environment: Mapping[str, str],
+    plan: Mapping[str, Any] | None,
+    storage: Sequence[StorageMount],
+    workflow: str | None,
+    ref: str | None,
+    home: str,
+    home_volume: HomeVolume | None,
+    image_pull_policy: str | None = None,
+) -> PodData:
+    """The pod parts for ``plan`` (datasets, or None) and ``workflow`` (a URL, or None).
+
+    Only the storage the plan uses is mounted; nothing at all without datasets or workflow.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: dict[str, str] = {}
+    inits: list[dict[str, Any]] = []
+    if plan is None and not workflow:
+        return PodData(volumes, mounts, env, inits)
+    volumes.append(config_volume(pod_name))
+    if plan is not None:
+        mount_root = str(plan["mount_root"])
+        store_volumes, store_mounts = storage_volumes(storage, plan.get("rses") or ())
+        volumes += [*store_volumes, datasets_volume()]
+        mounts += [*store_mounts, datasets_mount(mount_root, read_only=True)]
+        env["ESAP_DATASETS"] = manifest_path(mount_root)
+        inits.append(
+            links_init_container(
+                image=image,
+                mount_root=mount_root,
+                storage_mounts=store_mounts,
+                env=hub_environment,
+                uid=uid,
+                image_pull_policy=image_pull_policy,
+            )
+        )
+    if workflow:
+        wf_volumes, wf_mounts = workflow_volumes(workflow, home, home_volume)
+        volumes += wf_volumes
+        mounts += wf_mounts
+        inits.append(
+            checkout_init_container(
+                image=image,
+                url=workflow,
+                ref=ref,
+                home=home,
+                home_volume=home_volume,
+                env=hub_environment,
+                uid=uid,
+                image_pull_policy=image_pull_policy,
+            )
+        )
+    return PodData(volumes, mounts, env, inits)

@@ -36,6 +36,8 @@ class SpawnAttempt:
     requested: float
     profile: str | None = None
     validated: float | None = None
+    staging_started: float | None = None
+    staging_finished: float | None = None
     pod_created: float | None = None
     datasets: int = 0
     pod_name: str | None = None
@@ -87,6 +89,8 @@ async def record_spawn(
     timeline = SpawnTimeline(
         requested=attempt.requested,
         validated=attempt.validated,
+        staging_started=attempt.staging_started,
+        staging_finished=attempt.staging_finished,
         pod_created=attempt.pod_created,
         finished=finished,
     )

@@ -1,0 +1,503 @@
+"""Staging at spawn: bring the requested datasets to the hub's storage before the pod starts.
+
+:class:`Stager` is what the spawner runs between admission and pod creation. I/O stays at
+the edges: the catalogue (:mod:`esap_spawner.catalogue`), the database
+(:class:`~esap_spawner.db.Database`, in a worker thread) and the clock/sleep functions, all
+injected. For the requested DIDs it
+
+1. resolves them in ONE bulk call and computes their locality (pure:
+   :func:`~esap_spawner.catalogue.locality.did_locality`); a DID that does not exist fails
+   the spawn at once;
+2. for each DID not fully at a local RSE, finds its request again (the spawner's saved state
+   by rule id, else the database's in-flight row for user + DID + RSE) or calls
+   ``catalogue.stage()``, which itself reuses a rule the account already has for that DID and
+   RSE: a hub restart never makes a second rule;
+3. polls ``staging_progress`` with backoff (reset whenever something moved) until every rule
+   is OK, reporting ``Staging escape:crab-2020 to HUB_LOCAL_DISK: 12/40 files, 1.2/4.0 GB``
+   through ``on_message``, until the deadline (the spawner passes the smaller of the site's
+   ``staging.timeout`` and what is left of its ``start_timeout``);
+4. resolves the staged DIDs again (fresh, not cached) and returns every DID's files, now local.
+
+Failures raise :class:`StagingError` with a status and the reason in words (a STUCK rule, no
+quota, access denied, no such dataset, the catalogue unreachable, the deadline); each staging
+request's outcome goes to the database and to ``metrics.observe_staging``. What to remember
+across restarts is :meth:`Stager.state` (JSON), which the spawner keeps in its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import metrics
+from .catalogue.base import (
+    AccessDenied,
+    Catalogue,
+    CatalogueError,
+    CatalogueUnavailable,
+    DidFiles,
+    DidNotFound,
+    InvalidDid,
+    QuotaExceeded,
+    StagingProgress,
+    StagingRequest,
+    StagingState,
+)
+from .catalogue.locality import did_locality
+from .db import Database
+from .metrics import StagingStatus
+from .objects import StorageMount
+from .quantity import format_bytes
+from .site import DEFAULT_STAGING_TIMEOUT, Site
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class StagingError(Exception):
+    """Staging cannot give the spawn its data: ``status`` (HTTP) and the reason in words."""
+
+    def __init__(self, status: int, message: str, outcome: StagingStatus) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+def error_for(exc: CatalogueError, did: str | None = None) -> StagingError:
+    """A catalogue error as the spawn's failure: status and words for the user."""
+    where = f"{did}: " if did and did not in str(exc) else ""
+    if isinstance(exc, DidNotFound):
+        text = str(exc) if exc.did or not did else f"dataset {did} does not exist ({exc})"
+        return StagingError(404, text, StagingStatus.failure)
+    if isinstance(exc, InvalidDid):
+        return StagingError(400, str(exc), StagingStatus.failure)
+    if isinstance(exc, QuotaExceeded):
+        return StagingError(403, f"Cannot stage {where}{exc}", StagingStatus.failure)
+    if isinstance(exc, AccessDenied):
+        return StagingError(403, f"Cannot stage {where}{exc}", StagingStatus.failure)
+    if isinstance(exc, CatalogueUnavailable):
+        return StagingError(
+            503, f"The data catalogue is unavailable: {where}{exc}", StagingStatus.failure
+        )
+    return StagingError(500, f"Staging failed: {where}{exc}", StagingStatus.failure)
+
+
+@dataclass(frozen=True)
+class StagingSettings:
+    """How to stage: where, for how long, how patiently."""
+
+    destination_rse: str | None
+    lifetime: int
+    poll_min: float = 1.0
+    poll_max: float = 15.0
+    poll_factor: float = 1.6
+
+
+@dataclass
+class DidStaging:
+    """One DID being staged, as remembered in the spawner state."""
+
+    did: str
+    request: StagingRequest | None = None
+    record_id: int | None = None
+    started_at: float | None = None  # time.time()
+    finished_at: float | None = None
+    outcome: str | None = None
+    files_ok: int = 0
+    bytes_ok: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "did": self.did,
+            "request": self.request.to_json() if self.request else None,
+            "record_id": self.record_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "files_ok": self.files_ok,
+            "bytes_ok": self.bytes_ok,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DidStaging:
+        request = data.get("request")
+        return cls(
+            did=str(data["did"]),
+            request=StagingRequest.from_json(dict(request)) if request else None,
+            record_id=data.get("record_id"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            outcome=data.get("outcome"),
+            files_ok=int(data.get("files_ok") or 0),
+            bytes_ok=int(data.get("bytes_ok") or 0),
+        )
+
+
+def load_staging_state(state: Mapping[str, Any] | None) -> dict[str, DidStaging]:
+    """The spawner state's ``esap_staging`` entry back as DID -> :class:`DidStaging`."""
+    if not state or state.get("version") != STATE_VERSION:
+        return {}
+    out = {}
+    for item in state.get("dids") or ():
+        try:
+            entry = DidStaging.from_json(item)
+        except (KeyError, TypeError, ValueError):
+            log.warning("esap: ignoring unreadable staging state %r", item)
+            continue
+        out[entry.did] = entry
+    return out
+
+
+def dump_staging_state(entries: Mapping[str, DidStaging]) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "dids": [e.to_json() for e in entries.values()]}
+
+
+@dataclass
+class Stager:
+    """Stage the datasets of one spawn (see the module docstring)."""
+
+    catalogue: Catalogue
+    user: str
+    settings: StagingSettings
+    deadline: float  # on ``clock``'s scale
+    db: Database | None = None
+    saved: dict[str, DidStaging] = field(default_factory=dict)
+    on_message: Callable[[str, float], None] = lambda message, fraction: None
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        self.entries: dict[str, DidStaging] = dict(self.saved)
+        self.staged = False  # True once anything had to be staged
+
+    def state(self) -> dict[str, Any]:
+        """JSON for the spawner state (requests, rule ids, times, outcomes)."""
+        return dump_staging_state(self.entries)
+
+    # --- the run ------------------------------------------------------------------------
+    async def run(self, dids: Sequence[str]) -> dict[str, DidFiles]:
+        """Stage what is not local; every DID's files, all at a local RSE, in ``dids`` order."""
+        if not dids:
+            return {}
+        try:
+            resolved = await self.catalogue.resolve(dids)
+        except CatalogueError as exc:
+            raise error_for(exc) from exc
+        missing = [did for did, files in resolved.items() if files is None]
+        if missing:
+            raise StagingError(
+                404,
+                f"dataset{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"{'do' if len(missing) > 1 else 'does'} not exist in the data catalogue",
+                StagingStatus.failure,
+            )
+        local = {r.name for r in self.catalogue.local_rses}
+        remote = [
+            did
+            for did, files in resolved.items()
+            if did_locality(did, files, local).staging_required
+        ]
+        if not remote:
+            return {did: files for did, files in resolved.items() if files is not None}
+        if not self.settings.destination_rse:
+            raise StagingError(
+                409,
+                f"{', '.join(remote)} {'are' if len(remote) > 1 else 'is'} not at this hub's "
+                "storage, and this hub does not stage data (no data.rucio.staging."
+                "destination_rse in its site file)",
+                StagingStatus.failure,
+            )
+        self.staged = True
+        try:
+            for did in remote:
+                await self._request(did, resolved[did])
+            await self._wait(remote)
+        except StagingError as exc:
+            await self._finish_pending(exc.outcome, str(exc))
+            raise
+        except asyncio.CancelledError:
+            await self._finish_pending(StagingStatus.cancelled, "the spawn was cancelled")
+            raise
+        invalidate = getattr(self.catalogue, "invalidate", None)
+        if callable(invalidate):
+            invalidate(remote)
+        try:
+            fresh = await self.catalogue.resolve(remote)
+        except CatalogueError as exc:
+            raise error_for(exc) from exc
+        resolved.update(fresh)
+        return {did: files for did, files in resolved.items() if files is not None}
+
+    async def _request(self, did: str, files: DidFiles | None) -> None:
+        """Find the request for ``did`` again (state, database) or make one (catalogue)."""
+        rse = self.settings.destination_rse
+        assert rse is not None
+        entry = self.entries.get(did)
+        if (
+            entry is None
+            or entry.finished_at is not None
+            or entry.request is None
+            or entry.request.destination_rse != rse
+        ):
+            entry = DidStaging(did=did, started_at=self.wall())
+        self.entries[did] = entry
+        record = await self._db("start_staging", user=self.user, did=did, destination_rse=rse)
+        if record is not None:
+            entry.record_id = record.id
+            if entry.request is None and record.rule_id:
+                entry.request = StagingRequest(
+                    did=did,
+                    destination_rse=rse,
+                    rule_id=record.rule_id,
+                    reused=True,
+                    files_total=record.files_total or len(files.files if files else ()),
+                    bytes_total=record.bytes_total or (files.bytes if files else 0),
+                )
+                entry.started_at = record.created_at.timestamp() if record.created_at else None
+        if entry.request is not None:
+            self.on_message(f"Resuming staging of {did} (rule {entry.request.rule_id})", 0.0)
+            return
+        try:
+            request = await self.catalogue.stage(
+                did, destination_rse=rse, lifetime=self.settings.lifetime
+            )
+        except CatalogueError as exc:
+            raise error_for(exc, did) from exc
+        entry.request = request
+        verb = "Reusing" if request.reused else "Created"
+        self.on_message(
+            f"{verb} replication rule {request.rule_id} for {did} to {rse} "
+            f"({request.files_total} files, {format_bytes(request.bytes_total)})",
+            0.0,
+        )
+        if entry.record_id is not None:
+            await self._db(
+                "update_staging",
+                entry.record_id,
+                rule_id=request.rule_id,
+                files_total=request.files_total,
+                bytes_total=request.bytes_total,
+            )
+
+    async def _wait(self, dids: Sequence[str]) -> None:
+        pending = list(dids)
+        interval = self.settings.poll_min
+        last: dict[str, tuple[int, int, str]] = {}
+        retried: set[str] = set()
+        while pending:
+            moved = False
+            for did in list(pending):
+                entry = self.entries[did]
+                assert entry.request is not None
+                try:
+                    progress = await self.catalogue.staging_progress(entry.request)
+                except CatalogueError as exc:
+                    raise error_for(exc, did) from exc
+                if progress.state is StagingState.NOT_AVAILABLE and did not in retried:
+                    # a remembered rule that is gone (expired, removed): ask once more
+                    retried.add(did)
+                    entry.request = None
+                    await self._request_again(did)
+                    moved = True
+                    continue
+                key = (progress.files_ok, progress.bytes_ok, progress.state.value)
+                if last.get(did) != key:
+                    last[did] = key
+                    moved = True
+                    entry.files_ok, entry.bytes_ok = progress.files_ok, progress.bytes_ok
+                    self.on_message(progress.message(), self._fraction())
+                    await self._db_progress(entry, progress)
+                if progress.failed:
+                    raise StagingError(500, progress.message(), StagingStatus.failure)
+                if progress.done:
+                    pending.remove(did)
+                    await self._finish(entry, StagingStatus.success, None)
+            if not pending:
+                return
+            interval = self.settings.poll_min if moved else interval
+            left = self.deadline - self.clock()
+            if left <= 0:
+                raise StagingError(
+                    504,
+                    "Staging did not finish in time: "
+                    + "; ".join(self._summary(d) for d in pending),
+                    StagingStatus.timeout,
+                )
+            await self.sleep(min(interval, left))
+            interval = min(self.settings.poll_max, interval * self.settings.poll_factor)
+
+    async def _request_again(self, did: str) -> None:
+        rse = self.settings.destination_rse
+        try:
+            request = await self.catalogue.stage(
+                did, destination_rse=rse, lifetime=self.settings.lifetime
+            )
+        except CatalogueError as exc:
+            raise error_for(exc, did) from exc
+        self.entries[did].request = request
+        self.on_message(f"Replication rule {request.rule_id} for {did} to {rse}", 0.0)
+        record_id = self.entries[did].record_id
+        if record_id is not None:
+            await self._db("update_staging", record_id, rule_id=request.rule_id)
+
+    def _summary(self, did: str) -> str:
+        entry = self.entries[did]
+        total = entry.request.files_total if entry.request else 0
+        return f"{did} has {entry.files_ok}/{total} files"
+
+    def _fraction(self) -> float:
+        total = sum(e.request.bytes_total for e in self.entries.values() if e.request)
+        done = sum(
+            (e.request.bytes_total if e.outcome == "success" else e.bytes_ok)
+            for e in self.entries.values()
+            if e.request
+        )
+        return done / total if total else 0.0
+
+    # --- outcomes -----------------------------------------------------------------------
+    async def _finish(self, entry: DidStaging, outcome: StagingStatus, reason: str | None) -> None:
+        entry.finished_at = self.wall()
+        entry.outcome = outcome.value
+        seconds = max(0.0, entry.finished_at - (entry.started_at or entry.finished_at))
+        if entry.request is None:
+            done = 0
+        elif outcome is StagingStatus.success:
+            done = entry.request.bytes_total
+        else:
+            done = entry.bytes_ok
+        metrics.observe_staging(outcome, seconds, done)
+        if entry.record_id is not None:
+            await self._db(
+                "finish_staging",
+                entry.record_id,
+                outcome=outcome,
+                reason=reason,
+                files_done=entry.request.files_total
+                if entry.request and outcome is StagingStatus.success
+                else entry.files_ok,
+                bytes_done=done,
+            )
+
+    async def _finish_pending(self, outcome: StagingStatus, reason: str) -> None:
+        for entry in self.entries.values():
+            if entry.finished_at is None and entry.started_at is not None:
+                await asyncio.shield(self._finish(entry, outcome, reason))
+
+    async def _db_progress(self, entry: DidStaging, progress: StagingProgress) -> None:
+        if entry.record_id is None:
+            return
+        await self._db(
+            "update_staging",
+            entry.record_id,
+            state=progress.state.value,
+            files_done=progress.files_ok,
+            bytes_done=progress.bytes_ok,
+            files_total=progress.files_total,
+        )
+
+    async def _db(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A database call in a worker thread; a failing write is logged, never fatal."""
+        if self.db is None:
+            return None
+        try:
+            return await asyncio.to_thread(getattr(self.db, method), *args, **kwargs)
+        except Exception:
+            log.exception("esap: staging record %s failed for %s", method, self.user)
+            return None
+
+
+def staging_deadline(
+    *,
+    now: float,
+    site_timeout: float,
+    start_timeout: float,
+    started: float,
+    wall_now: float,
+    pod_margin: float,
+) -> float:
+    """When staging must give up (on ``now``'s clock): the site's staging timeout, or what is
+    left of the spawn's ``start_timeout`` (counted from ``started``, wall time) minus
+    ``pod_margin`` seconds kept for the pod to start, whichever comes first."""
+    left = start_timeout - (wall_now - started) - pod_margin
+    return now + max(0.0, min(float(site_timeout), left))
+
+
+# --- the catalogue of a site, once per process ------------------------------------------------
+_catalogues: dict[str, tuple[Any, Catalogue | None]] = {}
+
+
+def site_catalogue(site: Site) -> Catalogue | None:
+    """The site file's catalogue (``rucio``, ``static``; None for ``none``), built once per
+    process and site file version (a changed site file gets a new one)."""
+    hit = _catalogues.get(site.source)
+    if hit is not None and hit[0] is site:
+        return hit[1]
+    catalogue: Catalogue | None = None
+    kind = site.data.catalogue
+    if kind == "rucio" and site.data.rucio is not None:
+        from .catalogue.rucio import RucioCatalogue  # needs rucio-clients
+
+        catalogue = RucioCatalogue.from_site(site)
+    elif kind == "static" and site.data.static is not None:
+        from .catalogue.static import StaticCatalogue
+
+        catalogue = StaticCatalogue.from_site(site)
+    _catalogues[site.source] = (site, catalogue)
+    return catalogue
+
+
+def site_storage(site: Site, catalogue: Catalogue | None) -> list[StorageMount]:
+    """The storage pods may mount, with the site file's volume sources."""
+    if catalogue is None:
+        return []
+    if site.data.catalogue == "static" and site.data.static is not None:
+        volume = site.data.static.volume
+        return [
+            StorageMount(r.name, r.pfn_prefix, r.mount_path, volume) for r in catalogue.local_rses
+        ]
+    if site.data.rucio is None:
+        return []
+    return [
+        StorageMount(r.name, r.pfn_prefix, r.mount_path, r.volume)
+        for r in site.data.rucio.local_rses
+    ]
+
+
+def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> StagingSettings:
+    """Destination and lifetime from the site file's ``data.rucio.staging``."""
+    rucio = site.data.rucio
+    if site.data.catalogue != "rucio" or rucio is None:
+        return StagingSettings(destination_rse=None, lifetime=0, poll_min=poll_min)
+    return StagingSettings(
+        destination_rse=rucio.staging.destination_rse,
+        lifetime=rucio.staging.rule_lifetime,
+        poll_min=poll_min,
+        poll_max=max(poll_min, poll_max),
+    )
+
+
+def site_staging_timeout(site: Site) -> float:
+    rucio = site.data.rucio
+    return float(rucio.staging.timeout) if rucio is not None else float(DEFAULT_STAGING_TIMEOUT)
+
+
+__all__ = [
+    "DidStaging",
+    "Stager",
+    "StagingError",
+    "StagingSettings",
+    "dump_staging_state",
+    "error_for",
+    "load_staging_state",
+    "site_catalogue",
+    "site_staging_timeout",
+    "site_storage",
+    "staging_deadline",
+    "staging_settings",
+]

@@ -1,0 +1,397 @@
+"""Staging at spawn against a REAL Rucio server (tests/harness/rucio_server.py).
+
+The spawner is the real ESAPSpawner, fed as JupyterHub feeds it (user options, then
+``load_user_options`` and ``get_pod_manifest``) with a plain MockUser on the session
+simulator, whose API receives the datalinks ConfigMap. Transfers are completed honestly,
+file by file, the way a transfer service would (copy + mark the replicas available).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from jupyterhub.objects import Hub
+from kubernetes_asyncio.client import ApiClient
+from tornado import web
+from traitlets.config import Config
+
+import esap_spawner.datalinks as datalinks_module
+from esap_spawner.db import Database
+from esap_spawner.spawner import ESAPSpawner
+from tests.harness.rucio_server import (
+    ALICE_PASSWORD,
+    BOB_PASSWORD,
+    LOCAL_RSE,
+    REMOTE_RSE,
+    RucioServer,
+    SeededFile,
+    make_files,
+)
+from tests.integration.test_spawner_hub import SITE
+from tests.integration.test_spawner_manifest import MockUser
+
+pytestmark = pytest.mark.integration
+
+MOUNT = "/rucio/hub-local"
+ROOT = "/home/jovyan/datasets"
+SCRIPT = Path(datalinks_module.__file__)
+
+
+def rucio_site(server: RucioServer, tmp_path: Path, account: str) -> dict[str, Any]:
+    password = tmp_path / f"{account}-password"
+    password.write_text(ALICE_PASSWORD if account == "alice" else BOB_PASSWORD)
+    return {
+        **SITE,
+        "data": {
+            "catalogue": "rucio",
+            "mount_root": ROOT,
+            "rucio": {
+                "host": server.url,
+                "account": account,
+                "auth_type": "userpass",
+                "username": account,
+                "password_file": str(password),
+                "local_rses": [
+                    {
+                        "name": LOCAL_RSE,
+                        "pfn_prefix": server.pfn_prefix(LOCAL_RSE),
+                        "mount_path": MOUNT,
+                        "volume": {"hostPath": {"path": str(server.rse_dir(LOCAL_RSE))}},
+                    }
+                ],
+                "staging": {"destination_rse": LOCAL_RSE, "rule_lifetime": 3600, "timeout": 45},
+            },
+        },
+    }
+
+
+def make_spawner(
+    tmp_path: Path, site: dict[str, Any], options: dict[str, Any], namespace: str, name: str
+) -> ESAPSpawner:
+    site_file = tmp_path / f"site-{name}.yaml"
+    if not site_file.exists():
+        site_file.write_text(yaml.safe_dump(site))
+    config = Config()
+    config.ESAPSpawner.site_file = str(site_file)
+    config.KubeSpawner.namespace = namespace
+    config.ESAPSpawner.admission = False
+    config.ESAPSpawner.db_url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
+    config.ESAPSpawner.staging_poll_interval = 0.05
+    config.ESAPSpawner.staging_poll_max = 0.3
+    config.ESAPSpawner.staging_pod_margin = 1.0
+    config.ESAPSpawner.start_timeout = 120
+    spawner = ESAPSpawner(
+        hub=Hub(ip="127.0.0.1", port=8081),
+        user=MockUser(name),
+        config=config,
+        api_token="token",
+        oauth_client_id="client",
+    )
+    spawner.user_options = options
+    return spawner
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await asyncio.to_thread(check)
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def collect(progress: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The staging part of ``progress()`` (up to "Datasets ready")."""
+    seen = []
+    async for event in progress:
+        seen.append(event)
+        if event["message"].startswith("Datasets ready"):
+            break
+    return seen
+
+
+def alice_rules(server: RucioServer, scope: str, name: str) -> list[Any]:
+    return [
+        r
+        for r in server.rules(scope, name)
+        if r["account"] == "alice" and r["rse_expression"] == LOCAL_RSE
+    ]
+
+
+def messages_of(spawner: ESAPSpawner) -> list[str]:
+    return [m["message"] for m in spawner._esap_messages or []]
+
+
+async def complete_one_by_one(
+    server: RucioServer, spawner: ESAPSpawner, files: list[SeededFile]
+) -> None:
+    for i, f in enumerate(files, start=1):
+        await asyncio.to_thread(server.complete_transfer, LOCAL_RSE, [f])
+        wanted = f"{i}/{len(files)} files"
+
+        def arrived(w: str = wanted) -> bool:
+            return any(w in m for m in messages_of(spawner))
+
+        await eventually(arrived, f"progress {wanted}")
+
+
+@pytest.fixture
+def remote_dataset(rucio_server: RucioServer) -> tuple[str, list[SeededFile]]:
+    scope = rucio_server.new_scope("stg")
+    files = make_files(scope, "crab", 4, 300_000)
+    rucio_server.upload_dataset(scope, "crab-2020", files, REMOTE_RSE)
+    return f"{scope}:crab-2020", files
+
+
+async def test_staging_spawn_end_to_end(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    sim: Any,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, files = remote_dataset
+    scope, name = did.split(":")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "ada"
+    )
+    spawner._esap_attempt = None
+    loading = asyncio.ensure_future(spawner.load_user_options())
+    watching = asyncio.ensure_future(collect(spawner.progress()))
+
+    rules = await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
+    assert not loading.done()
+    await complete_one_by_one(rucio_server, spawner, files)
+    await asyncio.wait_for(loading, 20)
+    events = await asyncio.wait_for(watching, 5)
+
+    # progress: staging messages first, counts rising, within 0-30%
+    texts = [e["message"] for e in events]
+    assert texts[0].startswith(f"Created replication rule {rules[0]['id']} for {did}")
+    counts = [int(m.group(1)) for t in texts if (m := re.search(r": (\d+)/4 files", t))]
+    assert counts == sorted(counts) and {0, 1, 2, 3, 4} <= set(counts), texts
+    assert f"Staging {did} to {LOCAL_RSE}: 4/4 files, 1.2/1.2 MB (ok)" in texts
+    assert texts[-1] == f"Datasets ready: 1 datasets, 4 files, 1.2 MB under {ROOT}"
+    percents = [e["progress"] for e in events]
+    assert percents == sorted(percents) and percents[-1] == 30
+    assert len(alice_rules(rucio_server, scope, name)) == 1  # one rule, never two
+
+    # the pod: RSE mounted read-only, datasets folder, init container, env
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["esap-rse-hub-local-disk"] == {
+        "name": "esap-rse-hub-local-disk",
+        "hostPath": {"path": str(rucio_server.rse_dir(LOCAL_RSE))},
+    }
+    assert volumes["esap-datasets"] == {"name": "esap-datasets", "emptyDir": {}}
+    notebook = pod["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in notebook["volumeMounts"]}
+    assert mounts[MOUNT]["readOnly"] is True and mounts[ROOT]["readOnly"] is True
+    assert {"name": "ESAP_DATASETS", "value": f"{ROOT}/manifest.json"} in notebook["env"]
+    (init,) = pod["spec"]["initContainers"]
+    assert init["command"][:3] == ["python3", "/opt/esap/datalinks.py", "links"]
+    assert init["image"] == notebook["image"]
+    assert all(m["readOnly"] for m in init["volumeMounts"] if m["mountPath"] != ROOT)
+    hub_env = {e["name"] for e in init["env"]}
+    assert {"JUPYTERHUB_API_URL", "JUPYTERHUB_USER", "JUPYTERHUB_API_TOKEN"} <= hub_env
+    assert init["securityContext"]["runAsNonRoot"] is True
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+
+    # the plan in the ConfigMap lists exactly the requested files at the right paths
+    cm_name = volumes["esap-datalinks"]["configMap"]["name"]
+    cm = sim.call(sim.store.find, "configmaps", sim_namespace, cm_name)
+    plan = json.loads(cm["data"]["plan.json"])
+    assert list(plan["datasets"]) == [did]
+    pfns = rucio_server.pfns(LOCAL_RSE, files)
+    prefix = rucio_server.pfn_prefix(LOCAL_RSE)
+    expected = {f.name: MOUNT + "/" + urlparse(pfns[f.did]).path[len(prefix) :] for f in files}
+    assert {f["name"]: f["path"] for f in plan["datasets"][did]["files"]} == expected
+    assert {f["name"]: f["adler32"] for f in plan["datasets"][did]["files"]} == {
+        f.name: f.adler32 for f in files
+    }
+    assert cm["data"]["datalinks.py"] == SCRIPT.read_text()
+
+    # run the shipped program for real on a container filesystem with the RSE "mounted"
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "rucio").mkdir(parents=True)
+    (rootfs / "rucio" / "hub-local").symlink_to(rucio_server.rse_dir(LOCAL_RSE))
+    shipped = tmp_path / "opt"
+    shipped.mkdir()
+    (shipped / "datalinks.py").write_text(cm["data"]["datalinks.py"])
+    (shipped / "plan.json").write_text(cm["data"]["plan.json"])
+    ran = subprocess.run(
+        [sys.executable, "-I", str(shipped / "datalinks.py"), "links",
+         f"--plan={shipped / 'plan.json'}", f"--root={ROOT}", f"--rootfs={rootfs}", "--strict"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    folder = rootfs / ROOT.lstrip("/") / scope / name
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in files)
+    for f in files:
+        assert (folder / f.name).read_bytes() == f.content
+    manifest = json.loads((rootfs / ROOT.lstrip("/") / "manifest.json").read_text())
+    assert manifest["datasets"][did]["bytes_total"] == sum(f.bytes for f in files)
+
+    # recorded: database row, spawner state, attempt marks
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    assert (row.outcome, row.rule_id, row.files_done) == ("success", rules[0]["id"], 4)
+    state = spawner.get_state()["esap_staging"]
+    assert state["dids"][0]["request"]["rule_id"] == rules[0]["id"]
+    attempt = spawner._attempt()
+    assert attempt.staging_started is not None and attempt.staging_finished is not None
+
+
+async def test_account_without_quota_is_refused(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, _ = remote_dataset
+    site = rucio_site(rucio_server, tmp_path, "bob")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "bo"
+    )
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.load_user_options()
+    assert refused.value.status_code == 403
+    message = refused.value.jupyterhub_message  # type: ignore[attr-defined]
+    assert "Rucio account 'bob' has not enough quota" in message
+    assert did in message
+
+
+async def test_missing_dataset_is_refused(
+    rucio_server: RucioServer, sim_namespace: str, tmp_path: Path
+) -> None:
+    scope = rucio_server.new_scope("none")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    options = {"profile": "small", "dataset": [f"{scope}:nothing-here"]}
+    spawner = make_spawner(tmp_path, site, options, sim_namespace, "ny")
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.load_user_options()
+    assert refused.value.status_code == 404
+    assert refused.value.jupyterhub_message == (  # type: ignore[attr-defined]
+        f"dataset {scope}:nothing-here does not exist in the data catalogue"
+    )
+
+
+async def test_rucio_stopped_mid_staging_fails_cleanly(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, files = remote_dataset
+    scope, name = did.split(":")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "st"
+    )
+    loading = asyncio.ensure_future(spawner.load_user_options())
+    await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:1])
+    await eventually(lambda: any("1/4 files" in m for m in messages_of(spawner)), "1/4")
+    await asyncio.to_thread(rucio_server.stop)
+    try:
+        with pytest.raises(web.HTTPError) as failed:
+            await asyncio.wait_for(loading, 60)
+    finally:
+        await asyncio.to_thread(rucio_server.start)
+    assert failed.value.status_code == 503
+    message = failed.value.jupyterhub_message  # type: ignore[attr-defined]
+    assert message.startswith("The data catalogue is unavailable")
+    assert "cannot reach Rucio" in message
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    assert row.outcome == "failure" and row.files_done == 1
+    assert "cannot reach Rucio" in (row.reason or "")
+
+
+async def test_restart_mid_staging_reuses_the_rule(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, files = remote_dataset
+    scope, name = did.split(":")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    options = {"profile": "small", "dataset": did}
+    first = make_spawner(tmp_path, site, options, sim_namespace, "re")
+    loading = asyncio.ensure_future(first.load_user_options())
+    (rule,) = await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:2])
+    await eventually(lambda: any("2/4 files" in m for m in messages_of(first)), "2/4")
+    saved = first.get_state()  # what the hub keeps of the spawner
+    loading.cancel()  # the hub goes away
+    with pytest.raises(asyncio.CancelledError):
+        await loading
+
+    second = make_spawner(tmp_path, site, options, sim_namespace, "re")
+    second.load_state(json.loads(json.dumps(saved)))
+    resumed = asyncio.ensure_future(second.load_user_options())
+    await eventually(lambda: any("2/4 files" in m for m in messages_of(second)), "resumed")
+    assert messages_of(second)[0] == f"Resuming staging of {did} (rule {rule['id']})"
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[2:])
+    await asyncio.wait_for(resumed, 20)
+    assert [r["id"] for r in alice_rules(rucio_server, scope, name)] == [rule["id"]]
+    assert second._esap_plan is not None
+    assert len(second._esap_plan["datasets"][did]["files"]) == 4
+
+
+async def test_static_catalogue_end_to_end(sim: Any, sim_namespace: str, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    (archive / "lofar" / "L123" / "sub").mkdir(parents=True)
+    (archive / "lofar" / "L123" / "a.fits").write_bytes(b"a" * 10)
+    (archive / "lofar" / "L123" / "sub" / "b.fits").write_bytes(b"b" * 20)
+    mount_root = tmp_path / "datasets"
+    site = {
+        **SITE,
+        "data": {
+            "catalogue": "static",
+            "mount_root": str(mount_root),
+            "static": {
+                "volume": {"nfs": {"server": "nfs.example.org", "path": "/archive"}},
+                "mount_path": str(archive),
+            },
+        },
+    }
+    options = {"profile": "small", "dataset": "lofar:L123"}
+    spawner = make_spawner(tmp_path, site, options, sim_namespace, "sta")
+    await spawner.load_user_options()
+    assert messages_of(spawner) == [f"Datasets ready: 1 datasets, 2 files, 30 B under {mount_root}"]
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["esap-rse-static"]["nfs"] == {"server": "nfs.example.org", "path": "/archive"}
+    notebook_mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert notebook_mounts[str(archive)]["readOnly"] is True
+    cm = sim.call(sim.store.find, "configmaps", sim_namespace, f"{spawner.pod_name}-datalinks")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(cm["data"]["plan.json"])
+    ran = subprocess.run(
+        [sys.executable, "-I", str(SCRIPT), "links", f"--plan={plan_file}",
+         f"--root={mount_root}", "--strict"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert (mount_root / "lofar" / "L123" / "sub" / "b.fits").read_bytes() == b"b" * 20
+    assert (mount_root / "lofar" / "L123" / "a.fits").is_symlink()
+    manifest = json.loads((mount_root / "manifest.json").read_text())
+    assert sorted(f["name"] for f in manifest["datasets"]["lofar:L123"]["files"]) == [
+        "a.fits",
+        "sub/b.fits",
+    ]
