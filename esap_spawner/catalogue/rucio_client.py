@@ -119,8 +119,13 @@ def make_client(
     and keeps it on the instance; a token identity uses the given token and, when the server
     refuses it, fails with ``CannotAuthenticate`` instead of starting an interactive login.
     """
-    from rucio.client import Client
-    from rucio.common.exception import CannotAuthenticate
+    try:
+        from rucio.client import Client
+        from rucio.common.exception import CannotAuthenticate
+    except ImportError as exc:
+        raise RuntimeError(
+            "the Rucio catalogue needs rucio-clients: pip install 'esap-spawner[rucio]'"
+        ) from exc
 
     preset = identity.resolve_token() if identity.auth_type == "token" else None
 

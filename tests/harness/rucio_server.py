@@ -11,12 +11,13 @@ pointed at a closed port (so no stray memcached is shared), and, on first start,
 - unlimited quota for ``root`` on every RSE (or even root's rules fail);
 - ``alice`` (userpass) with a quota on ``HUB_LOCAL_DISK`` and ``bob`` (userpass) with none.
 
-``stop()`` and ``start()`` again restart the server on the same database (same port), to test
-Rucio going away and coming back. Helpers upload small datasets (files written by the caller,
-registered in bulk: one ``lfns2pfns``, one ``add_replicas`` and one ``attach_dids`` per 500
-files), add replicas of some files at another RSE, and complete a transfer honestly (copy the
-files to the destination PFNs and mark the replicas available as root), the way a transfer
-service would.
+``stop()`` (or ``crash()``) and ``start()`` again restart the server on the same database and
+port, to test Rucio going away and coming back. Helpers upload small datasets (contents made by
+``make_files``, written to their PFNs and registered in bulk: one ``lfns2pfns`` and one
+``attach_dids`` with the RSE per 500 files, after the dataset and its rule exist), add replicas
+of some files at another RSE, complete a transfer honestly (copy the files to the destination
+PFNs and mark the replicas available as root, the way a transfer service would), and seed a
+few example datasets for the demo (``seed_examples``).
 
 The Rucio server runs in its own venv (``ESAP_RUCIO_VENV``, default ``<repo>/.rucio-venv``); this
 process talks to it with ``rucio-clients`` through :func:`esap_spawner.catalogue.rucio.make_client`,
@@ -372,19 +373,24 @@ class RucioServer:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
-        """Stop gunicorn (the database and the RSE folders stay for a restart)."""
+    def stop(self, *, grace: float = 1.0) -> None:
+        """Stop gunicorn (the database and the RSE folders stay for a restart): a quick
+        shutdown (SIGINT), then SIGKILL for whatever is left after ``grace`` seconds."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGINT)  # gunicorn: quick shutdown
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers too: the whole process group
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+    def crash(self) -> None:
+        """Kill the server at once, as a crash or a lost node would."""
+        self.stop(grace=0)
 
     def restart(self) -> None:
         self.stop()

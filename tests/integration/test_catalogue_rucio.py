@@ -3,6 +3,7 @@ calls, cache, staging with honest transfers, refusals, and Rucio going down and 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -365,7 +366,7 @@ async def test_rucio_down_is_unavailable_then_works_after_restart(
     cat = RucioCatalogue(settings(rucio_server), clock=clock)
     try:
         await cat.locality([seeded.did("local")])
-        rucio_server.stop()
+        rucio_server.crash()
         try:
             cat.invalidate()
             with pytest.raises(CatalogueUnavailable, match="cannot reach Rucio"):
@@ -428,3 +429,15 @@ async def test_demo_examples_are_what_they_say(
     results = await catalogue.locality(list(dids.values()))
     assert [r.status for r in results] == ["local", "partial", "remote", "local"]
     assert [r.files_total for r in results] == [4, 6, 5, 0]
+
+
+async def test_concurrent_questions_share_one_call(
+    catalogue: RucioCatalogue, seeded: Seeded
+) -> None:
+    dids = [seeded.did("local"), seeded.did("remote")]
+    first, second, third = await asyncio.gather(
+        catalogue.locality(dids), catalogue.locality(dids), catalogue.locality(dids[:1])
+    )
+    assert first == second and third == first[:1]
+    assert catalogue.calls["list_replicas"] == 1
+    assert not catalogue._shared.inflight
