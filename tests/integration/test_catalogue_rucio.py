@@ -441,3 +441,43 @@ async def test_concurrent_questions_share_one_call(
     assert first == second and third == first[:1]
     assert catalogue.calls["list_replicas"] == 1
     assert not catalogue._shared.inflight
+
+
+async def test_token_file_and_password_env_identities(
+    rucio_server: RucioServer, seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "rucio-token"
+    token_file.write_text(rucio_server.token("alice") + "\n")
+    monkeypatch.setenv("ESAP_TEST_RUCIO_PASSWORD", ALICE_PASSWORD)
+    identities = [
+        RucioIdentity.with_token("alice", token_file=str(token_file)),
+        RucioIdentity.userpass("alice", username="alice", password_env="ESAP_TEST_RUCIO_PASSWORD"),
+    ]
+    for identity in identities:
+        cat = RucioCatalogue(settings(rucio_server, identity=identity))
+        try:
+            (result,) = await cat.locality([seeded.did("partial")])
+            assert result.status == "partial"
+        finally:
+            await cat.close()
+    monkeypatch.delenv("ESAP_TEST_RUCIO_PASSWORD")
+    cat = RucioCatalogue(settings(rucio_server, identity=identities[1]))
+    try:
+        with pytest.raises(CatalogueUnavailable, match="ESAP_TEST_RUCIO_PASSWORD"):
+            await cat.locality([seeded.did("partial")])
+    finally:
+        await cat.close()
+
+
+async def test_a_user_cannot_extend_a_rule_so_it_is_reused_as_it_is(
+    catalogue: RucioCatalogue, rucio_server: RucioServer
+) -> None:
+    scope = rucio_server.new_scope("short")
+    rucio_server.upload_dataset(scope, "ds", make_files(scope, "s", 2), REMOTE_RSE)
+    short = await catalogue.stage(f"{scope}:ds", lifetime=600)
+    longer = await catalogue.stage(f"{scope}:ds", lifetime=7 * 24 * 3600)
+    assert longer.rule_id == short.rule_id and longer.reused
+    assert catalogue.calls["update_replication_rule"] == 1  # tried, refused by the policy
+    assert longer.expires_at is not None
+    left = datetime.fromisoformat(longer.expires_at) - datetime.now(UTC)
+    assert left <= timedelta(seconds=600)
