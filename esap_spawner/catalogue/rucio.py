@@ -127,7 +127,10 @@ def _utc(value: Any) -> datetime | None:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            value = datetime.strptime(value, "%a, %d %b %Y %H:%M:%S %Z")
+            try:
+                value = datetime.strptime(value, "%a, %d %b %Y %H:%M:%S %Z")
+            except ValueError:
+                return None
     if not isinstance(value, datetime):
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -139,9 +142,10 @@ def _iso(value: Any) -> str | None:
 
 
 def _words(exc: BaseException) -> str:
-    """A Rucio exception as one line ("Details:" folded in)."""
-    text = " ".join(str(exc).split())
-    return text.replace(" Details: ", ": ") or type(exc).__name__
+    """A Rucio exception as one line: its details when it has them, else its general message."""
+    details = [str(a) for a in getattr(exc, "args", ()) if a]
+    text = " ".join(" ".join(details).split()) if details else " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 class RucioCatalogue(Catalogue):
@@ -294,7 +298,7 @@ class RucioCatalogue(Catalogue):
                 f"{where} refused the credentials of account {self.account!r}: {words}"
             )
         if kind in ("RSENotFound", "InvalidRSEExpression", "InvalidReplicationRule"):
-            return StagingFailed(f"{where} cannot stage there: {words}")
+            return StagingFailed(f"{where} refused the destination: {words}")
         if kind == "ServerConnectionException" or isinstance(exc, OSError | ConnectionError):
             return CatalogueUnavailable(f"cannot reach {where} ({method}): {words}")
         if isinstance(exc, ValueError | RuntimeError):
@@ -473,6 +477,8 @@ class RucioCatalogue(Catalogue):
             return await self._reuse(request, existing)
         except DidNotFound as exc:
             raise DidNotFound(did) from exc
+        except StagingFailed as exc:
+            raise StagingFailed(f"cannot stage {did} to {destination}: {exc}") from exc
         expires = datetime.now(UTC) + timedelta(seconds=lifetime)
         return replace(request, rule_id=str(rule_ids[0]), expires_at=expires.isoformat())
 

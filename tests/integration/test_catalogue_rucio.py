@@ -18,6 +18,7 @@ from esap_spawner.catalogue import (
     DidNotFound,
     LocalRse,
     QuotaExceeded,
+    StagingFailed,
     StagingState,
     pod_path,
 )
@@ -481,3 +482,16 @@ async def test_a_user_cannot_extend_a_rule_so_it_is_reused_as_it_is(
     assert longer.expires_at is not None
     left = datetime.fromisoformat(longer.expires_at) - datetime.now(UTC)
     assert left <= timedelta(seconds=600)
+
+
+async def test_unknown_destination_fails_in_words(
+    rucio_server: RucioServer, seeded: Seeded
+) -> None:
+    cat = RucioCatalogue(settings(rucio_server, destination_rse="NO_SUCH_RSE"))
+    try:
+        with pytest.raises(
+            StagingFailed, match=f"cannot stage {seeded.did('remote')} to NO_SUCH_RSE"
+        ):
+            await cat.stage(seeded.did("remote"))
+    finally:
+        await cat.close()
