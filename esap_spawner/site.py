@@ -237,6 +237,8 @@ def parse_site(text_or_mapping: str | Mapping[str, Any], *, source: str = "site.
             raise SiteError([_yaml_problem(exc)], source=source) from None
         except yaml.YAMLError as exc:
             raise SiteError([SiteProblem("(yaml)", f"YAML error: {exc}")], source=source) from None
+        except RecursionError:  # PyYAML parses nested collections recursively
+            raise SiteError([_too_deep()], source=source) from None
     else:
         data = text_or_mapping
     if not isinstance(data, Mapping):
@@ -246,11 +248,18 @@ def parse_site(text_or_mapping: str | Mapping[str, Any], *, source: str = "site.
         )
         raise SiteError([problem], source=source)
 
-    problems = [p for e in _validator().iter_errors(data) for p in translate(e)]
+    try:
+        problems = [p for e in _validator().iter_errors(data) for p in translate(e)]
+    except RecursionError:  # a mapping nested deeper than Python's stack: jsonschema recurses
+        raise SiteError([_too_deep()], source=source) from None
     problems += semantic_problems(data)
     if problems:
         raise SiteError(_in_file_order(problems, data), source=source)
     return _build(data, source=source)
+
+
+def _too_deep() -> SiteProblem:
+    return SiteProblem("(top level)", "the file is nested too deeply to be a site file")
 
 
 class _StrictLoader(yaml.SafeLoader):
