@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,25 @@ def make_client(
                     "(expired or not valid for this server)"
                 )
 
+    argv0 = sys.argv[0] if sys.argv else None
+    try:
+        return _construct(_InMemoryTokenClient, host, auth_host, identity, timeout, vo, ca_cert)
+    finally:
+        if argv0 is not None:  # rucio-clients' BaseClient shortens sys.argv[0] in place
+            sys.argv[0] = argv0
+
+
+def _construct(
+    client_class: Any,
+    host: str,
+    auth_host: str,
+    identity: RucioIdentity,
+    timeout: int,
+    vo: str | None,
+    ca_cert: str | None,
+) -> Any:
     if identity.auth_type == "userpass":
-        return _InMemoryTokenClient(
+        return client_class(
             rucio_host=host,
             auth_host=auth_host,
             account=identity.account,
@@ -161,7 +179,7 @@ def make_client(
             logger=_client_log,
         )
     if identity.auth_type == "token":
-        return _InMemoryTokenClient(
+        return client_class(
             rucio_host=host,
             auth_host=auth_host,
             account=identity.account,

@@ -4,6 +4,8 @@ calls, cache, staging with honest transfers, refusals, and Rucio going down and 
 from __future__ import annotations
 
 import asyncio
+import getpass
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -319,12 +321,19 @@ async def test_wrong_password_is_refused_even_after_a_good_login(
             identity=RucioIdentity.userpass("alice", username="alice", password="wrong"),
         )
     )
+    argv0 = sys.argv[0]
     try:
         await good.locality(["some:thing"])
         with pytest.raises(
             CatalogueUnavailable, match="refused the credentials of account 'alice'"
         ):
             await bad.locality(["some:thing"])
+        # tokens live on the client objects only: nothing in rucio-clients' token folder
+        from rucio.client.baseclient import BaseClient
+
+        folder = Path(BaseClient.TOKEN_PATH_PREFIX + getpass.getuser())
+        assert not (folder / "auth_token_for_account_alice").exists()
+        assert sys.argv[0] == argv0  # rucio-clients shortens it; make_client puts it back
     finally:
         await good.close()
         await bad.close()
