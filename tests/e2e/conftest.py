@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,14 +178,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             assert probe.connect_ex(("127.0.0.1", int(running.url.rsplit(":", 1)[1]))) != 0
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failing browser test reports the end of the demo hub's log."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     demo = getattr(item, "funcargs", {}).get("demo")
     if report.failed and isinstance(demo, Demo):
         report.sections.append(("demo hub log (end)", demo.hub_log_tail()))
+    return report
 
 
 @pytest.fixture(scope="module")
