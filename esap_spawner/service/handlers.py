@@ -391,7 +391,7 @@ class HealthHandler(BaseHandler):
         state = self.state
         capacity = state.capacity
         if state.cluster_note:
-            return CheckResult(True, state.cluster_note)
+            return CheckResult(state.cluster_ok, state.cluster_note)
         if not capacity.synced:
             return CheckResult(False, "cluster view not synced yet: availability is 'unknown'")
         age = capacity.view_age_seconds() or 0.0

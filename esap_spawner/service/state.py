@@ -46,8 +46,10 @@ class ServiceState:
     is_admin)`` decides which profiles a user may start (from :mod:`esap_spawner.profiles`).
     ``limited_threshold`` (a profile is ``limited`` when at most this many more servers
     can start) and ``max_dids`` default to the site file's ``service`` section.
-    ``auth`` is None when no strategy is configured: every token is then refused (401)
-    and only anonymous access (if allowed) works.
+    ``cluster_note`` says why there is no cluster view (no configuration: ``cluster_ok``
+    stays True, the service is meant to run so; a configuration that failed to load:
+    False, and health says so). ``auth`` is None when no strategy is configured: every
+    token is then refused (401) and only anonymous access (if allowed) works.
     """
 
     site: Any
@@ -63,6 +65,7 @@ class ServiceState:
     max_dids: int | None = None
     metrics_require_auth: bool = True
     cluster_note: str | None = None
+    cluster_ok: bool = True
     site_file: str | None = None
     site_mtime: float | None = None
     metrics: ServiceMetrics = field(init=False)

@@ -288,6 +288,23 @@ def test_standalone_service_watches_the_cluster(tmp_path: Path, sim_factory: Any
         wait_for("small", status="available", can_start_now=3, running=2)
     finally:
         assert service.stop() == 0
+    assert "cluster view synced" in service.log_path.read_text()
+
+
+def test_broken_kubeconfig_is_reported_not_fatal(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text("this: [is not a kubeconfig\n")
+    service = Standalone(tmp_path, kubeconfig=str(kubeconfig))
+    try:
+        r = service.get("health")
+        health = check_openapi("GET", "/health", answer(r))
+        assert r.status_code == 503
+        assert health["checks"]["cluster"]["ok"] is False
+        assert "could not be loaded" in health["checks"]["cluster"]["message"]
+        body = check_openapi("GET", "/api/v1/profiles", answer(service.get("api/v1/profiles")))
+        assert {p["availability"]["status"] for p in body["profiles"]} == {"unknown"}
+    finally:
+        assert service.stop() == 0
 
 
 def test_bad_site_file_exits_with_the_problems(tmp_path: Path) -> None:
