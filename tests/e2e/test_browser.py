@@ -99,6 +99,33 @@ def test_restricted_profile_hidden_and_refused_by_link(login: Login, demo: Demo)
     assert demo.pods("mallory") == []
 
 
+def test_link_with_unknown_dataset_is_refused_with_the_reason(login: Login, demo: Demo) -> None:
+    page = login("heidi")
+    answer = page.goto(f"{demo.url}/hub/spawn?profile=casa&dataset=escape:no-such-data")
+    assert answer is not None and answer.status == 404
+    expect(page.locator(".spawn-error-msg")).to_contain_text(
+        "escape:no-such-data does not exist in the data catalogue"
+    )
+    assert profiles_on_form(page) == OPEN_PROFILES  # the form is back, to correct and start
+    page.goto(f"{demo.url}/hub/home")
+    expect(page.locator("#stop")).to_be_hidden()
+    assert demo.pods("heidi") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="waiting for the form to keep a refused link's choices: JupyterHub clears "
+    "spawner.handler when a start fails (user.py, finally), so render_options_form sees no "
+    "query string and falls back to the default profile and an empty dataset field",
+)
+def test_refused_link_form_keeps_the_links_choices(login: Login, demo: Demo) -> None:
+    page = login("ivan")
+    page.goto(f"{demo.url}/hub/spawn?profile=casa&dataset=escape:no-such-data")
+    expect(page.locator(".spawn-error-msg")).to_be_visible()
+    expect(page.locator("input[name=profile][value=casa]")).to_be_checked(timeout=2_000)
+    expect(page.locator("#esap-dataset")).to_have_value("escape:no-such-data", timeout=2_000)
+
+
 def test_group_member_sees_gpu_profile(login: Login, demo: Demo, screenshot_dir: Path) -> None:
     page = login("gpu-user")
     assert profiles_on_form(page) == [*OPEN_PROFILES, "gpu"]
