@@ -24,6 +24,7 @@ from traitlets import Bool, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from .auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
+from .catalogue import catalogue_from_site
 from .handlers import NotFoundHandler, load_openapi, routes
 from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from .state import ServiceState
@@ -236,6 +237,7 @@ class ESAPService(Application):
             raise ValueError("no site file: pass --site-file FILE")
         site = load_site(self.site_file)
         auth = self._auth()
+        catalogue = catalogue_from_site(site)
         model = ClusterModel()
         note = None
         watch = kube_config_available(self.kubeconfig)
@@ -249,6 +251,7 @@ class ESAPService(Application):
             site=site,
             capacity=model,
             auth=auth,
+            catalogue=catalogue,
             prefix=self.prefix,
             hub_base_url=os.environ.get("JUPYTERHUB_BASE_URL") or "/",
             service_name=self.service_name,
@@ -317,6 +320,9 @@ class ESAPService(Application):
                 await watcher.stop()
             if api_client is not None:
                 await api_client.close()
+            close = getattr(app.settings["esap"].catalogue, "close", None)
+            if close is not None:
+                await close()
 
     async def _warm(self, app: tornado.web.Application, watcher: Any) -> None:
         """Once the first lists are in, answer every profile once, so the first caller

@@ -41,7 +41,7 @@ from .auth import (
     check_catalogue_access,
     token_from_header,
 )
-from .interfaces import CheckResult
+from .interfaces import CheckResult, LocalityUnavailable
 from .state import ServiceState
 from .views import facility_body, hub_root, iso_utc, profile_body, profiles_body
 
@@ -290,7 +290,14 @@ class LocalityHandler(BaseHandler):
     async def post(self) -> None:
         await self.authenticate()
         dids = self.parse_body()
-        results = await self.state.catalogue.locality(dids)
+        metrics = self.state.metrics
+        started = time.perf_counter()
+        try:
+            results = await self.state.catalogue.locality(dids)
+        except LocalityUnavailable as exc:
+            metrics.observe_catalogue("locality", "unavailable", time.perf_counter() - started)
+            raise ApiError(503, "catalogue_unavailable", str(exc), retry_after=30) from exc
+        metrics.observe_catalogue("locality", "success", time.perf_counter() - started)
         self.write_json({"as_of": iso_utc(time.time()), "results": results})
 
     def parse_body(self) -> list[str]:
@@ -326,7 +333,7 @@ class LocalityHandler(BaseHandler):
             problem = did_problem(did)
             if problem is not None:
                 raise ApiError(400, "invalid_did", f"dids[{i}]: {problem}")
-        return list(dids)
+        return list(dict.fromkeys(dids))  # one result per distinct DID, first position wins
 
 
 def did_problem(did: Any) -> str | None:

@@ -4,7 +4,8 @@ The service reads the cluster through :class:`CapacityView` (which
 :class:`esap_spawner.capacity.ClusterModel` satisfies) and data locality through
 :class:`LocalityCatalogue`. Until a data catalogue is configured, :class:`NoCatalogue`
 answers ``unknown`` for every DID and says why; a real catalogue (Rucio, static) plugs in
-by implementing the same two methods.
+by implementing the same two methods (:mod:`esap_spawner.service.catalogue` adapts the
+project's :class:`esap_spawner.catalogue.Catalogue`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "CapacityView",
     "CheckResult",
     "LocalityCatalogue",
+    "LocalityUnavailable",
     "NoCatalogue",
 ]
 
@@ -62,11 +64,16 @@ class CheckResult:
     message: str
 
 
+class LocalityUnavailable(Exception):
+    """The catalogue cannot answer now (the route answers 503 with Retry-After)."""
+
+
 class LocalityCatalogue(Protocol):
     """Where datasets are, as the ``POST api/v1/locality`` route reports it."""
 
     async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
-        """One result per DID, in order, with the fields of the ``LocalityResult`` schema."""
+        """One result per DID (distinct, in order), with the fields of the ``LocalityResult``
+        schema; raises :class:`LocalityUnavailable` when the catalogue cannot answer."""
         ...
 
     def health(self) -> CheckResult:

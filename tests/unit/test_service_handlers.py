@@ -948,3 +948,103 @@ def test_service_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--site-file", "--port", "--prefix", "--allow-anonymous", "--token-file"):
         assert option in out
+
+
+# -- a real catalogue behind the locality route ----------------------------------------
+
+
+def static_site(tmp_path: Path) -> Any:
+    """The test site with a static catalogue over a folder tree in ``tmp_path``."""
+    from esap_spawner.site import parse_site
+
+    archive = tmp_path / "archive"
+    (archive / "lofar" / "L123456").mkdir(parents=True)
+    (archive / "lofar" / "L123456" / "a.ms").write_bytes(b"x" * 1000)
+    (archive / "lofar" / "L123456" / "b.ms").write_bytes(b"y" * 24)
+    text = (
+        SITE_YAML
+        + f"""
+data:
+  catalogue: static
+  static:
+    volume: {{hostPath: {{path: {archive}}}}}
+    mount_path: {archive}
+    datasets:
+      - {{did: "lofar:L123456", path: lofar/L123456}}
+      - {{did: "lofar:gone", path: lofar/gone}}
+"""
+    )
+    return parse_site(text, source="static-site")
+
+
+async def test_locality_from_a_static_catalogue(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    from esap_spawner.service.catalogue import CatalogueLocality, catalogue_from_site
+
+    catalogue = catalogue_from_site(static_site(tmp_path))
+    assert isinstance(catalogue, CatalogueLocality)
+    service = await service_factory(catalogue=catalogue)
+    r = await post_locality(
+        service, {"dids": ["lofar:L123456", "lofar:nope", "lofar:L123456", "lofar:gone"]}
+    )
+    body = check_openapi("POST", "/api/v1/locality", r)
+    by_did = {x["did"]: x for x in body["results"]}
+    assert [x["did"] for x in body["results"]] == ["lofar:L123456", "lofar:nope", "lofar:gone"]
+    local = by_did["lofar:L123456"]
+    assert (local["status"], local["files_total"], local["bytes_total"]) == ("local", 2, 1024)
+    assert local["staging_required"] is False
+    assert by_did["lofar:nope"]["status"] == "not_found"
+    assert by_did["lofar:gone"]["status"] in ("unknown", "not_found")
+    r = await service.fetch("metrics", token="prom-token")
+    assert (
+        'esap_catalogue_request_duration_seconds_count{operation="locality",status="success"} 1.0'
+        in r.body.decode()
+    )
+
+
+async def test_catalogue_that_cannot_answer_is_503(service_factory: ServiceFactory) -> None:
+    from esap_spawner.catalogue import CatalogueUnavailable
+    from esap_spawner.catalogue.static import StaticCatalogue
+    from esap_spawner.service.catalogue import CatalogueLocality
+
+    class Unreachable(StaticCatalogue):
+        async def locality(self, dids: Any) -> Any:
+            raise CatalogueUnavailable("rucio.example.org did not answer within 10 s")
+
+    catalogue = CatalogueLocality(Unreachable(root="/nonexistent", mount_path="/archive"))
+    service = await service_factory(catalogue=catalogue)
+    r = await post_locality(service, {"dids": ["lofar:L1"]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert r.code == 503
+    assert r.headers["Retry-After"] == "30"
+    assert body["error"]["code"] == "catalogue_unavailable"
+    assert "did not answer" in body["error"]["message"]
+
+
+async def test_catalogue_that_cannot_be_built_is_reported(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    from esap_spawner.service.catalogue import BrokenCatalogue, catalogue_from_site
+
+    site = static_site(tmp_path)
+    broken_data = type(site.data)(catalogue="static", static=None)  # no data.static section
+    catalogue = catalogue_from_site(type(site)(facility=site.facility, profiles=site.profiles,
+                                               data=broken_data))  # fmt: skip
+    assert isinstance(catalogue, BrokenCatalogue)
+    service = await service_factory(catalogue=catalogue)
+    r = await post_locality(service, {"dids": ["lofar:L1"]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert body["results"][0]["status"] == "unknown"
+    assert "could not be set up" in body["results"][0]["message"]
+    r = await service.fetch("health")
+    assert r.code == 503
+    assert check_openapi("GET", "/health", r)["checks"]["catalogue"]["ok"] is False
+
+
+def test_no_catalogue_in_the_site_file_means_none() -> None:
+    from esap_spawner.service.catalogue import catalogue_from_site
+    from esap_spawner.service.interfaces import NoCatalogue
+    from esap_spawner.site import parse_site
+
+    assert isinstance(catalogue_from_site(parse_site(SITE_YAML)), NoCatalogue)

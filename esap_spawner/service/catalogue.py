@@ -1,0 +1,82 @@
+"""The data catalogue behind ``POST api/v1/locality``, chosen by the site file.
+
+``data.catalogue: none`` -> :class:`~.interfaces.NoCatalogue` (every DID ``unknown``, saying
+why); ``static`` or ``rucio`` -> :class:`CatalogueLocality` over
+:class:`esap_spawner.catalogue.static.StaticCatalogue` or
+:class:`esap_spawner.catalogue.rucio.RucioCatalogue`. A catalogue that cannot be built (the
+``rucio`` extra missing, unreadable credentials) does not stop the service: it answers
+``unknown`` with the reason and fails the ``catalogue`` health check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from .interfaces import CheckResult, LocalityCatalogue, LocalityUnavailable, NoCatalogue
+
+__all__ = ["BrokenCatalogue", "CatalogueLocality", "catalogue_from_site"]
+
+log = logging.getLogger(__name__)
+
+
+class CatalogueLocality:
+    """An :class:`esap_spawner.catalogue.Catalogue` as the service's locality backend."""
+
+    def __init__(self, catalogue: Any) -> None:
+        self.catalogue = catalogue
+
+    async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
+        from ..catalogue import CatalogueError, InvalidDid
+
+        try:
+            results: list[dict[str, Any]] = await self.catalogue.locality_json(dids)
+        except InvalidDid:
+            raise  # the handler checked every DID first: this is a bug, let it be a 500
+        except CatalogueError as exc:
+            # unreachable, credentials refused, access denied: nothing the caller can fix
+            raise LocalityUnavailable(f"the data catalogue could not answer: {exc}") from exc
+        return results
+
+    def health(self) -> CheckResult:
+        health = self.catalogue.health()
+        return CheckResult(bool(health.ok), str(health.message))
+
+    async def close(self) -> None:
+        await self.catalogue.close()
+
+
+class BrokenCatalogue:
+    """A catalogue the site file asks for but that could not be built."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
+        results = await NoCatalogue().locality(dids)
+        for result in results:
+            result["message"] = self.reason
+        return results
+
+    def health(self) -> CheckResult:
+        return CheckResult(False, self.reason)
+
+
+def catalogue_from_site(site: Any) -> LocalityCatalogue:
+    """The locality backend the site file's ``data.catalogue`` names."""
+    kind = site.data.catalogue
+    try:
+        if kind == "static":
+            from ..catalogue.static import StaticCatalogue
+
+            return CatalogueLocality(StaticCatalogue.from_site(site))
+        if kind == "rucio":
+            from ..catalogue.rucio import RucioCatalogue
+
+            return CatalogueLocality(RucioCatalogue.from_site(site))
+    except Exception as exc:  # missing extra, unreadable secret: advertise profiles anyway
+        reason = f"the {kind} data catalogue could not be set up ({exc}): locality is unknown"
+        log.error("%s", reason)
+        return BrokenCatalogue(reason)
+    return NoCatalogue()
