@@ -185,7 +185,13 @@ def test_health_and_openapi_are_public(hub: Any) -> None:
 class Standalone:
     """``esap-spawner service --token-file ...`` in a process of its own."""
 
-    def __init__(self, tmp_path: Path, *extra: str, kubeconfig: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *extra: str,
+        kubeconfig: str | None = None,
+        site_text: str = SITE_YAML,
+    ) -> None:
         import os
         import subprocess
 
@@ -193,7 +199,7 @@ class Standalone:
         from tests.unit.test_service_handlers import TOKENS
 
         site_file = tmp_path / "site.yaml"
-        site_file.write_text(SITE_YAML)
+        site_file.write_text(site_text)
         token_file = tmp_path / "tokens.json"
         token_file.write_text(json.dumps(TOKENS))
         port = free_port()
@@ -319,3 +325,55 @@ def test_bad_site_file_exits_with_the_problems(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "esap-spawner service:" in result.stderr
     assert "url" in result.stderr
+
+
+def test_standalone_service_locality_from_a_real_rucio(tmp_path: Path, rucio_server: Any) -> None:
+    """data.catalogue: rucio in the site file -> locality answered by a real Rucio server."""
+    from tests.harness.rucio_server import ALICE_PASSWORD, LOCAL_RSE, REMOTE_RSE, make_files
+
+    scope = rucio_server.new_scope("svc")
+    rucio_server.upload_dataset(scope, "here", make_files(scope, "h", 2, 100), LOCAL_RSE)
+    rucio_server.upload_dataset(scope, "away", make_files(scope, "a", 3, 50), REMOTE_RSE)
+    password = tmp_path / "rucio-password"
+    password.write_text(ALICE_PASSWORD)
+    site_text = (
+        SITE_YAML
+        + f"""
+data:
+  catalogue: rucio
+  rucio:
+    host: {rucio_server.url}
+    account: alice
+    auth_type: userpass
+    username: alice
+    password_file: {password}
+    local_rses:
+      - name: {LOCAL_RSE}
+        pfn_prefix: {rucio_server.pfn_prefix(LOCAL_RSE)}
+        mount_path: /rucio/hub-local
+        volume: {{persistentVolumeClaim: {{claimName: rucio-hub-local}}}}
+    staging:
+      destination_rse: {LOCAL_RSE}
+"""
+    )
+    service = Standalone(tmp_path, site_text=site_text)
+    try:
+        r = requests.post(
+            service.base + "api/v1/locality",
+            headers={"Authorization": "token alice-token"},
+            data=json.dumps({"dids": [f"{scope}:here", f"{scope}:away", f"{scope}:missing"]}),
+            timeout=60,
+        )
+        body = check_openapi("POST", "/api/v1/locality", answer(r))
+        got = {x["did"].split(":")[1]: x for x in body["results"]}
+        assert (got["here"]["status"], got["here"]["files_local"], got["here"]["bytes_local"]) == (
+            "local", 2, 200,
+        )  # fmt: skip
+        assert got["here"]["local_rses"] == [LOCAL_RSE]
+        assert got["away"]["status"] == "remote"
+        assert got["away"]["staging_required"] is True
+        assert got["missing"]["status"] == "not_found"
+        health = check_openapi("GET", "/health", answer(service.get("health")))
+        assert health["checks"]["catalogue"]["ok"] is True
+    finally:
+        assert service.stop() == 0
