@@ -274,3 +274,53 @@ def test_user_options_cannot_name_another_user(hub: HubProcess, sim: Any) -> Non
         assert r.status_code == 400, r.text
         assert re.search(r"unknown option", r.json()["message"])
     assert user_pods(sim, hub, "dave") == []
+
+
+# REST bodies for POST /hub/api/users/{name}/server, as raw bytes: refused, no pod.
+HOSTILE_BODIES = [
+    b'"small"',
+    b"42",
+    b'{"profile": {"$ne": null}}',
+    b'{"profile": ["small", "gpu"]}',
+    b'{"profile": "small\\u0000"}',
+    b'{"profile": "gpu\\u200b"}',
+    b'{"profile": "small", "dataset": "' + b"x" * 1_000_000 + b'"}',
+    b'{"profile": "small", "dataset": [' + b", ".join(b'"a:b%d"' % i for i in range(200)) + b"]}",
+    b'{"profile": "small", "workflow": "https://git.example.org/a.git;reboot"}',
+    b'{"profile": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=lambda b: repr(b[:30]))
+def test_hostile_rest_bodies_are_refused_without_a_pod(
+    hub: HubProcess, sim: Any, body: bytes
+) -> None:
+    name = f"h{uuid.uuid4().hex[:8]}"
+    hub.create_user(name)
+    r = hub.api("POST", f"/users/{name}/server", token=hub.user_token(name), data=body)
+    assert r.status_code in (400, 403), r.text[:500]
+    assert user_pods(sim, hub, name) == []
+    assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+
+
+@pytest.mark.parametrize(
+    "body", [b"[]", b"null", b'{"profile": "small", "dataset": [' + b'"a:b", ' * 5000 + b'"a:b"]}']
+)
+def test_empty_or_repetitive_bodies_spawn_the_plain_default(
+    hub: HubProcess, sim: Any, body: bytes
+) -> None:
+    """JupyterHub reads an empty JSON value as "no options": the default profile, nothing
+    else; a DID repeated 5,001 times is one DID."""
+    name = f"e{uuid.uuid4().hex[:8]}"
+    hub.create_user(name)
+    r = hub.api("POST", f"/users/{name}/server", token=hub.user_token(name), data=body)
+    assert r.status_code in (201, 202), r.text[:500]
+    try:
+        hub.wait_for_server(name)
+        (pod,) = user_pods(sim, hub, name)
+        assert pod["metadata"]["labels"]["esap.escape.eu/profile"] == "small"
+        assert pod["spec"]["containers"][0]["image"] == SITE["profiles"][0]["image"]
+        options = json.loads(pod["metadata"]["annotations"]["esap.escape.eu/options"])
+        assert options["dataset"] in ([], ["a:b"])
+    finally:
+        stop_server(hub, name)
