@@ -111,6 +111,14 @@ class ClusterWatcher(LoggingConfigurable):
         help="""Seconds to wait for a connection to the API server.
         Example: c.ClusterWatcher.connect_timeout = 5""",
     )
+    stale_after = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Seconds the watches may be down before the view is stale: answers say
+        ``stale``, ``health`` fails and the spawner refuses admissions. None keeps the
+        model's own setting (30 s). Example: c.ClusterWatcher.stale_after = 60""",
+    )
 
     @default("log")
     def _log_default(self) -> logging.Logger:
@@ -119,6 +127,8 @@ class ClusterWatcher(LoggingConfigurable):
     def __init__(self, *, model: ClusterModel, api_client: client.ApiClient, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = model
+        if self.stale_after is not None:
+            model.stale_after = self.stale_after
         self.api = client.CoreV1Api(api_client)
         self._tasks: list[asyncio.Task[None]] = []
         self._listed: set[str] = set()

@@ -4,14 +4,18 @@ JupyterHub runs every spawner of a hub in one process and one event loop, so one
 serves them all: admission (:meth:`ClusterModel.reserve`) is atomic there, and the spawn
 form can show live availability without asking Kubernetes. The watcher starts on first use
 (the first spawn or form), not at import, and follows the hub's ``KUBECONFIG`` or in-cluster
-service account, like KubeSpawner does.
+service account, like KubeSpawner does. The watcher takes the hub's configuration
+(``c.ClusterWatcher.stale_after``, ``backoff_max``...), and the view's age is exported as
+``esap_cluster_view_age_seconds`` on ``/hub/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from . import metrics
 from .capacity import ClusterModel, SpawnDurations
 from .cluster_watch import ClusterWatcher, api_client_from_environment
 
@@ -38,7 +42,10 @@ class HubClusterView:
         async with self._starting:
             if self.watcher is None:
                 api_client = await api_client_from_environment()
-                self.watcher = ClusterWatcher(model=self.model, api_client=api_client)
+                self.watcher = ClusterWatcher(
+                    model=self.model, api_client=api_client, parent=_hub_app()
+                )
+                metrics.watch_cluster_view(self.model.view_age_seconds)
                 await self.watcher.start()
                 log.info("esap: watching nodes and pods for live capacity")
         if not self.model.synced:
@@ -49,6 +56,15 @@ class HubClusterView:
         if self.watcher is not None:
             await self.watcher.stop()
             self.watcher = None
+
+
+def _hub_app() -> Any:
+    """The running JupyterHub application (its config reaches the watcher), else None."""
+    try:
+        from jupyterhub.app import JupyterHub
+    except ImportError:  # pragma: no cover - the hub is a dependency
+        return None
+    return JupyterHub.instance() if JupyterHub.initialized() else None
 
 
 _VIEW: HubClusterView | None = None
