@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
 
 Login = Callable[[str], Page]
 OPEN_PROFILES = ["small", "casa", "gammapy"]
+# what the progress page's event log shows when a start goes wrong
+SPAWN_FAILURE = re.compile(r"Spawn failed|\[Warning\] Error")
 
 
 def profiles_on_form(page: Page) -> list[str]:
@@ -35,7 +37,16 @@ def profiles_on_form(page: Page) -> list[str]:
 
 
 def expect_jupyterlab(page: Page, demo: Demo, user: str) -> None:
-    """The browser shows a working JupyterLab of ``user``'s server."""
+    """The browser shows a working JupyterLab of ``user``'s server.
+
+    Fails as soon as the progress page reports a failed spawn or a container error,
+    instead of waiting for the spawner's start timeout."""
+    lab = page.locator("#jp-main-dock-panel")
+    failed = page.locator(".progress-log-event", has_text=SPAWN_FAILURE)
+    expect(lab.or_(failed).first).to_be_attached(timeout=LAB_MS)
+    if failed.count():
+        log = page.locator("#progress-log").inner_text()
+        raise AssertionError(f"{user}'s server did not start; the event log says:\n{log}")
     page.wait_for_url(re.compile(rf"/user/{user}/lab"), timeout=LAB_MS)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=LAB_MS)
     expect(page.locator(".jp-Launcher").first).to_be_visible(timeout=LAB_MS)
@@ -170,9 +181,10 @@ def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="waiting for datasets at spawn in the demo: the static catalogue reads "
+    reason="waiting for datasets at spawn in the demo: (1) the static catalogue reads "
     "/archive (its mount_path), not the demo's archive folder, so the spawn is refused "
-    "with 'does not exist in the data catalogue'",
+    "with 'does not exist in the data catalogue'; (2) then the init container "
+    "esap-datalinks exits 2 in process pods (its ConfigMap volume is not mounted)",
 )
 def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, demo: Demo) -> None:
     link = demo.banner_value("ESAP link")
