@@ -124,6 +124,37 @@ def test_json_options_only_documented_outcomes(
     check_accepted(options, groups=groups, admin=admin)
 
 
+NEAR_VALID = {
+    "profile": st.sampled_from(["small", "gpu", "", None]) | HOSTILE_TEXT,
+    "dataset": st.lists(st.sampled_from(["lofar:L1", "lofar:L2", "a.b:c-d_e"]) | HOSTILE_TEXT,
+                        max_size=7) | HOSTILE_TEXT,
+    "workflow": st.sampled_from(["https://git.example.org/a/b.git", "https://h:8443/x", None])
+    | HOSTILE_TEXT,
+    "ref": st.sampled_from(["main", "v1.0", "feature/x", "0" * 40, None]) | HOSTILE_TEXT,
+    "filepath": st.sampled_from(["nb.ipynb", "a/b c.ipynb", "données.ipynb", None])
+    | HOSTILE_TEXT,
+}  # fmt: skip
+
+
+@FUZZ
+@given(
+    raw=st.fixed_dictionaries({}, optional=NEAR_VALID),
+    groups=st.sampled_from([(), ("gpu-users",)]),
+    admin=st.booleans(),
+)
+def test_near_valid_options_only_documented_outcomes(
+    raw: dict[str, Any], groups: tuple[str, ...], admin: bool
+) -> None:
+    """The five keys with a mix of good and hostile values: many are accepted, and every
+    accepted one is closed, re-valid and allowed."""
+    try:
+        options = validate(raw, groups=groups, admin=admin)
+    except OptionsError as e:
+        assert e.field in (*ALLOWED_KEYS, "options")
+        return
+    check_accepted(options, groups=groups, admin=admin)
+
+
 @FUZZ
 @given(
     args=st.dictionaries(KEYS, FORM_VALUES, max_size=6),
