@@ -40,6 +40,8 @@ DID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,249}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _URL_PATH = re.compile(r"^[A-Za-z0-9._~/%+\-@=]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What the checkout init program (datalinks.py) accepts: refuse the rest here, at once.
+_REF_CHARS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./\-]*$")
 _SPLIT = re.compile(r"[\s,]+")
 MAX_URL = 2000
 MAX_REF = 255
@@ -203,6 +205,11 @@ def validate_ref(ref: Any) -> str:
         problem = "must not start with '/' or '.', nor end with '/', '.' or '.lock'"
     elif any(part.startswith(".") or part.endswith(".lock") for part in text.split("/")):
         problem = "no part may start with '.' or end with '.lock'"
+    elif not _REF_CHARS.match(text):
+        problem = (
+            "only letters, digits, '_', '.', '/' and '-' are accepted, "
+            "starting with a letter, digit or '_'"
+        )
     if problem:
         raise OptionsError("ref", f"ref {text[:80]!r} is not a valid git ref: {problem}")
     return text

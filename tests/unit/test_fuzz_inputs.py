@@ -256,7 +256,8 @@ def test_encoded_and_lookalike_dots_stay_literal_names(path: str) -> None:
 
 HOSTILE_REFS = ["-u", "--upload-pack=id", "-", "a..b", "..", "a@{1}", "@", "a b", "a\tb",
                 "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/main", "main/", "main.",
-                "x.lock", ".hidden", "a//b", "a/.b", "a\x00", "r" * 300]  # fmt: skip
+                "x.lock", ".hidden", "a//b", "a/.b", "a\x00", "r" * 300, "<script>x</script>",
+                "v1+build", "@x", "caf\u00e9", "a,b", "a#b", "a'b", "a$b"]  # fmt: skip
 
 
 @pytest.mark.parametrize("ref", HOSTILE_REFS)
@@ -264,6 +265,42 @@ def test_hostile_refs_are_refused(ref: str) -> None:
     with pytest.raises(OptionsError) as refused:
         validate({"profile": "small", "workflow": WORKFLOW, "ref": ref})
     assert refused.value.field == "ref"
+
+
+REF_ALPHABET = st.sampled_from(list("abcXYZ019_./-@{}~^:?*[]\\ +<>#$,'\"\u00e9")) | st.characters()
+
+
+@FUZZ
+@given(ref=st.text(REF_ALPHABET, min_size=1, max_size=20))
+@example(ref="0" * 40)
+@example(ref="v1.0")
+def test_a_ref_the_validator_accepts_the_checkout_accepts(ref: str) -> None:
+    """The init program (datalinks.py) checks the ref again inside the pod: anything the
+    spawn accepted must pass there too, or the spawn would fail late and obscurely."""
+    from esap_spawner.datalinks import git_argvs
+
+    try:
+        options = validate({"profile": "small", "workflow": WORKFLOW, "ref": ref})
+    except OptionsError:
+        return
+    assert options.ref is not None
+    argvs = git_argvs(WORKFLOW, options.ref, "/home/jovyan/repo")  # raises Refused if not
+    assert any(options.ref in argv for argv in argvs)  # one argv item, never split or joined
+
+
+@FUZZ
+@given(path=st.text(st.sampled_from(list("ab0.-_~/%+@=:?#;$ `|\\'\"")), max_size=30))
+def test_a_workflow_the_validator_accepts_the_checkout_accepts(path: str) -> None:
+    from esap_spawner.datalinks import git_argvs
+
+    url = "https://git.example.org/" + path
+    try:
+        options = validate({"profile": "small", "workflow": url})
+    except OptionsError:
+        return
+    assert options.workflow is not None
+    (argv,) = git_argvs(options.workflow, None, "/home/jovyan/repo")
+    assert argv[-3:] == ["--", options.workflow, "/home/jovyan/repo"]
 
 
 @pytest.mark.parametrize(
