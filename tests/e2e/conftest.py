@@ -29,7 +29,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.harness.hub import free_port
 
@@ -47,6 +54,7 @@ CHROMIUM_ARGS = [
 # Timeouts (ms) for a loaded 2-core machine: a JupyterLab start takes 4-15 s here.
 PAGE_MS = 15_000
 LAB_MS = 90_000
+expect.set_options(timeout=PAGE_MS)  # for expect(...); pages get PAGE_MS in `login`
 
 
 def chromium_path() -> str:
