@@ -324,3 +324,29 @@ def test_empty_or_repetitive_bodies_spawn_the_plain_default(
         assert options["dataset"] in ([], ["a:b"])
     finally:
         stop_server(hub, name)
+
+
+XSS = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "</textarea><svg onload=alert(1)>",
+]
+
+
+@pytest.mark.parametrize("field", ["dataset", "workflow", "ref", "filepath", "profile"])
+def test_a_deep_link_cannot_inject_markup(hub: HubProcess, sim: Any, field: str) -> None:
+    """A refused deep link's values are shown back on the form (and in the message): escaped.
+
+    A bad DID makes every link here refused, so each value is echoed on the form."""
+    name = f"x{uuid.uuid4().hex[:8]}"
+    hub.create_user(name)
+    browser = hub.login(name)
+    for payload in XSS:
+        params = {"profile": "small", "workflow": "https://git.example.org/a.git",
+                  "dataset": "not a did", field: payload}  # fmt: skip
+        page = browser.get(f"{hub.url}/hub/spawn", params=params, timeout=20)
+        assert page.status_code == 400, page.text[:300]
+        for raw in (payload, "<script>alert", "<img src=x", "<svg onload"):
+            assert raw not in page.text, (field, raw)
+        assert "&lt;" in page.text, (field, "the value is not shown back, escaped")
+    assert user_pods(sim, hub, name) == []
