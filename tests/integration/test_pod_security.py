@@ -16,10 +16,12 @@ the form and the deep-link query: each is refused with a 400 naming it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from jupyterhub.objects import Hub
 from kubernetes_asyncio.client import ApiClient
@@ -250,3 +252,37 @@ async def test_allowed_keys_with_hostile_values_are_refused(
     with pytest.raises(web.HTTPError) as refused:
         await spawner.load_user_options()
     assert refused.value.status_code in (400, 403)
+
+
+async def test_no_rucio_secret_reaches_the_pod(
+    sim: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    """The site's Rucio password stays with the hub: not in the pod, not in its ConfigMap."""
+    secret = "s3cret-rucio-password-" + "9" * 16
+    password_file = tmp_path / "rucio-password"
+    password_file.write_text(secret)
+    site = dict(SITE)
+    site["data"] = {
+        "catalogue": "rucio",
+        "rucio": {
+            "host": "https://rucio.example.org",
+            "account": "esap",
+            "auth_type": "userpass",
+            "username": "esap",
+            "password_file": str(password_file),
+            "local_rses": [{"name": "HUB_DISK", "pfn_prefix": "/data/rucio/",
+                            "mount_path": "/rucio/hub", "volume": NFS}],
+            "staging": {"destination_rse": "HUB_DISK"},
+        },
+    }  # fmt: skip
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(site))
+    pod = await manifest(site_file, sim_namespace, {"profile": "small", "workflow": WORKFLOW})
+    check_pod(pod)
+    r = requests.get(
+        f"{sim.url}/api/v1/namespaces/{sim_namespace}/configmaps/jupyter-ada-datalinks", timeout=10
+    )
+    assert r.status_code == 200, r.text  # the workflow's ConfigMap exists: it is checked too
+    for text in (json.dumps(pod), r.text):
+        assert secret not in text
+        assert str(password_file) not in text
