@@ -6,18 +6,21 @@ statuses, each step after a configurable delay (:class:`KubeletDelays`). A pulle
 recorded in the node's ``status.images``; an image already there is not pulled again
 (Pulled "already present on machine") unless ``imagePullPolicy`` is Always.
 
-*fake* mode only writes status. *process* mode runs each init container and the pod's
-first container as local processes (``command + args`` after ``$(VAR)`` expansion, env
-resolved as Kubernetes does, PATH/LANG/VIRTUAL_ENV from the simulator, HOME a per-pod
-folder shared by the pod's containers and used as working directory, HOSTNAME the pod name,
-output to a per-pod log file) on the pod's own loopback address. Nothing else in the pod
-spec is rewritten: a server told to listen on 0.0.0.0 (KubeSpawner's default ``ip``) binds
-every loopback address, so a second pod on the same port fails. Configure
-``c.KubeSpawner.ip = "$(POD_IP)"`` with a downward-API ``POD_IP`` env var, as on a cluster.
-A container without command and args cannot be run locally and is simulated.
-An exiting process sets its container terminated with its exit code; ``restartPolicy``
-Always/OnFailure restarts it after ``delays.restart_backoff`` seconds (the terminated state
-stays visible meanwhile, as during a CrashLoopBackOff), Never ends the pod Succeeded/Failed.
+*fake* mode only writes status. *process* mode runs each init container and the pod's first
+container as local processes (``command + args`` after ``$(VAR)`` expansion, env resolved as
+Kubernetes does, PATH/LANG/VIRTUAL_ENV from the simulator, HOME the image's home in the
+pod's root folder and the working directory, HOSTNAME the pod name, output to a per-pod log
+file) on the pod's own loopback address. Volumes are laid out in a root folder per pod and
+absolute paths under a mount or the home are translated into it (:mod:`.volumes`,
+:mod:`.podroot`); a volume that cannot be mounted leaves the pod Pending with a FailedMount
+event, retried every ``delays.mount_retry`` seconds. Nothing else in the pod spec is
+rewritten: a server told to listen on 0.0.0.0 (KubeSpawner's default ``ip``) binds every
+loopback address, so a second pod on the same port fails. Configure ``c.KubeSpawner.ip =
+"$(POD_IP)"`` with a downward-API ``POD_IP`` env var, as on a cluster. A container without
+command and args cannot be run locally and is simulated. An exiting process sets its
+container terminated with its exit code; ``restartPolicy`` Always/OnFailure restarts it
+after ``delays.restart_backoff`` seconds (the terminated state stays visible meanwhile, as
+during a CrashLoopBackOff), Never ends the pod Succeeded/Failed.
 
 Deleting a pod: the API server sets ``deletionTimestamp``; the kubelet sends SIGTERM to the
 process group, SIGKILL after the grace period, and removes the pod once it has exited.
@@ -31,6 +34,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +42,12 @@ from typing import Any
 from .clock import now_rfc3339
 from .errors import ApiError
 from .events import record_event
-from .podenv import container_env, expand
+from .podenv import Lookup, container_env, expand
+from .podroot import DEFAULT_HOME, PodRoot, remove_tree
 from .podrun import PodRun, node_environment, ready_conditions, running_status
 from .processes import IPAllocator, exit_code, spawn, stop_process
 from .store import Change, Store
+from .volumes import VolumeOptions, mount_with_retries
 
 __all__ = ["Kubelet", "KubeletDelays"]
 
@@ -58,13 +64,22 @@ class KubeletDelays:
     start: float = 0.05
     stop: float = 0.05  # fake mode: how long a container takes to stop
     restart_backoff: float = 10.0
+    mount_retry: float = 1.0  # process mode: seconds between attempts to mount volumes
 
 
 class Kubelet:
     """One kubelet for every node of the simulated cluster."""
 
     def __init__(
-        self, store: Store, *, mode: str, delays: KubeletDelays, workdir: Path, ips: IPAllocator
+        self,
+        store: Store,
+        *,
+        mode: str,
+        delays: KubeletDelays,
+        workdir: Path,
+        ips: IPAllocator,
+        home: str = DEFAULT_HOME,
+        volume_paths: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in ("fake", "process"):
             raise ValueError(f"kubelet mode must be 'fake' or 'process', not {mode!r}")
@@ -73,6 +88,8 @@ class Kubelet:
         self.delays = delays
         self.workdir = workdir
         self.ips = ips
+        self.home = home
+        self.volumes = VolumeOptions(workdir / "pvcs", dict(volume_paths or {}))
         self.runs: dict[str, PodRun] = {}
         self._logs: dict[tuple[str, str], Path] = {}
         self._shutting_down = False
@@ -85,6 +102,8 @@ class Kubelet:
             self._consider(pod)
 
     def _on_change(self, change: Change) -> None:
+        if change.resource == "persistentvolumeclaims" and change.type == "DELETED":
+            self._release_claim(change.namespace, change.entry.obj["metadata"]["name"])
         if change.resource != "pods":
             return
         pod = change.entry.obj
@@ -182,6 +201,16 @@ class Kubelet:
                 await starter
             await self._terminate(run)
             self.runs.pop(run.uid, None)
+            if run.root is not None:
+                run.root.remove()
+                for namespace, claim in run.root.claims:
+                    if self.store.find("persistentvolumeclaims", namespace, claim) is None:
+                        self._release_claim(namespace, claim)
+
+    def _release_claim(self, namespace: str, claim: str) -> None:
+        """A deleted claim's folder goes once no pod mounts it (reclaim policy Delete)."""
+        if not any(r.root and (namespace, claim) in r.root.claims for r in self.runs.values()):
+            remove_tree(self.volumes.pvc_root / namespace / claim)
 
     async def _terminate(self, run: PodRun) -> None:
         pod = self._pod(run)
@@ -223,6 +252,8 @@ class Kubelet:
             status["conditions"] = ready_conditions(False, initialized=False)
 
         self._status(run, sandbox)
+        if self.mode == "process" and not await self._mount(run):
+            return
         if not await self._run_init_containers(run, node):
             return
         pod = self._pod(run)
@@ -257,6 +288,46 @@ class Kubelet:
         if processes:
             proc = next(iter(processes.values()))
             await self._supervise(run, containers[0], proc)
+
+    async def _mount(self, run: PodRun) -> bool:
+        """Lay out the pod's root and volumes; FailedMount events and retries until it works."""
+
+        def failed(message: str) -> None:
+            self._event(run, "FailedMount", message, "Warning")
+            pod = self._pod(run) or {"spec": {}}
+
+            def waiting(c: Obj, reason: str) -> Obj:
+                entry = running_status(c, 0)
+                entry.update(ready=False, started=False, state={"waiting": {"reason": reason}})
+                return entry
+
+            inits = [waiting(c, "PodInitializing") for c in pod["spec"].get("initContainers") or []]
+            mains = [waiting(c, "ContainerCreating") for c in pod["spec"].get("containers") or []]
+            self._status(
+                run,
+                lambda s: s.update(
+                    conditions=ready_conditions(False, False),
+                    containerStatuses=mains,
+                    **({"initContainerStatuses": inits} if inits else {}),
+                ),
+            )
+
+        run.root = PodRoot(run.folder.resolve() / "root", self.home)
+        return await mount_with_retries(
+            lambda: self._pod(run),
+            run.root,
+            lookup=self._lookup(run),
+            options=self.volumes,
+            failed=failed,
+            deleting=run.deleting,
+            retry=self.delays.mount_retry,
+        )
+
+    def _lookup(self, run: PodRun) -> Lookup:
+        def lookup(resource: str, name: str) -> Obj | None:
+            return self.store.find(resource, run.namespace, name)
+
+        return lookup
 
     def _runnable(self, container: Obj) -> bool:
         return self.mode == "process" and bool(container.get("command") or container.get("args"))
@@ -364,23 +435,23 @@ class Kubelet:
         pod = self._pod(run)
         if pod is None:
             return None
-        home = run.folder / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        base = node_environment()
-        base.update(HOME=str(home), HOSTNAME=run.name)
-
-        def lookup(resource: str, name: str) -> Obj | None:
-            return self.store.find(resource, run.namespace, name)
-
+        if run.root is None:  # adopted pods are never started; keep a root anyway
+            run.root = PodRoot(run.folder.resolve() / "root", self.home)
+            run.root.root.mkdir(parents=True, exist_ok=True)
+            run.root.make_home()
+        root = run.root
+        node = node_environment()
+        base = dict(node, HOME=root.home, HOSTNAME=run.name)
         try:
-            env = container_env(pod, container, base=base, lookup=lookup)
+            env = container_env(pod, container, base=base, lookup=self._lookup(run))
         except ValueError as exc:
             self._fail_container(run, container, "CreateContainerConfigError", str(exc))
             return None
         argv = [expand(str(a), env) for a in (container.get("command") or [])]
         argv += [expand(str(a), env) for a in (container.get("args") or [])]
-        workdir = Path(container.get("workingDir") or home)
-        cwd = workdir if workdir.is_dir() else home
+        argv = root.argv(argv)
+        env = root.environment(env, node)
+        cwd = root.working_dir(container.get("workingDir"))
         log_path = run.log_path(container["name"])
         try:
             proc = await spawn(argv, env, cwd, log_path)
@@ -473,3 +544,5 @@ class Kubelet:
         for run in runs:
             for proc in list(run.processes):
                 await stop_process(proc, 0)
+            if run.root is not None:
+                run.root.remove()

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["container_env", "expand", "field_ref"]
+__all__ = ["Lookup", "container_env", "expand", "field_ref"]
 
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (resource, name) -> object

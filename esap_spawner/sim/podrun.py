@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import now_rfc3339
+from .podroot import PodRoot
 
 __all__ = ["PodRun", "node_environment", "ready_conditions", "running_status"]
 
@@ -37,7 +38,8 @@ def node_environment() -> dict[str, str]:
 
 @dataclass
 class PodRun:
-    """The kubelet's bookkeeping for one pod: its folder, processes, deletion signal."""
+    """The kubelet's bookkeeping for one pod: its folder (logs, and ``root``), processes,
+    deletion signal."""
 
     namespace: str
     name: str
@@ -47,6 +49,7 @@ class PodRun:
     gone: bool = False  # removed from the API (force delete): do not write status
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    root: PodRoot | None = None  # process mode: the pod's files (see podroot.py)
 
     def log_path(self, container: str) -> Path:
         return self.folder / f"{container}.log"

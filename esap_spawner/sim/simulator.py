@@ -7,8 +7,19 @@ one on its own event loop in a background thread (for tests and hubs in other lo
 >>> sim.faults.fail_next(2, 503)                                  # doctest: +SKIP
 >>> await sim.stop()                                              # doctest: +SKIP
 
-A stopped simulator leaves no process behind and removes its work folder (pod homes and
-logs) unless it was given one.
+A stopped simulator leaves no process behind and removes its work folder (pod roots, logs,
+claims' folders) unless it was given one; in a folder it was given it removes the pods' roots
+and keeps logs and claims' folders (``pods/``, ``pvcs/``). It never removes what a hostPath
+or a ``volume_paths`` entry points at.
+
+In process mode each pod's files live in a root folder of its own (``home`` is the image's
+home directory there, ``/home/jovyan`` by default); ``volume_paths`` maps volume types the
+process kubelet cannot emulate (NFS, CSI, ...) to local folders, by the volume's name or, for
+NFS, by ``"<server>:<path>"``::
+
+    Simulator(kubelet="process", volume_paths={"nfs.example.org:/archive": "/srv/archive"})
+
+See :mod:`esap_spawner.sim.volumes` and :mod:`esap_spawner.sim.podroot` (path translation).
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +43,7 @@ from .cluster import Cluster, cluster_from_dict, load_cluster, node_manifest
 from .errors import ApiError
 from .faults import Faults
 from .kubelet import Kubelet, KubeletDelays
+from .podroot import DEFAULT_HOME
 from .processes import IPAllocator
 from .scheduler import Scheduler
 from .store import Store
@@ -63,6 +75,8 @@ class Simulator:
         delays: KubeletDelays | None = None,
         history: int = 10_000,
         workdir: str | Path | None = None,
+        home: str = DEFAULT_HOME,
+        volume_paths: Mapping[str, str | Path] | None = None,
     ) -> None:
         if kubelet not in ("fake", "process"):
             raise ValueError(f"kubelet must be 'fake' or 'process', not {kubelet!r}")
@@ -74,6 +88,8 @@ class Simulator:
         self.ips = IPAllocator(loopback=kubelet == "process")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="esap-sim-"))
+        self.home = home
+        self.volume_paths = {k: str(v) for k, v in (volume_paths or {}).items()}
         self.url = ""
         self.kubelet: Kubelet | None = None
         self.scheduler: Scheduler | None = None
@@ -90,6 +106,8 @@ class Simulator:
             delays=self.delays,
             workdir=self.workdir,
             ips=self.ips,
+            home=self.home,
+            volume_paths=self.volume_paths,
         )
         for name in self.cluster.namespaces:
             self.store.create("namespaces", "", {"metadata": {"name": name}})
