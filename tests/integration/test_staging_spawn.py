@@ -395,3 +395,131 @@ async def test_static_catalogue_end_to_end(sim: Any, sim_namespace: str, tmp_pat
         "a.fits",
         "sub/b.fits",
     ]
+
+
+async def test_stuck_rule_fails_the_spawn_with_the_reason(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, files = remote_dataset
+    scope, name = did.split(":")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "sk"
+    )
+    loading = asyncio.ensure_future(spawner.load_user_options())
+    (rule,) = await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:1])
+    await eventually(lambda: any("1/4 files" in m for m in messages_of(spawner)), "1/4")
+    # what a transfer service does when copies keep failing
+    await asyncio.to_thread(
+        rucio_server.root.update_replication_rule, rule["id"], {"state": "STUCK"}
+    )
+    with pytest.raises(web.HTTPError) as failed:
+        await asyncio.wait_for(loading, 20)
+    assert failed.value.status_code == 500
+    message = failed.value.jupyterhub_message  # type: ignore[attr-defined]
+    # the count of stuck transfers is Rucio's rule counter, which a manual STUCK leaves at 0
+    assert re.fullmatch(
+        rf"Staging {did} to {LOCAL_RSE}: 1/4 files, 0\.3/1\.2 MB \(stuck\): "
+        r"\d of 4 file transfers are stuck",
+        message,
+    ), message
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    assert (row.outcome, row.state) == ("failure", "STUCK")
+
+
+async def test_staging_timeout_fails_the_spawn(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    did, _ = remote_dataset
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    site["data"]["rucio"]["staging"]["timeout"] = 1
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "to"
+    )
+    began = time.monotonic()
+    with pytest.raises(web.HTTPError) as failed:
+        await spawner.load_user_options()
+    assert 1 <= time.monotonic() - began < 10
+    assert failed.value.status_code == 504
+    assert failed.value.jupyterhub_message == (  # type: ignore[attr-defined]
+        f"Staging did not finish in time: {did} has 0/4 files"
+    )
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    assert row.outcome == "timeout"
+
+
+class TokenUser(MockUser):
+    """A user whose auth_state carries a Rucio token (as an authenticator's token exchange
+    to audience ``rucio`` would leave it)."""
+
+    def __init__(self, name: str, auth_state: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.auth_state = auth_state
+
+    async def get_auth_state(self) -> dict[str, Any]:
+        return self.auth_state
+
+
+async def test_the_users_own_rucio_token_is_used(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    """The site's account (alice) has quota; the user's own account (bob) has none: the
+    refusal names bob, so staging acted with the user's token."""
+    did, _ = remote_dataset
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "tk"
+    )
+    token = await asyncio.to_thread(rucio_server.token, "bob")
+    spawner.user = TokenUser("tk", {"rucio_token": token, "rucio_account": "bob"})
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.load_user_options()
+    assert refused.value.status_code == 403
+    assert "Rucio account 'bob' has not enough quota" in str(
+        refused.value.jupyterhub_message  # type: ignore[attr-defined]
+    )
+
+
+async def test_workflow_checkout_and_default_url(
+    rucio_server: RucioServer, sim: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    options = {
+        "profile": "small",
+        "workflow": "https://git.example.org/esap/crab-analysis.git",
+        "ref": "v2",
+        "filepath": "notebooks/start.ipynb",
+    }
+    spawner = make_spawner(tmp_path, site, options, sim_namespace, "wf")
+    await spawner.load_user_options()
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    (checkout,) = pod["spec"]["initContainers"]
+    assert checkout["command"] == [
+        "python3", "/opt/esap/datalinks.py", "checkout",
+        "--url=https://git.example.org/esap/crab-analysis.git",
+        "--dest=/home/jovyan/crab-analysis", "--ref=v2",
+    ]  # fmt: skip
+    assert {"name": "GIT_TERMINAL_PROMPT", "value": "0"} in checkout["env"]
+    assert {"JUPYTERHUB_API_URL", "JUPYTERHUB_USER"} <= {e["name"] for e in checkout["env"]}
+    notebook = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in notebook["env"]}
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/lab/tree/crab-analysis/notebooks/start.ipynb"
+    assert "ESAP_DATASETS" not in env  # no datasets: no links container, no storage
+    assert {"name": "esap-workflow", "mountPath": "/home/jovyan/crab-analysis"} in notebook[
+        "volumeMounts"
+    ]
+    assert not any(v["name"].startswith("esap-rse") for v in pod["spec"]["volumes"])
+    cm = sim.call(sim.store.find, "configmaps", sim_namespace, f"{spawner.pod_name}-datalinks")
+    assert cm["data"]["datalinks.py"] == SCRIPT.read_text()

@@ -1,0 +1,357 @@
+"""The data side of ESAPSpawner: staging, the datalinks ConfigMap, mounts, progress, state.
+
+A mixin over KubeSpawner, so that ``spawner.py`` stays about profiles and admission. It
+wires :mod:`esap_spawner.staging` (the orchestration) and :mod:`esap_spawner.objects` (the
+pure pod parts) into KubeSpawner's seams:
+
+- ``_prepare_data(options)``, called by ``ESAPSpawner.load_user_options`` after admission:
+  resolves and stages the requested datasets (one bulk resolve; rules created or reused;
+  polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
+  (``<pod>-datalinks``: the plan and the datalinks program) before the pod exists. Every
+  failure is a :class:`~esap_spawner.staging.StagingError` with an HTTP status and the
+  reason in words, which the spawner turns into a refusal;
+- ``after_pod_created_hook`` (default): the pod becomes the ConfigMap's owner, so deleting
+  the pod deletes it (an administrator's own hook replaces this; ``stop`` deletes the
+  ConfigMap anyway);
+- ``add_data_to_pod(pod)``, called by ``get_pod_manifest``: storage volumes mounted
+  read-only, the datasets folder, the init containers, ``ESAP_DATASETS``;
+- ``get_env``: a workflow opens at ``/lab/tree/<folder>/<filepath>``
+  (``JUPYTERHUB_DEFAULT_URL``);
+- ``progress``: the staging messages first (0-30%), then KubeSpawner's pod events;
+- ``get_state``/``load_state``: staging requests (rule ids, times, outcomes) are kept, so a
+  spawn after a hub restart reuses its rules (and the database's in-flight rows, and
+  Rucio's own rule for the same DID, RSE and account, back that up). JupyterHub saves a
+  spawner's state when a start ends or a server stops, not in the middle of a start;
+- ``stop``: the ConfigMap goes; rules expire after their lifetime, or are removed when
+  ``remove_staging_rules_on_stop`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from kubernetes_asyncio.client import V1ConfigMap, V1Container, V1EnvVar, V1Volume, V1VolumeMount
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner.utils import get_k8s_model
+from traitlets import Bool, Float, Unicode, default
+
+from . import objects, staging
+from .catalogue.base import CatalogueError, DidFiles
+from .metrics import StagingStatus
+from .options import UserOptions
+from .quantity import format_bytes
+from .spawn_records import database
+from .staging import StagingError
+
+if TYPE_CHECKING:
+    from kubespawner import KubeSpawner as _Base
+else:  # traits need a HasTraits class; KubeSpawner comes after this mixin in the MRO
+    from traitlets.config import LoggingConfigurable as _Base
+
+
+def _field(obj: Any, attribute: str, key: str) -> Any:
+    """A field of a Kubernetes object given as a ``V1*`` model or as a plain dict."""
+    if obj is None:
+        return None
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, attribute, None)
+
+
+class DataSpawnerMixin(_Base):
+    """Datasets and workflow for a KubeSpawner subclass with ``site``, ``esap_options``,
+    ``_attempt()`` and ``db_url`` (ESAPSpawner)."""
+
+    _esap_plan: dict[str, Any] | None = None
+    _esap_storage: tuple[objects.StorageMount, ...] = ()
+    _esap_stager: staging.Stager | None = None
+    _esap_saved_staging: dict[str, Any] | None = None
+    _esap_messages: list[dict[str, Any]] | None = None
+    _esap_data_ready: asyncio.Event | None = None
+    _esap_config_map: str | None = None
+
+    staging_poll_interval = Float(
+        2.0,
+        config=True,
+        help="""
+        Seconds between the first polls of a staging request; the interval grows while
+        nothing moves (up to `staging_poll_max`) and drops back when a file arrives.
+        """,
+    )
+
+    staging_poll_max = Float(
+        15.0, config=True, help="Longest interval between polls of a staging request (seconds)."
+    )
+
+    staging_pod_margin = Float(
+        30.0,
+        config=True,
+        help="""
+        Seconds of `start_timeout` kept for the pod after staging: staging gives up when
+        less than this is left (or at the site file's `data.rucio.staging.timeout`,
+        whichever comes first). Raise `start_timeout` for sites that stage large datasets.
+        """,
+    )
+
+    remove_staging_rules_on_stop = Bool(
+        False,
+        config=True,
+        help="""
+        Remove this server's staging rules when it stops. False (the default) leaves them
+        to expire after `data.rucio.staging.rule_lifetime`, so a restarted server finds its
+        data still there; removing needs a Rucio account allowed to delete rules.
+        """,
+    )
+
+    home_dir = Unicode(
+        "/home/jovyan",
+        config=True,
+        help="""
+        The notebook user's home directory: a workflow is checked out into
+        `<home_dir>/<repository name>`, on the volume mounted there if there is one.
+        """,
+    )
+
+    def _progress_message(self, message: str, fraction: float) -> None:
+        if self._esap_messages is None:
+            self._esap_messages = []
+        progress = int(30 * max(0.0, min(1.0, fraction)))
+        self._esap_messages.append({"progress": progress, "message": message})
+
+    async def _catalogue_for_user(self) -> Any:
+        """The site's catalogue, acting with the user's own Rucio token when auth_state has
+        one (``rucio_token``, and ``rucio_account`` or the user name)."""
+        catalogue = staging.site_catalogue(self.site)
+        if catalogue is None or not hasattr(catalogue, "for_token"):
+            return catalogue
+        get_auth_state = getattr(self.user, "get_auth_state", None)
+        auth_state = (await get_auth_state() if get_auth_state else None) or {}
+        token = auth_state.get("rucio_token")
+        if not token:
+            return catalogue
+        account = auth_state.get("rucio_account") or self.user.name
+        return catalogue.for_token(token, account=account)
+
+    async def _prepare_data(self, options: UserOptions) -> None:
+        """Stage and lay out the requested datasets; ship the plan in a ConfigMap."""
+        self._esap_plan = None
+        self._esap_storage = ()
+        self._esap_config_map = None
+        if self._esap_data_ready is None or self._esap_data_ready.is_set():
+            # not started through start() (tests, tools): a fresh page of messages
+            self._esap_data_ready = asyncio.Event()
+            self._esap_messages = []
+        try:
+            resolved = await self._stage(options) if options.datasets else None
+            if resolved is not None:
+                self._esap_plan = self._plan(resolved)
+            if self._esap_plan is not None or options.workflow:
+                await self._create_config_map(self._esap_plan or {"version": 1, "datasets": {}})
+        finally:
+            self._esap_data_ready.set()
+
+    async def _stage(self, options: UserOptions) -> dict[str, DidFiles] | None:
+        catalogue = await self._catalogue_for_user()
+        if catalogue is None:
+            self.log.warning(
+                "esap: %s asked for datasets %s, but the site has no data catalogue",
+                self.user.name,
+                ", ".join(options.datasets),
+            )
+            return None
+        attempt = self._attempt()
+        saved = staging.load_staging_state(self._esap_saved_staging)
+        stager = staging.Stager(
+            catalogue=catalogue,
+            user=self.user.name,
+            settings=staging.staging_settings(
+                self.site, poll_min=self.staging_poll_interval, poll_max=self.staging_poll_max
+            ),
+            deadline=staging.staging_deadline(
+                now=time.monotonic(),
+                site_timeout=staging.site_staging_timeout(self.site),
+                start_timeout=float(self.start_timeout),
+                started=attempt.requested,
+                wall_now=time.time(),
+                pod_margin=self.staging_pod_margin,
+            ),
+            db=database(self.db_url) if self.db_url else None,
+            saved=saved,
+            on_message=self._progress_message,
+        )
+        self._esap_stager = stager
+        started = time.time()
+        try:
+            resolved = await stager.run(list(options.datasets))
+        except CatalogueError as e:
+            raise StagingError(500, f"Staging failed: {e}", StagingStatus.failure) from None
+        finally:
+            self._esap_saved_staging = stager.state()
+            if stager.staged:
+                attempt.staging_started, attempt.staging_finished = started, time.time()
+        files = sum(len(f.files) for f in resolved.values())
+        size = sum(f.bytes for f in resolved.values())
+        self._progress_message(
+            f"Datasets ready: {len(resolved)} datasets, {files} files, {format_bytes(size)} "
+            f"under {self.site.data.mount_root}",
+            1.0,
+        )
+        return resolved
+
+    def _plan(self, resolved: dict[str, DidFiles]) -> dict[str, Any]:
+        storage = staging.site_storage(self.site, staging.site_catalogue(self.site))
+        try:
+            plan = objects.dataset_plan(resolved, storage, self.site.data.mount_root)
+        except ValueError as e:  # DataPlanError, PathOutsideMount
+            raise StagingError(
+                500, f"The datasets cannot be mounted: {e}", StagingStatus.failure
+            ) from None
+        self._esap_storage = tuple(storage)
+        return plan
+
+    async def _create_config_map(self, plan: dict[str, Any]) -> None:
+        """Replace this pod's ConfigMap (plan + program); the pod owns it once created."""
+        try:
+            manifest = objects.datalinks_config_map(
+                self.pod_name, plan, labels=self._build_common_labels({})
+            )
+        except objects.DataPlanError as e:
+            raise StagingError(413, str(e), StagingStatus.failure) from None
+        name = manifest["metadata"]["name"]
+        try:
+            await self.api.delete_namespaced_config_map(name, self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        await self.api.create_namespaced_config_map(
+            self.namespace, get_k8s_model(V1ConfigMap, manifest)
+        )
+        self._esap_config_map = name
+
+    @default("after_pod_created_hook")
+    def _default_after_pod_created_hook(self) -> Any:
+        async def own_config_map(spawner: DataSpawnerMixin, pod: dict[str, Any]) -> None:
+            await spawner.own_config_map(pod)
+
+        return own_config_map
+
+    async def own_config_map(self, pod: dict[str, Any]) -> None:
+        """Make the pod the owner of its ConfigMap: deleting the pod deletes it."""
+        if self._esap_config_map is None:
+            return
+        owner = objects.pod_owner_reference(self.pod_name, pod["metadata"]["uid"])
+        await self.api.patch_namespaced_config_map(
+            self._esap_config_map,
+            self.namespace,
+            {"metadata": {"ownerReferences": [owner]}},
+        )
+
+    def _pod_data(self, pod: Any) -> objects.PodData:
+        options = getattr(self, "esap_options", None)
+        container = pod.spec.containers[0]
+        mounts = [
+            {
+                "name": _field(m, "name", "name"),
+                "mountPath": _field(m, "mount_path", "mountPath"),
+                "subPath": _field(m, "sub_path", "subPath"),
+            }
+            for m in container.volume_mounts or []
+        ]
+        return objects.pod_data(
+            pod_name=self.pod_name,
+            image=container.image,
+            uid=_field(container.security_context, "run_as_user", "runAsUser")
+            or _field(pod.spec.security_context, "run_as_user", "runAsUser"),
+            hub_environment=self.get_env(),
+            plan=self._esap_plan,
+            storage=self._esap_storage,
+            workflow=options.workflow if options else None,
+            ref=options.ref if options else None,
+            home=self.home_dir,
+            home_volume=objects.find_home_volume(mounts, self.home_dir),
+            image_pull_policy=container.image_pull_policy,
+        )
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        options = getattr(self, "esap_options", None)
+        if options is not None and options.workflow:
+            folder = objects.workflow_folder(options.workflow)
+            env["JUPYTERHUB_DEFAULT_URL"] = objects.workflow_url(folder, options.filepath)
+        return env
+
+    async def progress(self) -> Any:
+        """Staging messages first (0-30%), then KubeSpawner's pod events."""
+        sent = 0
+        while True:
+            messages = self._esap_messages or []
+            for message in messages[sent:]:
+                yield message
+            sent = len(messages)
+            ready = self._esap_data_ready
+            future = getattr(self, "_start_future", None)
+            over = (ready is not None and ready.is_set()) or (future is not None and future.done())
+            if over and sent >= len(self._esap_messages or []):
+                break
+            if not over:
+                await asyncio.sleep(0.25)
+        async for event in super().progress():
+            yield event
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self._esap_stager is not None:
+            self._esap_saved_staging = self._esap_stager.state()
+        if self._esap_saved_staging:
+            state["esap_staging"] = self._esap_saved_staging
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        saved = state.get("esap_staging")
+        if isinstance(saved, dict):
+            self._esap_saved_staging = saved
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        with contextlib.suppress(ApiException):
+            await self.api.delete_namespaced_config_map(
+                objects.config_map_name(self.pod_name), self.namespace
+            )
+        stager = self._esap_stager
+        if self.remove_staging_rules_on_stop and stager is not None:
+            for entry in stager.entries.values():
+                if entry.request is not None and entry.request.rule_id:
+                    try:
+                        await stager.catalogue.cancel(entry.request)
+                    except CatalogueError as e:
+                        self.log.warning("esap: could not remove rule: %s", e)
+
+    def start_data(self) -> None:
+        """A new start: a fresh page of progress messages."""
+        self._esap_messages = []
+        self._esap_data_ready = asyncio.Event()
+
+    def add_data_to_pod(self, pod: Any) -> None:
+        """Add the datasets' and the workflow's volumes, mounts, env and init containers."""
+        data = self._pod_data(pod)
+        if not data.init_containers:
+            return
+        pod.spec.volumes = [
+            *(pod.spec.volumes or []),
+            *(get_k8s_model(V1Volume, v) for v in data.volumes),
+        ]
+        notebook = pod.spec.containers[0]
+        notebook.volume_mounts = [
+            *(notebook.volume_mounts or []),
+            *(get_k8s_model(V1VolumeMount, m) for m in data.mounts),
+        ]
+        notebook.env = [
+            *(notebook.env or []),
+            *(V1EnvVar(name=k, value=v) for k, v in data.env.items()),
+        ]
+        pod.spec.init_containers = [
+            *(pod.spec.init_containers or []),
+            *(get_k8s_model(V1Container, c) for c in data.init_containers),
+        ]
