@@ -315,6 +315,11 @@ class DataSpawnerMixin(_Base):
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
+        start = getattr(self, "_start_future", None)
+        if start is not None and not start.done():
+            # KubeSpawner stops an old pod of the same name during a start (409): the
+            # ConfigMap and the rules belong to the start going on
+            return
         with contextlib.suppress(ApiException):
             await self.api.delete_namespaced_config_map(
                 objects.config_map_name(self.pod_name), self.namespace

@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from . import metrics
@@ -259,7 +260,7 @@ class Stager:
                     files_total=record.files_total or len(files.files if files else ()),
                     bytes_total=record.bytes_total or (files.bytes if files else 0),
                 )
-                entry.started_at = record.created_at.timestamp() if record.created_at else None
+                entry.started_at = record.created_at.replace(tzinfo=UTC).timestamp()
         if entry.request is not None:
             self.on_message(f"Resuming staging of {did} (rule {entry.request.rule_id})", 0.0)
             return
