@@ -8,7 +8,9 @@ Keep it a single file that imports nothing but the standard library.
 ``links --plan PLAN --root MOUNT_ROOT [--rootfs DIR] [--strict]``
     For every dataset of the plan (JSON written by :mod:`esap_spawner.objects`) make
     ``<root>/<scope>/<name>/<file>`` a RELATIVE symbolic link to the file's replica path
-    (under one of the plan's ``allowed_roots``, the read-only storage mounts), then write
+    (under one of the plan's ``allowed_roots``, the read-only storage mounts), computed from
+    the plan's own ``mount_root`` (the pod's view, so it holds wherever ``--root`` shows
+    that folder), then write
     ``<root>/manifest.json``: DID -> files (name, bytes, checksums, link path, replica path).
     Refuses (exit 2) a plan with a malformed DID, a file name that climbs out of its dataset
     folder, or a replica path outside the allowed roots. Idempotent: links already right are
@@ -124,10 +126,10 @@ def on_disk(path: str, rootfs: str | None) -> str:
     return rootfs.rstrip("/") + path if rootfs else path
 
 
-def make_link(link: str, target: str, rootfs: str | None) -> str:
-    """Make ``link`` a relative symlink to ``target``; returns made / kept / replaced."""
+def make_link(link: str, target: str, where: str) -> str:
+    """Make ``where`` (pod path ``link``, on this machine) a symlink to pod path ``target``,
+    relative in pod coordinates; returns made / kept / replaced."""
     text = os.path.relpath(target, posixpath.dirname(link))
-    where = on_disk(link, rootfs)
     os.makedirs(os.path.dirname(where), exist_ok=True)
     if os.path.islink(where):
         if os.readlink(where) == text:
@@ -154,24 +156,38 @@ def write_json(path: str, data: object) -> None:
 
 
 def build_links(plan: object, root: str, *, rootfs: str | None, strict: bool) -> int:
-    """Make the links and the manifest; print one line per dataset. Returns the exit code."""
+    """Make the links and the manifest; print one line per dataset. Returns the exit code.
+
+    Links are computed in pod coordinates (the plan's ``mount_root`` and replica paths)
+    and written under ``root`` (plus ``rootfs``): in a real pod both are the same folder;
+    where a runtime shows the program another path for the same folder (the simulator's
+    pod root), the links still hold the pod's view.
+    """
     root = posixpath.normpath(root)
     if not root.startswith("/"):
         raise Refused(f"--root {root!r} must be an absolute path")
-    datasets = check_plan(plan, root)  # everything checked before anything is touched
-    manifest: dict[str, object] = {"version": PLAN_VERSION, "mount_root": root, "datasets": {}}
+    declared = plan.get("mount_root") if isinstance(plan, dict) else None
+    pod_root = posixpath.normpath(declared) if isinstance(declared, str) else root
+    if not pod_root.startswith("/"):
+        raise Refused(f"the plan's mount_root {declared!r} must be an absolute path")
+    disk_root = on_disk(root, rootfs)
+    datasets = check_plan(plan, pod_root)  # everything checked before anything is touched
+    manifest: dict[str, object] = {"version": PLAN_VERSION, "mount_root": pod_root, "datasets": {}}
     missing_total = 0
     for did, files in datasets:
         counts = {"made": 0, "kept": 0, "replaced": 0}
         missing = 0
         for f in files:
-            counts[make_link(str(f["link"]), str(f["target"]), rootfs)] += 1
-            if not os.path.exists(on_disk(str(f["target"]), rootfs)):
+            link = str(f["link"])
+            where = disk_root + link[len(pod_root) :]
+            counts[make_link(link, str(f["target"]), where)] += 1
+            if not os.path.exists(where):  # follows the link, as the notebook will
                 missing += 1
         scope, name = split_did(did)
+        folder = posixpath.join(pod_root, scope, name)
         size = sum(int(f.get("bytes") or 0) for f in files)  # type: ignore[call-overload]
         manifest["datasets"][did] = {  # type: ignore[index]
-            "path": posixpath.join(root, scope, name),
+            "path": folder,
             "files_total": len(files),
             "bytes_total": size,
             "files": [
@@ -189,13 +205,12 @@ def build_links(plan: object, root: str, *, rootfs: str | None, strict: bool) ->
         }
         note = f", {missing} replicas MISSING" if missing else ""
         print(
-            f"esap-datalinks: {did}: {len(files)} files, {size} bytes -> "
-            f"{posixpath.join(root, scope, name)} ({counts['made']} made, {counts['kept']} kept, "
-            f"{counts['replaced']} replaced{note})"
+            f"esap-datalinks: {did}: {len(files)} files, {size} bytes -> {folder} "
+            f"({counts['made']} made, {counts['kept']} kept, {counts['replaced']} replaced{note})"
         )
         missing_total += missing
-    write_json(on_disk(posixpath.join(root, MANIFEST_NAME), rootfs), manifest)
-    print(f"esap-datalinks: wrote {posixpath.join(root, MANIFEST_NAME)}")
+    write_json(posixpath.join(disk_root, MANIFEST_NAME), manifest)
+    print(f"esap-datalinks: wrote {posixpath.join(pod_root, MANIFEST_NAME)}")
     return 1 if strict and missing_total else 0
 
 

@@ -242,3 +242,22 @@ def test_git_argv_never_uses_a_shell() -> None:
     ]  # fmt: skip
     sha = datalinks_module.git_argvs("https://g/a.git", "0123abcd", "/d")
     assert ["git", "-C", "/d", "fetch", "--depth", "1", "--", "origin", "0123abcd"] in sha
+
+
+def test_links_hold_the_pods_view_when_root_is_shown_elsewhere(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    """A runtime that shows the program the datasets folder at another path (the simulator's
+    pod root translates ``--root``, not the plan's JSON): links are still pod-relative."""
+    plan_file = write_plan(tmp_path, plan(files()))
+    shown = rootfs / ROOT.lstrip("/")
+    done = run("links", f"--plan={plan_file}", f"--root={shown}", "--strict")
+    assert done.returncode == 0, done.stderr
+    link = shown / "escape" / "crab-2020" / "c.0001"
+    assert os.readlink(link) == "../../../../../rucio/hub-local/escape/12/34/c.0001"
+    assert link.read_bytes() == b"one!!"
+    manifest = json.loads((shown / "manifest.json").read_text())
+    assert manifest["mount_root"] == ROOT
+    assert manifest["datasets"]["escape:crab-2020"]["files"][1]["path"] == (
+        f"{ROOT}/escape/crab-2020/c.0001"
+    )
