@@ -104,7 +104,8 @@ def demo_site(archive: Path, url: str) -> dict[str, Any]:
         "mount_root": "/home/jovyan/datasets",
         "static": {
             "volume": {"hostPath": {"path": str(archive), "type": "Directory"}},
-            "mount_path": "/archive",
+            # the hub and the service read the archive where the pods see it
+            "mount_path": str(archive),
             "datasets": [
                 {"did": did, "path": did.replace(":", "/")} for did in sorted(DEMO_DATASETS)
             ],
