@@ -20,14 +20,20 @@ Command line: ``esap-spawner sim --cluster FILE --kubeconfig OUT [--port N]
 
 Modules: ``store`` (objects, resourceVersions, change log, garbage collection),
 ``apiserver`` (HTTP), ``scheduler`` (placement with :mod:`esap_spawner.placement`),
-``kubelet`` (fake and process modes), ``cluster`` (YAML fixtures), ``faults``.
+``kubelet`` (fake and process modes; ``volumes``, ``podroot``, ``podenv``, ``podrun`` and
+``processes`` for the process kubelet), ``cluster`` (YAML fixtures), ``faults``.
 
 In process mode each pod runs on its own loopback address (a random 127.A.B.0/24 per
-simulator). Nothing in the pod spec is rewritten beyond what Kubernetes resolves, so a
+simulator). Addresses in the pod spec are not rewritten (only paths are, see below), so a
 single-user server must listen on its pod IP: ``c.KubeSpawner.ip = "$(POD_IP)"`` with
 ``c.KubeSpawner.environment = {"POD_IP": {"valueFrom": {"fieldRef": {"fieldPath":
 "status.podIP"}}}}``. KubeSpawner's default ``ip`` 0.0.0.0 binds every loopback address, so
 a second server on the same port fails.
+
+Volumes in process mode: each pod gets a root folder holding the image's home and its volume
+mounts (hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim;
+NFS/CSI through ``Simulator(volume_paths=...)``), and absolute paths under a mount or the home
+in argv and env are translated into it: see ``volumes`` and ``podroot``.
 """
 
 from __future__ import annotations

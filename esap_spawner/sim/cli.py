@@ -1,6 +1,7 @@
 """``esap-spawner sim``: run the Kubernetes API simulator standalone.
 
     esap-spawner sim --cluster cluster.yaml --kubeconfig kubeconfig.yaml --kubelet process
+        [--home /home/jovyan] [--volume-path nfs.example.org:/archive=/srv/archive]
 
 Prints the URL, writes a kubeconfig, and serves until Ctrl-C or SIGTERM; on the way out
 it stops every pod process it started.
@@ -17,6 +18,7 @@ import sys
 
 from .cluster import ClusterError, load_cluster
 from .kubelet import KubeletDelays
+from .podroot import DEFAULT_HOME
 from .simulator import Simulator
 
 __all__ = ["add_arguments", "run"]
@@ -48,13 +50,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-seconds", type=float, default=0.2, help="simulated container start time (0.2)"
     )
+    parser.add_argument(
+        "--home",
+        default=DEFAULT_HOME,
+        help=f"process mode: the image's home directory inside each pod ({DEFAULT_HOME})",
+    )
+    parser.add_argument(
+        "--volume-path",
+        action="append",
+        default=[],
+        metavar="KEY=FOLDER",
+        help="process mode: mount a volume the kubelet cannot emulate from a local folder; KEY "
+        "is an NFS 'server:/path' or a volume's name (repeatable), e.g. "
+        "--volume-path nfs.example.org:/archive=/srv/archive",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+
+
+def volume_paths(values: list[str]) -> dict[str, str]:
+    """``KEY=FOLDER`` arguments as a mapping (the last ``=`` separates: NFS keys hold ':')."""
+    out = {}
+    for value in values:
+        key, sep, folder = value.rpartition("=")
+        if not sep or not key or not folder:
+            raise ValueError(f"--volume-path {value!r}: expected KEY=FOLDER")
+        out[key] = folder
+    return out
 
 
 async def _serve(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster) if args.cluster else None
     delays = KubeletDelays(pull=args.pull_seconds, create=0.1, start=args.start_seconds)
-    sim = Simulator(cluster, kubelet=args.kubelet, delays=delays)
+    sim = Simulator(
+        cluster,
+        kubelet=args.kubelet,
+        delays=delays,
+        home=args.home,
+        volume_paths=volume_paths(args.volume_path),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(_serve(args))
-    except ClusterError as exc:
+    except (ClusterError, ValueError) as exc:
         print(f"esap-spawner sim: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

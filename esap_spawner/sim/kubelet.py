@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,16 @@ from typing import Any
 from .clock import now_rfc3339
 from .errors import ApiError
 from .events import record_event
+from .images import pull_image
 from .podenv import Lookup, container_env, expand
 from .podroot import DEFAULT_HOME, PodRoot, remove_tree
-from .podrun import PodRun, node_environment, ready_conditions, running_status
+from .podrun import (
+    PodRun,
+    node_environment,
+    ready_conditions,
+    running_status,
+    waiting_statuses,
+)
 from .processes import IPAllocator, exit_code, spawn, stop_process
 from .store import Change, Store
 from .volumes import VolumeOptions, mount_with_retries
@@ -294,23 +300,16 @@ class Kubelet:
 
         def failed(message: str) -> None:
             self._event(run, "FailedMount", message, "Warning")
-            pod = self._pod(run) or {"spec": {}}
+            spec = (self._pod(run) or {}).get("spec") or {}
+            inits = waiting_statuses(spec.get("initContainers") or [], "PodInitializing")
+            mains = waiting_statuses(spec.get("containers") or [], "ContainerCreating")
 
-            def waiting(c: Obj, reason: str) -> Obj:
-                entry = running_status(c, 0)
-                entry.update(ready=False, started=False, state={"waiting": {"reason": reason}})
-                return entry
+            def pending(status: Obj) -> None:
+                status.update(containerStatuses=mains, conditions=ready_conditions(False, False))
+                if inits:
+                    status["initContainerStatuses"] = inits
 
-            inits = [waiting(c, "PodInitializing") for c in pod["spec"].get("initContainers") or []]
-            mains = [waiting(c, "ContainerCreating") for c in pod["spec"].get("containers") or []]
-            self._status(
-                run,
-                lambda s: s.update(
-                    conditions=ready_conditions(False, False),
-                    containerStatuses=mains,
-                    **({"initContainerStatuses": inits} if inits else {}),
-                ),
-            )
+            self._status(run, pending)
 
         run.root = PodRoot(run.folder.resolve() / "root", self.home)
         return await mount_with_retries(
@@ -333,36 +332,10 @@ class Kubelet:
         return self.mode == "process" and bool(container.get("command") or container.get("args"))
 
     async def _pull(self, run: PodRun, node_name: str, container: Obj) -> None:
-        image = container.get("image", "")
-        node = self.store.find("nodes", "", node_name)
-        images = (node or {}).get("status", {}).get("images") or []
-        present = any(image in entry.get("names", []) for entry in images)
-        if present and container.get("imagePullPolicy") != "Always":
-            self._event(
-                run,
-                "Pulled",
-                f'Container image "{image}" already present on machine',
-                container=container,
-            )
-            return
-        self._event(run, "Pulling", f'Pulling image "{image}"', container=container)
-        begin = time.monotonic()
-        await asyncio.sleep(self.delays.pull)
-        took = f"{time.monotonic() - begin:.3f}s"
-        self._event(
-            run,
-            "Pulled",
-            f'Successfully pulled image "{image}" in {took} ({took} including waiting). '
-            "Image size: 0 bytes.",
-            container=container,
-        )
-        if node is not None and not present:
+        def event(reason: str, message: str) -> None:
+            self._event(run, reason, message, container=container)
 
-            def record(n: Obj) -> None:
-                n["status"].setdefault("images", []).append({"names": [image], "sizeBytes": 0})
-
-            with contextlib.suppress(ApiError):
-                self.store.modify("nodes", "", node_name, record)
+        await pull_image(self.store, node_name, container, delay=self.delays.pull, event=event)
 
     async def _run_init_containers(self, run: PodRun, node: str) -> bool:
         pod = self._pod(run)
@@ -401,12 +374,7 @@ class Kubelet:
             entry = running_status(container, 0)
             entry.update(ready=code == 0, started=False, state={"terminated": state})
             done.append(entry)
-            waiting = [
-                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
-                 "restartCount": 0, "started": False,
-                 "state": {"waiting": {"reason": "PodInitializing"}}, "lastState": {}}
-                for c in inits[len(done):]
-            ]  # fmt: skip
+            waiting = waiting_statuses(inits[len(done) :], "PodInitializing")
             failed = code != 0
             never = pod["spec"].get("restartPolicy") == "Never"
 

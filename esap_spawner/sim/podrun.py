@@ -13,7 +13,7 @@ from typing import Any
 from .clock import now_rfc3339
 from .podroot import PodRoot
 
-__all__ = ["PodRun", "node_environment", "ready_conditions", "running_status"]
+__all__ = ["PodRun", "node_environment", "ready_conditions", "running_status", "waiting_statuses"]
 
 PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "TZ", "PYTHONPATH")
 Obj = dict[str, Any]
@@ -85,3 +85,13 @@ def running_status(container: Obj, restarts: int, last: Obj | None = None) -> Ob
         "state": {"running": {"startedAt": now_rfc3339()}},
         "lastState": last or {},
     }
+
+
+def waiting_statuses(containers: list[Obj], reason: str) -> list[Obj]:
+    """Statuses of containers not started yet (PodInitializing, ContainerCreating)."""
+    return [
+        {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
+         "restartCount": 0, "started": False, "state": {"waiting": {"reason": reason}},
+         "lastState": {}}
+        for c in containers
+    ]  # fmt: skip

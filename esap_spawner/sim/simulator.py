@@ -80,6 +80,8 @@ class Simulator:
     ) -> None:
         if kubelet not in ("fake", "process"):
             raise ValueError(f"kubelet must be 'fake' or 'process', not {kubelet!r}")
+        if not home.startswith("/") or home.rstrip("/") == "":
+            raise ValueError(f"home must be an absolute path below /, not {home!r}")
         self.cluster = _as_cluster(cluster)
         self.kubelet_mode = kubelet
         self.delays = delays or KubeletDelays()
@@ -88,7 +90,7 @@ class Simulator:
         self.ips = IPAllocator(loopback=kubelet == "process")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="esap-sim-"))
-        self.home = home
+        self.home = home.rstrip("/")
         self.volume_paths = {k: str(v) for k, v in (volume_paths or {}).items()}
         self.url = ""
         self.kubelet: Kubelet | None = None

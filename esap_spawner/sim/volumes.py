@@ -32,7 +32,8 @@ are not confined): read-only mounts are readable, and nothing stops a write.
 
 A volume that cannot be set up raises :class:`MountError`; the kubelet records a FailedMount
 event, keeps the pod Pending (ContainerCreating) and retries while ``retry`` is true (a missing
-ConfigMap, Secret, claim or host path may appear later), as Kubernetes does.
+ConfigMap, Secret, claim or host path may appear later), as Kubernetes does. The fake
+kubelet does not look at volumes.
 
 The process kubelet never writes into a host path it links to (hostPath, mapped folders): a
 mount nested inside one is refused. Mount points nested in a claim's folder are made there and
@@ -71,7 +72,8 @@ class MountError(Exception):
     """A volume cannot be set up (a FailedMount event); ``retry``: it may work later."""
 
     def __init__(self, volume: str, message: str, *, retry: bool = True) -> None:
-        super().__init__(f'MountVolume.SetUp failed for volume "{volume}" : {message}')
+        where = f' for volume "{volume}"' if volume else ""
+        super().__init__(f"MountVolume.SetUp failed{where} : {message}")
         self.volume = volume
         self.retry = retry
 

@@ -513,3 +513,17 @@ async def test_dataset_links_from_the_real_init_container(cluster: Any, tmp_path
         "FILE lofar:L1 a.fits ../../../../../archive/lofar/L1/a.fits AAA",
         "FILE lofar:L1 sub/b.fits ../../../../../../archive/lofar/L1/sub/b.fits BBB",
     ]
+
+
+def test_volume_path_arguments_and_home_checked() -> None:
+    from esap_spawner.sim.cli import volume_paths
+    from esap_spawner.sim.simulator import Simulator
+
+    assert volume_paths(["nfs.example.org:/archive=/srv/a", "esap-rse-x=/srv/b"]) == {
+        "nfs.example.org:/archive": "/srv/a",
+        "esap-rse-x": "/srv/b",
+    }
+    with pytest.raises(ValueError, match="expected KEY=FOLDER"):
+        volume_paths(["/srv/a"])
+    with pytest.raises(ValueError, match="home must be an absolute path"):
+        Simulator(kubelet="process", home="/")
