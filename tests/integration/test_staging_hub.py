@@ -65,8 +65,9 @@ class ProgressReader:
 
     def _read(self, hub: HubProcess, name: str) -> None:
         with hub.api("GET", f"/users/{name}/server/progress", stream=True, timeout=120) as r:
-            for line in r.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
+            for raw in r.iter_lines():
+                line = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if line.startswith("data:"):
                     self.events.append(json.loads(line[5:]))
 
     def messages(self) -> list[str]:
