@@ -13,8 +13,9 @@ Tables:
   pod name is whatever the spawner chose: KubeSpawner's default template contains the
   escaped user name; pass ``pod_name=None`` where that matters.)
 - ``esap_staging`` (:class:`StagingRecord`): one row per staging request, updated while
-  it runs. A unique ``rule_id`` and a partial unique index on (user, DID, RSE) among rows
-  still in flight make a restarted hub find its request instead of creating a second.
+  it runs. Partial unique indexes on ``rule_id`` and on (user, DID, RSE) among rows still
+  in flight make a restarted hub find its request instead of creating a second; a finished
+  row keeps its rule id, so a retry that reuses the rule gets a row of its own.
 - ``esap_availability`` (:class:`AvailabilitySample`): per profile over time.
 - ``esap_settings``: the per-site salt for user hashes, generated on first use unless the
   administrator gives one.
@@ -158,7 +159,7 @@ class StagingRecord(Base):
     user_hash: Mapped[str] = mapped_column(String(64))
     did: Mapped[str] = mapped_column(String(512))
     destination_rse: Mapped[str] = mapped_column(String(255))
-    rule_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    rule_id: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -176,6 +177,15 @@ class StagingRecord(Base):
             "user_hash",
             "did",
             "destination_rse",
+            unique=True,
+            sqlite_where=text(IN_FLIGHT),
+            postgresql_where=text(IN_FLIGHT),
+        ),
+        # One rule serves one request at a time, but may serve several over time: a spawn
+        # retried after a failed one (Rucio down) reuses the rule the first one made.
+        Index(
+            "uq_esap_staging_rule_in_flight",
+            "rule_id",
             unique=True,
             sqlite_where=text(IN_FLIGHT),
             postgresql_where=text(IN_FLIGHT),
@@ -468,8 +478,14 @@ class Database:
         return record
 
     def staging_by_rule(self, rule_id: str) -> StagingRecord | None:
+        """The request a rule serves: the one in flight, else the latest."""
+        query = (
+            select(StagingRecord)
+            .where(StagingRecord.rule_id == rule_id)
+            .order_by(StagingRecord.finished_at.is_not(None), StagingRecord.id.desc())
+        )
         with self.session() as s:
-            return s.scalars(select(StagingRecord).where(StagingRecord.rule_id == rule_id)).first()
+            return s.scalars(query).first()
 
     def staging_in_flight(self) -> list[StagingRecord]:
         """Staging records without an outcome yet (to resume polling after a restart)."""
