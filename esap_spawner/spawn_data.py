@@ -241,11 +241,19 @@ class DataSpawnerMixin(_Base):
         if self._esap_config_map is None:
             return
         owner = objects.pod_owner_reference(self.pod_name, pod["metadata"]["uid"])
-        await self.api.patch_namespaced_config_map(
-            self._esap_config_map,
-            self.namespace,
-            {"metadata": {"ownerReferences": [owner]}},
-        )
+        try:
+            await self.api.patch_namespaced_config_map(
+                self._esap_config_map,
+                self.namespace,
+                {"metadata": {"ownerReferences": [owner]}},
+            )
+        except ApiException as e:  # the server works without it; stop() still deletes it
+            self.log.warning(
+                "esap: could not hand ConfigMap %s to pod %s: %s",
+                self._esap_config_map,
+                self.pod_name,
+                e.reason,
+            )
 
     def _pod_data(self, pod: Any) -> objects.PodData:
         options = getattr(self, "esap_options", None)

@@ -175,15 +175,23 @@ class Stager:
 
     def __post_init__(self) -> None:
         self.entries: dict[str, DidStaging] = dict(self.saved)
+        self._dids: set[str] = set()
         self.staged = False  # True once anything had to be staged
 
     def state(self) -> dict[str, Any]:
-        """JSON for the spawner state (requests, rule ids, times, outcomes)."""
-        return dump_staging_state(self.entries)
+        """JSON for the spawner state (requests, rule ids, times, outcomes): this run's
+        DIDs, and other requests only while they are unfinished."""
+        kept = {
+            did: entry
+            for did, entry in self.entries.items()
+            if did in self._dids or entry.finished_at is None
+        }
+        return dump_staging_state(kept)
 
     # --- the run ------------------------------------------------------------------------
     async def run(self, dids: Sequence[str]) -> dict[str, DidFiles]:
         """Stage what is not local; every DID's files, all at a local RSE, in ``dids`` order."""
+        self._dids = set(dids)
         if not dids:
             return {}
         try:

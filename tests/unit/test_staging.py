@@ -245,3 +245,13 @@ def test_unreadable_state_is_ignored() -> None:
     assert load_staging_state(None) == {}
     assert load_staging_state({"version": 99, "dids": []}) == {}
     assert load_staging_state({"version": 1, "dids": [{"no": "did"}]}) == {}
+
+
+async def test_state_keeps_this_runs_dids_and_unfinished_others() -> None:
+    done = DidStaging(
+        "old:finished", StagingRequest("old:finished", LOCAL, "r1"), started_at=1.0, finished_at=2.0
+    )
+    open_ = DidStaging("old:open", StagingRequest("old:open", LOCAL, "r2"), started_at=1.0)
+    run, _ = stager(MemoryCatalogue([2]), Clock(), saved={"old:finished": done, "old:open": open_})
+    await run.run([DID])
+    assert [d["did"] for d in run.state()["dids"]] == ["old:open", DID]
