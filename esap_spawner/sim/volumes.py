@@ -172,12 +172,12 @@ def mount_volumes(pod: Obj, root: PodRoot, *, lookup: Lookup, options: VolumeOpt
         else:
             locations[m.volume] = _host_source(m.volume, kind, volume, options)
             linked.add(m.volume)
+    for name, volume in in_root.items():  # files first: a subPath may name one
+        locations[name].mkdir(parents=True, exist_ok=True)
+        _fill(name, volume, locations[name], pod, lookup)
     claims = Path(os.path.realpath(options.pvc_root))
     for m in sorted(mounts, key=lambda x: x.path.count("/")):
         _place(m, root, locations[m.volume], linked=m.volume in linked, claim_area=claims)
-    for name, volume in in_root.items():
-        locations[name].mkdir(parents=True, exist_ok=True)
-        _fill(name, volume, locations[name], pod, lookup)
     root.make_home()
 
 

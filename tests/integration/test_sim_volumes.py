@@ -527,3 +527,51 @@ def test_volume_path_arguments_and_home_checked() -> None:
         volume_paths(["/srv/a"])
     with pytest.raises(ValueError, match="home must be an absolute path"):
         Simulator(kubelet="process", home="/")
+
+
+async def test_claim_at_the_home_with_nested_mounts_and_sub_paths(cluster: Any) -> None:
+    sim, api = cluster
+    await make_objects(api)
+    script = r"""
+import os, sys
+home = os.environ["HOME"]
+open(os.path.join(home, "notes.txt"), "a").write("kept\n")
+open(sys.argv[1], "w").write("scratch")
+print("CONF", open(sys.argv[2]).read())
+print("SUB", open(sys.argv[3]).read())
+print("HOME", sorted(os.listdir(home)))
+"""
+    container = {
+        "name": "main",
+        "image": "python:3",
+        "command": [PY, "-c", script],
+        "args": ["/home/jovyan/scratch/a/file", "/etc/app/plan.json", "/mnt/a-only/file"],
+        "volumeMounts": [
+            {"name": "home", "mountPath": "/home/jovyan"},
+            {"name": "scratch", "mountPath": "/home/jovyan/scratch"},
+            {"name": "scratch", "mountPath": "/mnt/a-only", "subPath": "a"},
+            {"name": "config", "mountPath": "/etc/app/plan.json", "subPath": "plan.json"},
+        ],
+    }
+    pod = {
+        "metadata": {"name": "homed"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": [
+                {"name": "home", "persistentVolumeClaim": {"claimName": "work"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "plan"}},
+            ],
+        },
+    }
+    await api.create_namespaced_pod(NS, pod)
+    await until(lambda: phase(api, "homed", "Succeeded"))
+    log = (await api.read_namespaced_pod_log("homed", NS)).splitlines()
+    assert log == ['CONF {"v": 1}', "SUB scratch", "HOME ['notes.txt', 'scratch']"]
+    claim = sim.sim.workdir.resolve() / "pvcs" / NS / "work"
+    assert (claim / "scratch").is_symlink()  # the mount point, while the pod exists
+    await api.delete_namespaced_pod("homed", NS)
+    await until(lambda: gone(api, "homed"))
+    await until(lambda: asyncio.sleep(0, not (claim / "scratch").is_symlink()))
+    assert sorted(p.name for p in claim.iterdir()) == ["notes.txt"]  # the claim's data stays
