@@ -46,6 +46,7 @@ import asyncio
 import base64
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from .podroot import PodRoot
 __all__ = ["MountError", "VolumeOptions", "mount_volumes", "mount_with_retries"]
 
 Obj = dict[str, Any]
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")  # what the API accepts
 IN_ROOT = ("emptyDir", "configMap", "secret", "downwardAPI", "projected")
 HOST_TYPES = {
     "Directory": stat.S_ISDIR,
@@ -149,6 +151,8 @@ def mount_volumes(pod: Obj, root: PodRoot, *, lookup: Lookup, options: VolumeOpt
         if volume is None:
             raise MountError(m.volume, "no volume of this name in the pod's spec", retry=False)
         kind = _volume_type(volume)
+        if not _NAME.match(m.volume):
+            raise MountError(m.volume, "not a valid volume name", retry=False)
         if kind in IN_ROOT:
             in_root[m.volume] = volume
             primary = next(
@@ -163,6 +167,8 @@ def mount_volumes(pod: Obj, root: PodRoot, *, lookup: Lookup, options: VolumeOpt
             locations[m.volume] = where
         elif kind == "persistentVolumeClaim":
             claim = str(volume[kind].get("claimName", ""))
+            if not _NAME.match(claim):
+                raise MountError(m.volume, f"{claim!r} is not a valid claim name", retry=False)
             if lookup("persistentvolumeclaims", claim) is None:
                 raise MountError(m.volume, f'persistentvolumeclaim "{claim}" not found')
             folder = options.pvc_root / namespace / claim
@@ -218,6 +224,8 @@ def _host_source(name: str, kind: str, volume: Obj, options: VolumeOptions) -> P
     source = volume[kind] or {}
     if kind == "hostPath":
         path = Path(str(source.get("path", "")))
+        if not path.is_absolute():
+            raise MountError(name, f"hostPath {str(path)!r} must be absolute", retry=False)
         type_ = str(source.get("type") or "")
         if type_ == "DirectoryOrCreate":
             path.mkdir(parents=True, exist_ok=True)
