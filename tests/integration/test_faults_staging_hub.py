@@ -1,0 +1,127 @@
+"""The hub restarts while a spawn is staging its dataset (real hub, real Rucio, simulator).
+
+The spawn asks for a remote dataset; Rucio gets a rule; one file of three arrives; the hub
+is stopped (SIGTERM) and started again on the same database. JupyterHub does not carry a
+pending spawn over a restart, so the user spawns again: the rule made before the restart
+is reused (never a second), staging finishes, the server starts, and the records tell
+what happened to both attempts.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from esap_spawner.db import Database
+from esap_spawner.local import simulator_hub_config
+from tests.harness.hub import HubProcess
+from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
+from tests.integration.test_faults_hub import TINY_SERVER
+from tests.integration.test_staging_spawn import alice_rules, rucio_site
+
+pytestmark = pytest.mark.integration
+
+
+def wait(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def hub(sim: Any, rucio_server: RucioServer, tmp_path: Any) -> Iterator[HubProcess]:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(rucio_site(rucio_server, tmp_path, "alice")))
+    namespace = f"fstg-{uuid.uuid4().hex[:6]}"
+    created = requests.post(
+        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=90)
+    config += f"""
+c.KubeSpawner.cmd = [{sys.executable!r}, "-c", {TINY_SERVER!r}]
+c.KubeSpawner.args = []
+c.JupyterHub.cleanup_servers = False
+c.ESAPSpawner.staging_poll_interval = 0.1
+c.ESAPSpawner.staging_poll_max = 0.5
+c.ESAPSpawner.staging_pod_margin = 10
+"""
+    hub = HubProcess(tmp_path / "hub", config)
+    try:
+        yield hub.start()
+    finally:
+        hub.stop()
+        requests.delete(f"{sim.url}/api/v1/namespaces/{namespace}", timeout=10)
+
+
+def test_hub_restart_during_staging(hub: HubProcess, rucio_server: RucioServer) -> None:
+    scope = rucio_server.new_scope("hrs")
+    files = make_files(scope, "f", 3, 50_000)
+    rucio_server.upload_dataset(scope, "set", files, REMOTE_RSE)
+    did = f"{scope}:set"
+    options = {"profile": "small", "dataset": [did]}
+    db = Database(f"sqlite:///{hub.workdir}/esap.sqlite")
+    started = time.time()
+    hub.create_user("hana")
+    r = hub.api("POST", "/users/hana/server", json=options)
+    assert r.status_code == 202, r.text  # pending: staging takes a while
+    (rule,) = wait(lambda: alice_rules(rucio_server, scope, "set"), "the rule")
+    rucio_server.complete_transfer(LOCAL_RSE, files[:1])
+
+    def one_file_recorded() -> bool:
+        db.create_all()
+        return any(s.files_done == 1 for s in db.staging_between(started - 1))
+
+    wait(one_file_recorded, "1/3 files in the staging row")
+
+    hub.stop()
+    # the hub cancels the pending spawn as it stops: both records say so, nothing in flight
+    (cut,) = db.spawns_between(started - 1)
+    assert (cut.outcome, cut.failure_reason) == (
+        "cancelled",
+        "cancelled before the server was ready",
+    )
+    assert cut.validate_seconds is not None and cut.pod_name is None
+    (first,) = db.staging_between(started - 1)
+    assert (first.outcome, first.rule_id, first.files_done) == ("cancelled", rule["id"], 1)
+    assert first.reason == "the spawn was cancelled" and first.finished_at is not None
+
+    hub.start()
+    assert hub.api("GET", "/users/hana").json()["servers"] == {}  # a pending spawn is not resumed
+    r = hub.api("POST", "/users/hana/server", json=options)  # so the user spawns again
+    assert r.status_code == 202, r.text
+    wait(lambda: len(db.staging_between(started - 1)) == 2, "the second staging row")
+    rucio_server.complete_transfer(LOCAL_RSE, files[1:])
+    server = hub.wait_for_server("hana", timeout=90)["servers"][""]
+    assert server["ready"], hub.log_tail()
+    (staged,) = server["state"]["esap_staging"]["dids"]
+    assert staged["request"]["rule_id"] == rule["id"] and staged["request"]["reused"] is True
+
+    assert [x["id"] for x in alice_rules(rucio_server, scope, "set")] == [rule["id"]]
+    rows = wait(lambda: len(db.spawns_between(started - 1)) == 2 and db.spawns_between(started - 1),
+                "the second spawn row")  # fmt: skip
+    assert [(x.outcome, x.failure_reason) for x in rows] == [
+        ("cancelled", "cancelled before the server was ready"),
+        ("success", None),
+    ]
+    assert rows[1].staging_seconds is not None and rows[1].datasets == 1
+    again = db.staging_between(started - 1)[1]
+    assert (again.outcome, again.rule_id, again.files_done, again.files_total) == (
+        "success",
+        rule["id"],
+        3,
+        3,
+    )
+    assert db.staging_in_flight() == []
