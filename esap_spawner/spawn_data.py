@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes_asyncio.client import V1ConfigMap, V1Container, V1EnvVar, V1Volume, V1VolumeMount
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner.utils import get_k8s_model
-from traitlets import Bool, Float, Unicode, default
+from traitlets import default
 
 from . import objects, staging
 from .catalogue.base import CatalogueError, DidFiles
@@ -61,7 +61,9 @@ def _field(obj: Any, attribute: str, key: str) -> Any:
 
 class DataSpawnerMixin(_Base):
     """Datasets and workflow for a KubeSpawner subclass with ``site``, ``esap_options``,
-    ``_attempt()`` and ``db_url`` (ESAPSpawner)."""
+    ``_attempt()``, ``db_url`` and the staging traits (``staging_poll_interval``,
+    ``staging_poll_max``, ``staging_pod_margin``, ``remove_staging_rules_on_stop``,
+    ``home_dir``): ESAPSpawner, where they are documented with its other options."""
 
     _esap_plan: dict[str, Any] | None = None
     _esap_storage: tuple[objects.StorageMount, ...] = ()
@@ -70,48 +72,6 @@ class DataSpawnerMixin(_Base):
     _esap_messages: list[dict[str, Any]] | None = None
     _esap_data_ready: asyncio.Event | None = None
     _esap_config_map: str | None = None
-
-    staging_poll_interval = Float(
-        2.0,
-        config=True,
-        help="""
-        Seconds between the first polls of a staging request; the interval grows while
-        nothing moves (up to `staging_poll_max`) and drops back when a file arrives.
-        """,
-    )
-
-    staging_poll_max = Float(
-        15.0, config=True, help="Longest interval between polls of a staging request (seconds)."
-    )
-
-    staging_pod_margin = Float(
-        30.0,
-        config=True,
-        help="""
-        Seconds of `start_timeout` kept for the pod after staging: staging gives up when
-        less than this is left (or at the site file's `data.rucio.staging.timeout`,
-        whichever comes first). Raise `start_timeout` for sites that stage large datasets.
-        """,
-    )
-
-    remove_staging_rules_on_stop = Bool(
-        False,
-        config=True,
-        help="""
-        Remove this server's staging rules when it stops. False (the default) leaves them
-        to expire after `data.rucio.staging.rule_lifetime`, so a restarted server finds its
-        data still there; removing needs a Rucio account allowed to delete rules.
-        """,
-    )
-
-    home_dir = Unicode(
-        "/home/jovyan",
-        config=True,
-        help="""
-        The notebook user's home directory: a workflow is checked out into
-        `<home_dir>/<repository name>`, on the volume mounted there if there is one.
-        """,
-    )
 
     def _progress_message(self, message: str, fraction: float) -> None:
         if self._esap_messages is None:

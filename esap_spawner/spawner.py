@@ -168,6 +168,48 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         """,
     )
 
+    staging_poll_interval = Float(
+        2.0,
+        config=True,
+        help="""
+        Seconds between the first polls of a staging request; the interval grows while
+        nothing moves (up to `staging_poll_max`) and drops back when a file arrives.
+        """,
+    )
+
+    staging_poll_max = Float(
+        15.0, config=True, help="Longest interval between polls of a staging request (seconds)."
+    )
+
+    staging_pod_margin = Float(
+        30.0,
+        config=True,
+        help="""
+        Seconds of `start_timeout` kept for the pod after staging: staging gives up when
+        less than this is left (or at the site file's `data.rucio.staging.timeout`,
+        whichever comes first). Raise `start_timeout` for sites that stage large datasets.
+        """,
+    )
+
+    remove_staging_rules_on_stop = Bool(
+        False,
+        config=True,
+        help="""
+        Remove this server's staging rules when it stops. False (the default) leaves them
+        to expire after `data.rucio.staging.rule_lifetime`, so a restarted server finds its
+        data still there; removing needs a Rucio account allowed to delete rules.
+        """,
+    )
+
+    home_dir = Unicode(
+        "/home/jovyan",
+        config=True,
+        help="""
+        The notebook user's home directory: a workflow is checked out into
+        `<home_dir>/<repository name>`, on the volume mounted there if there is one.
+        """,
+    )
+
     # -- the site file ---------------------------------------------------------------
 
     @property
