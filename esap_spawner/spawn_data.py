@@ -4,6 +4,8 @@ A mixin over KubeSpawner, so that ``spawner.py`` stays about profiles and admiss
 wires :mod:`esap_spawner.staging` (the orchestration) and :mod:`esap_spawner.objects` (the
 pure pod parts) into KubeSpawner's seams:
 
+- ``site_catalogue``, ``site_storage``: the site's catalogue, built once per process, and the
+  storage pods may mount;
 - ``_prepare_data(options)``, called by ``ESAPSpawner.load_user_options`` after admission:
   resolves and stages the requested datasets (one bulk resolve; rules created or reused;
   polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
@@ -39,10 +41,12 @@ from kubespawner.utils import get_k8s_model
 from traitlets import default
 
 from . import objects, staging
-from .catalogue.base import CatalogueError, DidFiles
+from .catalogue.base import Catalogue, CatalogueError, DidFiles
 from .metrics import StagingStatus
+from .objects import StorageMount
 from .options import UserOptions
 from .quantity import format_bytes
+from .site import DEFAULT_STAGING_TIMEOUT, Site
 from .spawn_records import database
 from .staging import StagingError
 
@@ -50,6 +54,65 @@ if TYPE_CHECKING:
     from kubespawner import KubeSpawner as _Base
 else:  # traits need a HasTraits class; KubeSpawner comes after this mixin in the MRO
     from traitlets.config import LoggingConfigurable as _Base
+
+
+# --- the catalogue of a site, once per process ------------------------------------------------
+_catalogues: dict[str, tuple[Any, Catalogue | None]] = {}
+
+
+def site_catalogue(site: Site) -> Catalogue | None:
+    """The site file's catalogue (``rucio``, ``static``; None for ``none``), built once per
+    process and site file version (a changed site file gets a new one)."""
+    hit = _catalogues.get(site.source)
+    if hit is not None and hit[0] is site:
+        return hit[1]
+    catalogue: Catalogue | None = None
+    kind = site.data.catalogue
+    if kind == "rucio" and site.data.rucio is not None:
+        from .catalogue.rucio import RucioCatalogue  # needs rucio-clients
+
+        catalogue = RucioCatalogue.from_site(site)
+    elif kind == "static" and site.data.static is not None:
+        from .catalogue.static import StaticCatalogue
+
+        catalogue = StaticCatalogue.from_site(site)
+    _catalogues[site.source] = (site, catalogue)
+    return catalogue
+
+
+def site_storage(site: Site, catalogue: Catalogue | None) -> list[StorageMount]:
+    """The storage pods may mount, with the site file's volume sources."""
+    if catalogue is None:
+        return []
+    if site.data.catalogue == "static" and site.data.static is not None:
+        volume = site.data.static.volume
+        return [
+            StorageMount(r.name, r.pfn_prefix, r.mount_path, volume) for r in catalogue.local_rses
+        ]
+    if site.data.rucio is None:
+        return []
+    return [
+        StorageMount(r.name, r.pfn_prefix, r.mount_path, r.volume)
+        for r in site.data.rucio.local_rses
+    ]
+
+
+def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
+    """Destination and lifetime from the site file's ``data.rucio.staging``."""
+    rucio = site.data.rucio
+    if site.data.catalogue != "rucio" or rucio is None:
+        return staging.StagingSettings(destination_rse=None, lifetime=0, poll_min=poll_min)
+    return staging.StagingSettings(
+        destination_rse=rucio.staging.destination_rse,
+        lifetime=rucio.staging.rule_lifetime,
+        poll_min=poll_min,
+        poll_max=max(poll_min, poll_max),
+    )
+
+
+def site_staging_timeout(site: Site) -> float:
+    rucio = site.data.rucio
+    return float(rucio.staging.timeout) if rucio is not None else float(DEFAULT_STAGING_TIMEOUT)
 
 
 def _field(obj: Any, attribute: str, key: str) -> Any:
@@ -82,7 +145,7 @@ class DataSpawnerMixin(_Base):
     async def _catalogue_for_user(self) -> Any:
         """The site's catalogue, acting with the user's own Rucio token when auth_state has
         one (``rucio_token``, and ``rucio_account`` or the user name)."""
-        catalogue = staging.site_catalogue(self.site)
+        catalogue = site_catalogue(self.site)
         if catalogue is None or not hasattr(catalogue, "for_token"):
             return catalogue
         get_auth_state = getattr(self.user, "get_auth_state", None)
@@ -125,12 +188,12 @@ class DataSpawnerMixin(_Base):
         stager = staging.Stager(
             catalogue=catalogue,
             user=self.user.name,
-            settings=staging.staging_settings(
+            settings=staging_settings(
                 self.site, poll_min=self.staging_poll_interval, poll_max=self.staging_poll_max
             ),
             deadline=staging.staging_deadline(
                 now=time.monotonic(),
-                site_timeout=staging.site_staging_timeout(self.site),
+                site_timeout=site_staging_timeout(self.site),
                 start_timeout=float(self.start_timeout),
                 started=attempt.requested,
                 wall_now=time.time(),
@@ -160,7 +223,7 @@ class DataSpawnerMixin(_Base):
         return resolved
 
     def _plan(self, resolved: dict[str, DidFiles]) -> dict[str, Any]:
-        storage = staging.site_storage(self.site, staging.site_catalogue(self.site))
+        storage = site_storage(self.site, site_catalogue(self.site))
         try:
             plan = objects.dataset_plan(resolved, storage, self.site.data.mount_root)
         except ValueError as e:  # DataPlanError, PathOutsideMount

@@ -51,9 +51,7 @@ from .catalogue.base import (
 from .catalogue.locality import did_locality
 from .db import Database
 from .metrics import StagingStatus
-from .objects import StorageMount
 from .quantity import format_bytes
-from .site import DEFAULT_STAGING_TIMEOUT, Site
 
 log = logging.getLogger(__name__)
 
@@ -437,65 +435,6 @@ def staging_deadline(
     return now + max(0.0, min(float(site_timeout), left))
 
 
-# --- the catalogue of a site, once per process ------------------------------------------------
-_catalogues: dict[str, tuple[Any, Catalogue | None]] = {}
-
-
-def site_catalogue(site: Site) -> Catalogue | None:
-    """The site file's catalogue (``rucio``, ``static``; None for ``none``), built once per
-    process and site file version (a changed site file gets a new one)."""
-    hit = _catalogues.get(site.source)
-    if hit is not None and hit[0] is site:
-        return hit[1]
-    catalogue: Catalogue | None = None
-    kind = site.data.catalogue
-    if kind == "rucio" and site.data.rucio is not None:
-        from .catalogue.rucio import RucioCatalogue  # needs rucio-clients
-
-        catalogue = RucioCatalogue.from_site(site)
-    elif kind == "static" and site.data.static is not None:
-        from .catalogue.static import StaticCatalogue
-
-        catalogue = StaticCatalogue.from_site(site)
-    _catalogues[site.source] = (site, catalogue)
-    return catalogue
-
-
-def site_storage(site: Site, catalogue: Catalogue | None) -> list[StorageMount]:
-    """The storage pods may mount, with the site file's volume sources."""
-    if catalogue is None:
-        return []
-    if site.data.catalogue == "static" and site.data.static is not None:
-        volume = site.data.static.volume
-        return [
-            StorageMount(r.name, r.pfn_prefix, r.mount_path, volume) for r in catalogue.local_rses
-        ]
-    if site.data.rucio is None:
-        return []
-    return [
-        StorageMount(r.name, r.pfn_prefix, r.mount_path, r.volume)
-        for r in site.data.rucio.local_rses
-    ]
-
-
-def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> StagingSettings:
-    """Destination and lifetime from the site file's ``data.rucio.staging``."""
-    rucio = site.data.rucio
-    if site.data.catalogue != "rucio" or rucio is None:
-        return StagingSettings(destination_rse=None, lifetime=0, poll_min=poll_min)
-    return StagingSettings(
-        destination_rse=rucio.staging.destination_rse,
-        lifetime=rucio.staging.rule_lifetime,
-        poll_min=poll_min,
-        poll_max=max(poll_min, poll_max),
-    )
-
-
-def site_staging_timeout(site: Site) -> float:
-    rucio = site.data.rucio
-    return float(rucio.staging.timeout) if rucio is not None else float(DEFAULT_STAGING_TIMEOUT)
-
-
 __all__ = [
     "DidStaging",
     "Stager",
@@ -504,9 +443,5 @@ __all__ = [
     "dump_staging_state",
     "error_for",
     "load_staging_state",
-    "site_catalogue",
-    "site_staging_timeout",
-    "site_storage",
     "staging_deadline",
-    "staging_settings",
 ]
