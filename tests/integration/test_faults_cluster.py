@@ -143,9 +143,13 @@ def truth(sim: Simulator) -> dict[str, Any]:
 
 
 async def assert_view_is_the_truth(env: Env) -> None:
-    """The watched view catches up with the simulator's objects exactly."""
-    await eventually(lambda: env.model.snapshot() == truth(env.sim), "the view matches a list")
-    assert env.model.synced and not env.model.stale
+    """The watched view catches up with the simulator's objects exactly, every watch up."""
+
+    def caught_up() -> bool:
+        current = env.model.synced and not env.model.stale and not env.model.view_age_seconds()
+        return current and env.model.snapshot() == truth(env.sim)
+
+    await eventually(caught_up, "the view matches a list, watches up")
 
 
 async def test_dropped_watches_under_churn_lose_nothing(env: Env) -> None:
