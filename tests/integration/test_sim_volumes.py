@@ -349,6 +349,9 @@ async def test_a_volume_that_cannot_be_mounted_keeps_the_pod_from_starting(
     assert pod.status.phase == "Pending"
     assert sim.pods_running() == 0
     assert await api.read_namespaced_pod_log("broken", NS) == ""
+    roots = sim.sim.workdir / "pods" / NS
+    # a failed attempt leaves no root (seen from this thread, between attempts)
+    await until(lambda: asyncio.sleep(0, not list(roots.glob("broken-*/root"))))
     await api.delete_namespaced_pod("broken", NS)
     await until(lambda: gone(api, "broken"))
 
