@@ -10,6 +10,7 @@ synchronous and the hub's event loop must not wait on it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
 from . import metrics
@@ -56,10 +58,26 @@ def outcome_of(
     error = future.exception()
     if error is None:
         return SpawnStatus.success, None
-    reason = getattr(error, "jupyterhub_message", None) or str(error) or type(error).__name__
+    reason = getattr(error, "jupyterhub_message", None) or reason_in_words(error)
     if attempt.pod_created is None and isinstance(error, web.HTTPError) and error.status_code < 500:
         return SpawnStatus.refused, reason
     return SpawnStatus.failure, reason
+
+
+def reason_in_words(error: BaseException) -> str:
+    """Why a spawn failed, for a person: a Kubernetes API error as its status and the API
+    server's message (not the client's dump of headers and body), anything else as is."""
+    if isinstance(error, ApiException):
+        said = f"the Kubernetes API answered {error.status} {error.reason or ''}".rstrip()
+        body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
+        detail = ""
+        if body:
+            try:
+                detail = str(json.loads(body).get("message") or "")
+            except (ValueError, AttributeError):
+                detail = str(body)[:300]
+        return f"{said}: {detail}" if detail else said
+    return str(error) or type(error).__name__
 
 
 _databases: dict[str, Database] = {}

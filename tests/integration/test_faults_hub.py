@@ -255,6 +255,50 @@ def test_spawns_during_an_api_outage_are_refused_with_the_reason_then_succeed(en
     assert failed.pod_name is None and failed.scheduling_seconds is None
 
 
+def test_api_errors_during_a_spawn_fail_it_in_words_and_a_retry_succeeds(env: Env) -> None:
+    env.sim.faults.fail_next(20, 500)  # a burst: the spawn's own requests hit it
+    try:
+        began = time.monotonic()
+        r = env.spawn("dan")
+        assert r.status_code in (201, 202, 500), r.text
+        model = env.hub.wait_for_server("dan", timeout=60)  # ready or gone, never hanging
+        assert time.monotonic() - began < 60
+    finally:
+        env.sim.faults.clear()
+    assert model["servers"] == {}, model
+    env.expected[("dan", "failure")] += 1
+    (failed,) = [x for x in env.check_records() if x.outcome == "failure" and x.pod_name]
+    assert failed.failure_reason == (
+        "the Kubernetes API answered 500 Internal Server Error: injected fault: 500 InternalError"
+    )
+    # the slot held for the failed spawn was given back: the retry is admitted and runs
+    env.spawn_ready("dan")
+    env.check_servers_match_pods()
+    r = env.hub.api("DELETE", "/users/dan/server")
+    assert r.status_code in (202, 204), r.text
+    eventually(lambda: "dan" not in env.servers(), "dan's server stopped")
+    env.check_servers_match_pods()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="spawner.py: a Kubernetes API error while starting (here 500 on the pod's creation) "
+    "reaches the REST caller as a bare 500 'Internal Server Error'; ESAPSpawner.start should "
+    "raise it with jupyterhub_message = spawn_records.reason_in_words(error) (503 for 5xx/429)",
+)
+def test_the_rest_caller_is_told_why_an_api_error_failed_the_spawn(env: Env) -> None:
+    env.hub.create_user("eve")
+    env.sim.faults.fail_next(20, 500)
+    try:
+        r = env.spawn("eve")
+        env.hub.wait_for_server("eve", timeout=60)
+    finally:
+        env.sim.faults.clear()
+    env.expected[("eve", "failure")] += 1
+    assert r.status_code == 503, r.text
+    assert "the Kubernetes API answered 500" in r.json()["message"]
+
+
 def test_a_restarted_hub_readopts_its_running_servers(env: Env) -> None:
     before = {u: s["state"]["pod_name"] for u, s in env.servers().items()}
     assert sorted(before) == ["ann", "ben"]
