@@ -141,10 +141,22 @@ class BaseHandler(web.RequestHandler):
                 message = "error"
             if status_code == 405:
                 message = f"method {self.request.method} is not allowed on this route"
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'token realm="esap"')
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this route implements (a 405's ``Allow`` header, RFC 9110)."""
+        base = web.RequestHandler
+        return [
+            m
+            for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
 
     async def authenticate(self, *, catalogue: bool = True) -> Caller:
         """The caller of this request; raises :class:`ApiError` 401/403/503.
@@ -306,6 +318,10 @@ class LocalityHandler(BaseHandler):
             body = json.loads(self.request.body or b"")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # nested deeper than the parser's stack allows
+            raise ApiError(
+                400, "malformed_json", "the body is not valid JSON: nested too deeply"
+            ) from exc
         if not isinstance(body, dict):
             raise ApiError(
                 400, "invalid_body", 'the body must be a JSON object: {"dids": ["scope:name"]}'

@@ -648,6 +648,7 @@ async def test_locality_uses_a_plugged_catalogue(service_factory: ServiceFactory
         ("{not json", True, "malformed_json", "not valid JSON"),
         ("", True, "malformed_json", "not valid JSON"),
         (b"\xff\xfe", True, "malformed_json", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, True, "malformed_json", "nested too deeply"),
         (["lofar:L1"], False, "invalid_body", "JSON object"),
         ({}, False, "missing_field", "'dids'"),
         ({"dids": "lofar:L1"}, False, "invalid_field", "not str"),
@@ -696,18 +697,22 @@ async def test_unknown_route_is_json_404(service: Service) -> None:
 
 
 @pytest.mark.parametrize(
-    "method, path, template",
+    "method, path, template, allow",
     [
-        ("POST", "api/v1/profiles", "/api/v1/profiles"),
-        ("DELETE", "api/v1/profiles/small", "/api/v1/profiles/{slug}"),
-        ("PUT", "api/v1/facility", "/api/v1/facility"),
-        ("GET", "api/v1/locality", "/api/v1/locality"),
-        ("POST", "health", "/health"),
+        ("POST", "api/v1/profiles", "/api/v1/profiles", "GET"),
+        ("DELETE", "api/v1/profiles/small", "/api/v1/profiles/{slug}", "GET"),
+        ("PUT", "api/v1/facility", "/api/v1/facility", "GET"),
+        ("GET", "api/v1/locality", "/api/v1/locality", "POST"),
+        ("POST", "health", "/health", "GET"),
+        ("BREW", "metrics", "/metrics", "GET"),
     ],
 )
-async def test_wrong_method_is_405(service: Service, method: str, path: str, template: str) -> None:
+async def test_wrong_method_is_405(
+    service: Service, method: str, path: str, template: str, allow: str
+) -> None:
     r = await service.fetch(path, token="portal-token", method=method)
     assert r.code == 405
+    assert r.headers["Allow"] == allow  # RFC 9110: a 405 names what the route allows
     body = json.loads(r.body)
     assert body["error"]["code"] == "method_not_allowed"
     assert method in body["error"]["message"]
