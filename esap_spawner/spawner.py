@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from . import metrics
 from .capacity import Refusal, Reservation
 from .hub_view import hub_view
 from .options import (
@@ -48,7 +50,6 @@ from .options import (
     validate_options,
 )
 from .profiles import Profile, kubespawner_profile, visible_profiles
-from .quantity import format_bytes
 from .site import Site, load_site
 from .spawn_data import DataSpawnerMixin
 from .spawn_records import SpawnAttempt, outcome_of, record_spawn
@@ -75,26 +76,37 @@ def cached_site(path: str) -> Site:
     if hit is None or hit[0] != mtime:
         hit = (mtime, load_site(path))
         _site_cache[path] = hit
+        # every profile's series exist (at zero) before its first spawn
+        metrics.init_profile_labels(hit[1].slugs)
     return hit[1]
 
 
+_UNITS = {"Ki": "KiB", "Mi": "MiB", "Gi": "GiB", "Ti": "TiB", "k": "kB", "M": "MB", "G": "GB"}
+_UNIT_QUANTITY = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G)$")
+
+
+def _memory(quantity: str | None) -> str | None:
+    """A memory quantity as the administrator wrote it, in words: ``4Gi`` -> ``4 GiB``."""
+    if quantity is None:
+        return None
+    match = _UNIT_QUANTITY.match(str(quantity))
+    return f"{match[1]} {_UNITS[match[2]]}" if match else f"{quantity} bytes"
+
+
 def resource_summary(profile: Profile) -> str:
-    """What a server of this profile gets, in a few words: ``1-2 CPU, 1.0-2.0 GB, 1 GPU``."""
+    """What a server of this profile gets, in a few words: ``1-2 CPU, 1 GiB-2 GiB, 1 GPU``."""
 
     def span(low: str | None, high: str | None) -> str:
         if low and high and low != high:
-            return f"{low}-{high}"
+            return f"{low} to {high}"
         return high or low or "?"
 
     def cores(value: float | None) -> str | None:
         return None if value is None else f"{value:g}"
 
-    def size(value: int | None) -> str | None:
-        return None if value is None else format_bytes(value)
-
     parts = [
         f"{span(cores(profile.cpu_guarantee), cores(profile.cpu_limit))} CPU",
-        f"{span(size(profile.memory_guarantee_bytes), size(profile.memory_limit_bytes))} memory",
+        f"{span(_memory(profile.memory_guarantee), _memory(profile.memory_limit))} memory",
     ]
     if profile.gpu.count:
         model = f" {profile.gpu.model}" if profile.gpu.model else ""
@@ -114,6 +126,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
 
     _esap_attempt: SpawnAttempt | None = None
     _esap_reservation: Reservation | None = None
+    _esap_query: dict[str, list[str]] | None = None
 
     site_file = Unicode(
         "/etc/esap/site.yaml",
@@ -266,26 +279,40 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
 
     @default("options_form")
     def _default_options_form(self) -> Any:
-        def render(spawner: ESAPSpawner) -> str:
-            return spawner.render_options_form()
+        async def render(spawner: ESAPSpawner) -> str:
+            return spawner.render_options_form(await spawner._form_availability())
 
         return render
 
+    async def _form_availability(self) -> dict[str, Any] | None:
+        """Live availability per profile for the form, from the hub's cluster view."""
+        if not self.admission:
+            return None
+        model = await hub_view().ensure_started(sync_timeout=self.admission_sync_timeout)
+        threshold = self.site.service.limited_threshold + 1  # "limited" at <= threshold
+        return dict(model.availability(self._visible(), limited_threshold=threshold))
+
     def _query_preselection(self) -> dict[str, Any]:
-        """Options from the query string of the page being rendered (ESAP deep links)."""
+        """Choices of the deep link being shown, even refused ones, to correct on the form.
+
+        From the request being rendered, or, after a start that failed (JupyterHub then
+        drops the handler), from the last query this spawner was given; used once.
+        """
         handler = getattr(self, "handler", None)
-        if handler is None:
-            return {}
-        query = {
-            key: [v.decode("utf8", "replace") for v in values]
-            for key, values in handler.request.query_arguments.items()
-        }
+        if handler is not None:
+            query = {
+                key: [v.decode("utf8", "replace") for v in values]
+                for key, values in handler.request.query_arguments.items()
+            }
+        else:
+            query = self._esap_query or {}
+        self._esap_query = None
         try:
             return options_from_query(query)
         except OptionsError:
             return {}
 
-    def render_options_form(self) -> str:
+    def render_options_form(self, availability: dict[str, Any] | None = None) -> str:
         profiles = self._visible()
         chosen = self._query_preselection()
         selected = chosen.get("profile")
@@ -296,13 +323,25 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         datasets = chosen.get("dataset") or []
         if isinstance(datasets, str):
             datasets = [datasets]
+
+        def text(key: str) -> str:
+            value = chosen.get(key)
+            return value if isinstance(value, str) else ""
+
         return _templates.get_template("form.html").render(
-            profiles=[{"profile": p, "summary": resource_summary(p)} for p in profiles],
+            profiles=[
+                {
+                    "profile": p,
+                    "summary": resource_summary(p),
+                    "availability": (availability or {}).get(p.slug),
+                }
+                for p in profiles
+            ],
             selected=selected,
-            datasets="\n".join(datasets),
-            workflow=chosen.get("workflow") or "",
-            ref=chosen.get("ref") or "",
-            filepath=chosen.get("filepath") or "",
+            datasets="\n".join(str(d) for d in datasets),
+            workflow=text("workflow"),
+            ref=text("ref"),
+            filepath=text("filepath"),
         )
 
     # -- the one validator, three ways in -----------------------------------------------
@@ -333,6 +372,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         return self._validated(raw).to_dict()
 
     def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
+        self._esap_query = query_data  # for the form, if this link is refused
         try:
             raw = options_from_query(query_data)
         except OptionsError as e:

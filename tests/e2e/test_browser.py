@@ -123,12 +123,6 @@ def test_link_with_unknown_dataset_is_refused_with_the_reason(login: Login, demo
     assert demo.pods("heidi") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for the form to keep a refused link's choices: JupyterHub clears "
-    "spawner.handler when a start fails (user.py, finally), so render_options_form sees no "
-    "query string and falls back to the default profile and an empty dataset field",
-)
 def test_refused_link_form_keeps_the_links_choices(login: Login, demo: Demo) -> None:
     page = login("ivan")
     page.goto(f"{demo.url}/hub/spawn?profile=casa&dataset=escape:no-such-data")
@@ -153,11 +147,6 @@ def test_group_member_sees_gpu_profile(login: Login, demo: Demo, screenshot_dir:
 # -- features on their way: these become real tests when the marks are removed ----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for the form's availability display (.esap-availability in each "
-    "label.esap-profile, full profiles disabled)",
-)
 def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
     page = login("frank")
     profiles_on_form(page)
@@ -175,17 +164,13 @@ def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
             assert text == "full", (slug, text)
             expect(radio).to_be_disabled()
         else:
-            assert text == f"can start now: {availability[slug]['can_start_now']}", (slug, text)
+            expected = f"can start now: {availability[slug]['can_start_now']}"
+            if availability[slug]["fast_start"]:  # slots on nodes that hold the image
+                expected += f" ({availability[slug]['fast_start']} fast)"
+            assert text == expected, (slug, text)
             expect(radio).to_be_enabled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for datasets at spawn in the demo: (1) the static catalogue reads "
-    "/archive (its mount_path), not the demo's archive folder, so the spawn is refused "
-    "with 'does not exist in the data catalogue'; (2) then the init container "
-    "esap-datalinks exits 2 in process pods (its ConfigMap volume is not mounted)",
-)
 def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, demo: Demo) -> None:
     link = demo.banner_value("ESAP link")
     assert parse_qs(urlsplit(link).query)["dataset"] == ["escape:crab-2020"]
@@ -196,10 +181,6 @@ def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, dem
     assert pod_profile(demo, "carol") == "gammapy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for datasets mounted into process-mode pods (~/datasets/<scope>/<name>)",
-)
 def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> None:
     page = login("erin")
     follow_to_progress_page(
