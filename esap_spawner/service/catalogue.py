@@ -48,7 +48,10 @@ class CatalogueLocality:
 
 
 class BrokenCatalogue:
-    """A catalogue the site file asks for but that could not be built."""
+    """A catalogue the site file asks for but that could not be built (answering makes
+    no call to it: ``remote`` is False, as for :class:`~.interfaces.NoCatalogue`)."""
+
+    remote = False
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

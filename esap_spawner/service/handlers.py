@@ -31,6 +31,7 @@ from typing import Any
 
 from tornado import web
 
+from ..metrics import CatalogueOperation, CatalogueStatus
 from ..options import validate_did
 from .auth import (
     ANONYMOUS,
@@ -302,14 +303,20 @@ class LocalityHandler(BaseHandler):
     async def post(self) -> None:
         await self.authenticate()
         dids = self.parse_body()
-        metrics = self.state.metrics
+        catalogue = self.state.catalogue
+        status = CatalogueStatus.failure  # anything unexpected: a 500, logged by tornado
         started = time.perf_counter()
         try:
-            results = await self.state.catalogue.locality(dids)
+            results = await catalogue.locality(dids)
+            status = CatalogueStatus.success
         except LocalityUnavailable as exc:
-            metrics.observe_catalogue("locality", "unavailable", time.perf_counter() - started)
+            status = CatalogueStatus.unavailable
             raise ApiError(503, "catalogue_unavailable", str(exc), retry_after=30) from exc
-        metrics.observe_catalogue("locality", "success", time.perf_counter() - started)
+        finally:
+            if getattr(catalogue, "remote", True):  # no catalogue configured: nothing to time
+                self.state.metrics.observe_catalogue(
+                    CatalogueOperation.locality, status, time.perf_counter() - started
+                )
         self.write_json({"as_of": iso_utc(time.time()), "results": results})
 
     def parse_body(self) -> list[str]:

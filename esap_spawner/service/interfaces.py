@@ -69,7 +69,11 @@ class LocalityUnavailable(Exception):
 
 
 class LocalityCatalogue(Protocol):
-    """Where datasets are, as the ``POST api/v1/locality`` route reports it."""
+    """Where datasets are, as the ``POST api/v1/locality`` route reports it.
+
+    The route times each ``locality`` call into ``esap_catalogue_request_duration_seconds``
+    unless the backend has a ``remote`` attribute that is False (it calls no catalogue).
+    """
 
     async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
         """One result per DID (distinct, in order), with the fields of the ``LocalityResult``
@@ -82,7 +86,13 @@ class LocalityCatalogue(Protocol):
 
 
 class NoCatalogue:
-    """No data catalogue configured: every DID is ``unknown``, with the reason."""
+    """No data catalogue configured: every DID is ``unknown``, with the reason.
+
+    ``remote`` is False: answering makes no call to a catalogue, so the service's
+    ``esap_catalogue_request_duration_seconds`` does not count it.
+    """
+
+    remote = False
 
     message = (
         "data locality needs a configured data catalogue (site file 'data.catalogue'); "

@@ -1001,11 +1001,11 @@ async def test_locality_from_a_static_catalogue(
     assert local["staging_required"] is False
     assert by_did["lofar:nope"]["status"] == "not_found"
     assert by_did["lofar:gone"]["status"] in ("unknown", "not_found")
-    r = await service.fetch("metrics", token="prom-token")
-    assert (
-        'esap_catalogue_request_duration_seconds_count{operation="locality",status="success"} 1.0'
-        in r.body.decode()
-    )
+    text = await scrape(service)
+    assert catalogue_calls(text) == {"success": 1}
+    total = 'esap_catalogue_request_duration_seconds_sum{operation="locality",status="success"}'
+    sums = [line for line in text.splitlines() if line.startswith(total)]
+    assert len(sums) == 1 and 0 < float(sums[0].split()[-1]) < 10
 
 
 async def test_catalogue_that_cannot_answer_is_503(service_factory: ServiceFactory) -> None:
@@ -1025,6 +1025,55 @@ async def test_catalogue_that_cannot_answer_is_503(service_factory: ServiceFacto
     assert r.headers["Retry-After"] == "30"
     assert body["error"]["code"] == "catalogue_unavailable"
     assert "did not answer" in body["error"]["message"]
+    assert catalogue_calls(await scrape(service)) == {"unavailable": 1}
+
+
+def catalogue_calls(metrics_text: str) -> dict[str, int]:
+    """Counts of locality calls by status from a scrape (zero counts left out)."""
+    prefix = 'esap_catalogue_request_duration_seconds_count{operation="locality",status="'
+    counts = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            status, value = line[len(prefix) :].split('"} ')
+            if float(value):
+                counts[status] = int(float(value))
+    return counts
+
+
+async def scrape(service: Service) -> str:
+    r = await service.fetch("metrics", token="prom-token")
+    assert r.code == 200
+    return str(r.body.decode())
+
+
+async def test_a_catalogue_that_fails_is_timed_as_failure(
+    service_factory: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from esap_spawner.service.interfaces import CheckResult
+
+    class Broken:
+        async def locality(self, dids: list[str]) -> list[dict[str, Any]]:
+            raise RuntimeError("a bug in the catalogue client")
+
+        def health(self) -> CheckResult:
+            return CheckResult(True, "fine")
+
+    service = await service_factory(catalogue=Broken())
+    r = await post_locality(service, {"dids": ["lofar:L1"]})
+    assert r.code == 500
+    assert catalogue_calls(await scrape(service)) == {"failure": 1}
+
+
+async def test_no_catalogue_is_not_timed(service: Service) -> None:
+    r = await post_locality(service, {"dids": ["lofar:L1"]})
+    assert r.code == 200
+    text = await scrape(service)
+    assert catalogue_calls(text) == {}
+    # every label value is pre-created, so dashboards see zeros rather than gaps
+    assert (
+        'esap_catalogue_request_duration_seconds_count{operation="locality",status="success"} 0.0'
+        in text
+    )
 
 
 async def test_catalogue_that_cannot_be_built_is_reported(
