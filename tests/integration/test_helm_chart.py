@@ -210,6 +210,8 @@ def test_default_values_render_valid_manifests(default_objects: dict[Any, Any]) 
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "NetworkPolicy",
         }
     )
@@ -323,14 +325,34 @@ def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None
         {"kind": "ServiceAccount", "name": "esap-service", "namespace": "jhub"},
         {"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"},
     ]
-    assert not any(kind in ("Role", "RoleBinding") for kind, _ in default_objects)
+    # namespaced, for the hub only: the ConfigMap each pod gets with its dataset plan
+    roles = [name for kind, name in default_objects if kind == "Role"]
+    assert roles == ["jhub-esap-cluster-reader-hub-data"]
+    assert default_objects[("Role", roles[0])]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "create", "patch", "delete"],
+        }
+    ]
+    hub_binding = default_objects[("RoleBinding", roles[0])]
+    assert hub_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}
+    ]
 
 
 def test_rbac_and_netpol_can_be_turned_off() -> None:
     objects = render({"rbac": {"create": False}, "networkPolicy": {"enabled": False}})
     kinds = {kind for kind, _ in objects}
     assert kinds.isdisjoint(
-        {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy"}
+        {
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "NetworkPolicy",
+        }
     )
     pod = objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
     assert "serviceAccountName" not in pod
