@@ -231,9 +231,7 @@ class Stager:
         except asyncio.CancelledError:
             await self._finish_pending(StagingStatus.cancelled, "the spawn was cancelled")
             raise
-        invalidate = getattr(self.catalogue, "invalidate", None)
-        if callable(invalidate):
-            invalidate(remote)
+        self.catalogue.invalidate(remote)
         try:
             fresh = await self.catalogue.resolve(remote)
         except CatalogueError as exc:

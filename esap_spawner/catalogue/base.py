@@ -333,5 +333,8 @@ class Catalogue(ABC):
         """:meth:`locality` as the advertising API's JSON objects."""
         return [result.to_json() for result in await self.locality(dids)]
 
+    def invalidate(self, dids: Sequence[str] | None = None) -> None:  # noqa: B027
+        """Forget what is cached about ``dids`` (all when None); nothing to forget here."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads and connections."""

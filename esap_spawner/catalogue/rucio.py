@@ -564,7 +564,9 @@ class RucioCatalogue(Catalogue):
             )
         error = rule.get("error") or None
         if state is StagingState.STUCK and not error:
-            error = f"{stuck} of {total} file transfers are stuck"
+            # Rucio may mark a rule STUCK before it counts a stuck lock
+            unfinished = max(stuck, total - ok - replicating)
+            error = f"{unfinished} of {total} file transfers are stuck (rule {request.rule_id})"
         return replace(
             base,
             state=state,
