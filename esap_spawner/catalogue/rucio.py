@@ -564,8 +564,9 @@ class RucioCatalogue(Catalogue):
             )
         error = rule.get("error") or None
         if state is StagingState.STUCK and not error:
-            # Rucio may mark a rule STUCK before it counts a stuck lock
-            unfinished = max(stuck, total - ok - replicating)
+            # every transfer not done is held up: Rucio may mark a rule STUCK before its
+            # stuck-lock counter moves
+            unfinished = max(stuck, total - ok)
             error = f"{unfinished} of {total} file transfers are stuck (rule {request.rule_id})"
         return replace(
             base,
