@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kubernetes_asyncio import client
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
@@ -28,8 +31,9 @@ from esap_spawner.capacity import ClusterModel, Refusal, Reservation
 from esap_spawner.cluster_watch import ClusterWatcher
 from esap_spawner.profiles import PROFILE_LABEL
 from esap_spawner.service.app import make_app
-from esap_spawner.sim import Simulator, pod_manifest
+from esap_spawner.sim import Simulator, SimulatorThread, pod_manifest
 from esap_spawner.site import load_site
+from tests.harness.hub import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +235,55 @@ async def test_a_lost_node_takes_its_servers_and_its_room(env: Env) -> None:
     assert env.model.node_names() == ["cpu-2"]
     stale, availability = await env.small()
     assert (stale, availability["running"], availability["can_start_now"]) == (False, 1, 3)
+
+
+def test_the_service_process_says_stale_during_an_outage(
+    sim_factory: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    """``esap-spawner service`` itself, its watcher configured from ``--config``."""
+    sim = sim_factory(CLUSTER, kubelet="fake")
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(SITE_YAML)
+    config = tmp_path / "service_config.py"
+    config.write_text(
+        "c.ClusterWatcher.stale_after = 1.0\n"
+        "c.ClusterWatcher.backoff_initial = 0.05\n"
+        "c.ClusterWatcher.backoff_max = 0.5\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file),
+               "--port", str(port), "--kubeconfig", str(kubeconfig), "--allow-anonymous",
+               "--config", str(config)]  # fmt: skip
+    with (tmp_path / "service.log").open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def answers() -> tuple[int, bool | None]:
+        """(health status, stale) as the service answers them now."""
+        try:
+            health = requests.get(url + "health", timeout=5).status_code
+            stale = requests.get(url + "api/v1/profiles", timeout=5).json()["stale"]
+        except requests.RequestException:
+            return 0, None
+        return health, stale
+
+    def until(expected: tuple[int, bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while answers() != expected:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what}: {answers()}\n{(tmp_path / 'service.log').read_text()}"
+                )
+            time.sleep(0.1)
+
+    try:
+        until((200, False), "synced and current")
+        sim.faults.fail_next(1_000_000, 503)
+        sim.faults.close_watches()
+        until((503, True), "stale during the outage")
+        sim.faults.clear()
+        until((200, False), "current again")
+    finally:
+        proc.terminate()
+        proc.wait(10)
