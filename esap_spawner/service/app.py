@@ -4,8 +4,9 @@
 view, an auth strategy): what tests and benchmarks use in-process.
 :class:`ESAPService` is the configurable program (``esap-spawner service``): it reads
 the site file, picks the auth strategy (the hub's tokens when run by JupyterHub, a token
-file otherwise), starts the cluster watcher when a Kubernetes configuration exists, and
-listens.
+file otherwise), starts the cluster watcher when a Kubernetes configuration exists, shares
+the hub's database (spawn durations in, availability samples out; see :mod:`.history`),
+and listens.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import tornado.web
-from traitlets import Bool, Integer, Unicode, default, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
 from .catalogue import catalogue_from_site
 from .handlers import NotFoundHandler, load_openapi, routes
+from .history import SpawnHistory, every, sample_availability
 from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from .state import ServiceState
 
@@ -126,6 +128,9 @@ class ESAPService(Application):
         "limited-threshold": "ESAPService.limited_threshold",
         "max-dids": "ESAPService.max_dids",
         "kubeconfig": "ESAPService.kubeconfig",
+        "db-url": "ESAPService.db_url",
+        "availability-sample-seconds": "ESAPService.availability_sample_seconds",
+        "history-refresh-seconds": "ESAPService.history_refresh_seconds",
         "log-level": "Application.log_level",
     }
     flags = {
@@ -228,6 +233,47 @@ class ESAPService(Application):
         availability is ``unknown`` and the answers say so.""",
     ).tag(config=True)
 
+    db_url = Unicode(
+        help="""The database the hub's spawner records spawns in (``ESAPSpawner.db_url``;
+        give both the same URL), e.g. ``sqlite:////srv/jupyterhub/esap.sqlite`` or
+        ``postgresql+psycopg://u:p@db/esap``. The service reads the recent successful
+        spawns of each profile from it (``estimated_start_seconds`` is their median) and
+        writes availability samples to it (the report's "availability over time").
+        Empty disables both: ``estimated_start_seconds`` is then ``null``. Default:
+        ``ESAP_DATABASE_URL`` when set (the hub's snippet hands the spawner's URL on so),
+        else ``sqlite:///esap.sqlite``, the spawner's default (a relative path: the hub's
+        working directory, which a managed service shares).""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        from ..db import DEFAULT_URL  # ESAPSpawner.db_url's default too
+
+        return os.environ.get("ESAP_DATABASE_URL", DEFAULT_URL)
+
+    availability_sample_seconds = Float(
+        60.0,
+        help="""Store what each profile can start now in the database every this many
+        seconds, e.g. ``60``; ``0`` disables sampling. Samples are taken only while the
+        cluster view is synced and current.""",
+    ).tag(config=True)
+
+    history_refresh_seconds = Float(
+        60.0,
+        help="""Re-read the recent spawn durations from the database every this many
+        seconds, e.g. ``60`` (in a worker thread: answers never wait for the database).""",
+    ).tag(config=True)
+
+    @validate("availability_sample_seconds", "history_refresh_seconds")
+    def _not_negative(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value < 0:
+            name = proposal["trait"].name
+            raise TraitError(f"{name} must be at least 0, not {value!r}")
+        if proposal["trait"].name == "history_refresh_seconds" and value == 0:
+            raise TraitError("history_refresh_seconds must be more than 0")
+        return value
+
     def build(self) -> tuple[tornado.web.Application, bool]:
         """The tornado app, and whether a cluster is configured to watch."""
         from ..capacity import ClusterModel
@@ -238,7 +284,16 @@ class ESAPService(Application):
         site = load_site(self.site_file)
         auth = self._auth()
         catalogue = catalogue_from_site(site)
-        model = ClusterModel()
+        self.history: SpawnHistory | None = None
+        if self.db_url:
+            from ..db import Database
+
+            db = Database(self.db_url)
+            self.log.info("spawn history and availability samples in %r", db)
+            self.history = SpawnHistory(db, [p.slug for p in site.profiles])
+        else:
+            self.log.info("no db_url: estimated_start_seconds is null, no availability samples")
+        model = ClusterModel(spawn_durations=self.history)
         note = None
         watch = kube_config_available(self.kubeconfig)
         if not watch:
@@ -304,6 +359,7 @@ class ESAPService(Application):
                 )
                 await watcher.start()
                 warm = asyncio.create_task(self._warm(app, watcher))
+        background = self._start_history(app)
         server = app.listen(self.port, address=self.ip, xheaders=True)
         self.log.info("ESAP service listening on http://%s:%i%s", self.ip, self.port, self.prefix)
         stop = asyncio.Event()
@@ -315,6 +371,12 @@ class ESAPService(Application):
             self.log.info("stopping")
         finally:
             server.stop()
+            for task in background:
+                task.cancel()
+            if background:
+                await asyncio.gather(*background, return_exceptions=True)
+            if self.history is not None:
+                self.history.db.dispose()
             if watcher is not None:
                 warm.cancel()
                 await watcher.stop()
@@ -323,6 +385,38 @@ class ESAPService(Application):
             close = getattr(app.settings["esap"].catalogue, "close", None)
             if close is not None:
                 await close()
+
+    def _start_history(self, app: tornado.web.Application) -> list[asyncio.Task[None]]:
+        """The database jobs (see :mod:`.history`): refresh the spawn durations, sample
+        availability; none without ``db_url``."""
+        history = self.history
+        if history is None:
+            return []
+        state = app.settings["esap"]
+        db = history.db
+
+        async def prepare() -> None:  # the service may start before the hub made the tables
+            try:
+                await asyncio.to_thread(db.create_all)
+            except Exception as exc:
+                self.log.warning("cannot create the history tables in %r: %s", db, exc)
+
+        async def sample() -> None:
+            await sample_availability(
+                db, state.capacity, state.profiles, limited_threshold=state.below
+            )
+
+        async def run() -> None:
+            await prepare()
+            jobs = [every(self.history_refresh_seconds, history.refresh_in_thread,
+                          what="reading the spawn history")]  # fmt: skip
+            if self.availability_sample_seconds > 0:
+                jobs.append(
+                    every(self.availability_sample_seconds, sample, what="sampling availability")
+                )
+            await asyncio.gather(*jobs)
+
+        return [asyncio.create_task(run())]
 
     async def _warm(self, app: tornado.web.Application, watcher: Any) -> None:
         """Once the first lists are in, answer every profile once, so the first caller

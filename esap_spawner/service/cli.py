@@ -49,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--open-metrics", action="store_true", help="serve /metrics without a token"
     )
     parser.add_argument("--kubeconfig", help="kubeconfig for the cluster view")
+    parser.add_argument(
+        "--db-url",
+        help="the hub's spawn-history database, as ESAPSpawner.db_url "
+        "(default sqlite:///esap.sqlite; '' disables)",
+    )
+    parser.add_argument(
+        "--availability-sample-seconds",
+        type=float,
+        help="store availability samples every this many seconds (default 60; 0 disables)",
+    )
     parser.add_argument("--config", help="a traitlets config file (Python) for ESAPService")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING...")
 
@@ -65,6 +75,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "limited_threshold",
         "max_dids",
         "kubeconfig",
+        "db_url",
+        "availability_sample_seconds",
     ):
         value = getattr(args, option, None)
         if value is not None:
@@ -85,14 +97,16 @@ def run(args: argparse.Namespace) -> int:
         level=str(args.log_level).upper(),
         format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s",
     )
+    from traitlets import TraitError
+
     service = ESAPService()
-    if args.config:
-        service.load_config_file(args.config)
-    service.update_config(config_from_args(args))
-    service.log_level = str(args.log_level).upper()
     try:
+        if args.config:
+            service.load_config_file(args.config)
+        service.update_config(config_from_args(args))
+        service.log_level = str(args.log_level).upper()
         service.start()
-    except (ValueError, SiteError) as exc:
+    except (ValueError, TraitError, SiteError) as exc:
         print(f"esap-spawner service: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,83 @@
+"""The history the service shares with the hub's spawner, through the database (``db_url``).
+
+Two jobs, both off the request path (the database is only touched in worker threads):
+
+- :class:`SpawnHistory` holds the recent successful spawn durations of each profile,
+  re-read every ``refresh_seconds``; the service's
+  :class:`~esap_spawner.capacity.ClusterModel` reads it as ``spawn_durations``, so
+  ``estimated_start_seconds`` is the median of the spawns the hub recorded. It is a
+  snapshot rather than :class:`esap_spawner.db.RecentDurations`, whose cache reads the
+  database in the caller's thread when an entry expires: here that would be a request.
+- :func:`sample_availability` stores what each profile can start now
+  (:meth:`esap_spawner.db.Database.record_availability`), every ``availability_sample_seconds``,
+  for the report's "availability over time".
+
+A failing database is logged and retried at the next tick; the service keeps answering
+(the estimates then keep their last values, or stay ``null``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only when a database is configured
+    from ..db import Database
+
+__all__ = ["SpawnHistory", "every", "sample_availability"]
+
+log = logging.getLogger(__name__)
+
+
+class SpawnHistory:
+    """Recent successful spawn durations per profile (newest first), as last read.
+
+    Call it as ``spawn_durations(slug)``: a dictionary look-up, never I/O. :meth:`refresh`
+    reads the database (blocking: run it in a thread, as :meth:`refresh_in_thread` does).
+    """
+
+    def __init__(self, db: Database, slugs: Sequence[str], *, limit: int = 50) -> None:
+        self.db = db
+        self.slugs = tuple(slugs)
+        self.limit = limit
+        self._durations: dict[str, tuple[float, ...]] = {}
+
+    def __call__(self, slug: str) -> Sequence[float]:
+        return self._durations.get(slug, ())
+
+    def refresh(self) -> None:
+        """Read every profile's recent durations, then swap the snapshot in at once."""
+        fresh = {
+            slug: tuple(self.db.recent_spawn_durations(slug, self.limit)) for slug in self.slugs
+        }
+        self._durations = fresh
+
+    async def refresh_in_thread(self) -> None:
+        await asyncio.to_thread(self.refresh)
+
+
+async def sample_availability(db: Database, capacity: Any, profiles: Sequence[Any], *,
+                              limited_threshold: int) -> int:  # fmt: skip
+    """Store one availability sample per profile; returns how many (0 while the cluster
+    view is not synced or is stale: figures nobody can vouch for are not history)."""
+    if not capacity.synced or capacity.stale:
+        log.debug("availability not sampled: the cluster view is not current")
+        return 0
+    availability = capacity.availability(profiles, limited_threshold=limited_threshold)
+    stored: int = await asyncio.to_thread(db.record_availability, availability)
+    return stored
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[Any]], *, what: str) -> None:
+    """Run ``job`` now and then every ``seconds`` until cancelled; a failing run is logged
+    and does not stop the loop."""
+    while True:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s failed (retrying in %g s): %s", what, seconds, exc)
+        await asyncio.sleep(seconds)
