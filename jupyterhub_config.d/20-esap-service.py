@@ -19,6 +19,12 @@ ESAP_SERVICE_PORT
     Port of the managed service on 127.0.0.1 (default 8890).
 ESAP_SITE_FILE
     The site file the managed service reads (default ``/etc/esap/site.yaml``).
+ESAP_DATABASE_URL
+    The database of spawn history, e.g. ``postgresql+psycopg://u:p@db/esap``: sets
+    ``c.ESAPSpawner.db_url`` and is handed to the managed service, so the spawner writes
+    what the service reads (and ``esap-spawner report`` reads it by default too).
+    Unset: a ``c.ESAPSpawner.db_url`` this snippet can see is handed on, else both keep
+    the default ``sqlite:///esap.sqlite`` in the hub's working directory.
 ESAP_PORTAL_API_TOKEN
     Registers the token-only hub service ESAP_PORTAL_SERVICE_NAME (default
     ``esap-portal``) with this token; ESAP (or another portal) calls the API with it.
@@ -79,6 +85,12 @@ def _esap_add_role(role):
     roles.append(role)
 
 
+_esap_db_url = os.environ.get("ESAP_DATABASE_URL", "").strip()
+if _esap_db_url:
+    c.ESAPSpawner.db_url = _esap_db_url
+elif "db_url" in c.ESAPSpawner:  # set earlier in the same config namespace (z2jh's hub.config)
+    _esap_db_url = c.ESAPSpawner.db_url
+
 _esap_mode = os.environ.get("ESAP_SERVICE_MODE", "").strip().lower() or "auto"
 _esap_url = os.environ.get("ESAP_SERVICE_URL", "").strip()
 if _esap_mode == "auto":
@@ -98,6 +110,17 @@ elif _esap_mode == "managed":
     _esap_port = os.environ.get("ESAP_SERVICE_PORT", "").strip() or "8890"
     if not _esap_port.isdigit():
         _esap_fatal(f"ESAP_SERVICE_PORT={_esap_port!r}: expected a port number")
+    # JupyterHub passes managed services a minimal environment: hand on where the
+    # cluster is, so the service's cluster view follows the same cluster as the hub, and
+    # the spawner's database (in the environment: a URL may hold a password, which a
+    # command line would show to every local user).
+    _esap_env = {
+        name: os.environ[name]
+        for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        if os.environ.get(name)
+    }
+    if _esap_db_url:
+        _esap_env["ESAP_DATABASE_URL"] = _esap_db_url
     c.JupyterHub.services.append(
         {
             "name": ESAP_SERVICE_NAME,
@@ -110,13 +133,7 @@ elif _esap_mode == "managed":
                 "--site-file",
                 (os.environ.get("ESAP_SITE_FILE", "").strip() or "/etc/esap/site.yaml"),
             ],
-            # JupyterHub passes managed services a minimal environment: hand on where the
-            # cluster is, so the service's cluster view follows the same cluster as the hub.
-            "environment": {
-                name: os.environ[name]
-                for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-                if os.environ.get(name)
-            },
+            "environment": _esap_env,
         }
     )
 elif _esap_mode != "off":

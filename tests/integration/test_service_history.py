@@ -127,3 +127,31 @@ def test_estimates_come_from_the_hubs_spawns_and_samples_go_back(
         assert set(at) == {"small", "gpu"}
         assert at["small"].status == "available" and at["small"].can_start_now == 5
         assert at["gpu"].running == 0
+
+
+@pytest.mark.parametrize("how", ["environment", "z2jh hub.config", "default"])
+def test_the_managed_service_gets_the_spawners_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    from tests.integration import test_config_d as snippets
+
+    for key in (*snippets.ENV_KEYS, "ESAP_DATABASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
+    url = "postgresql+psycopg://esap:secret@db/esap"
+    if how == "environment":
+        monkeypatch.setenv("ESAP_DATABASE_URL", url)
+        config = snippets.load_snippets(tmp_path)
+        assert config.ESAPSpawner.db_url == url
+    elif how == "z2jh hub.config":
+        prelude = f"c.ESAPSpawner.db_url = {url!r}\n"
+        config = snippets.load_snippets(tmp_path, prelude, loader=snippets.EXEC_SNIPPETS_LIKE_Z2JH)
+    else:
+        config = snippets.load_snippets(tmp_path)
+        assert "db_url" not in config.ESAPSpawner
+    (service,) = [s for s in snippets.as_list(config.JupyterHub.services) if s["name"] == "esap"]
+    if how == "default":  # both keep sqlite:///esap.sqlite in the hub's working directory
+        assert "ESAP_DATABASE_URL" not in service["environment"]
+    else:
+        assert service["environment"]["ESAP_DATABASE_URL"] == url
+    assert not any("secret" in part for part in service["command"])
