@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Float, Integer, Unicode, default
@@ -52,7 +53,7 @@ from .options import (
 from .profiles import Profile, kubespawner_profile, visible_profiles
 from .site import Site, load_site
 from .spawn_data import DataSpawnerMixin
-from .spawn_records import SpawnAttempt, outcome_of, record_spawn
+from .spawn_records import SpawnAttempt, outcome_of, reason_in_words, record_spawn
 from .staging import StagingError
 
 ANNOTATION_PREFIX = "esap.escape.eu"
@@ -112,6 +113,19 @@ def resource_summary(profile: Profile) -> str:
         model = f" {profile.gpu.model}" if profile.gpu.model else ""
         parts.append(f"{profile.gpu.count}{model} GPU")
     return ", ".join(parts)
+
+
+async def _api_errors_in_words(started: Any) -> Any:
+    """Await KubeSpawner's start; a Kubernetes API error reaches the user in words.
+
+    Without this the REST caller and the spawn page see a bare 500; with it they read what
+    the API server said, as 503 when it is worth trying again (5xx, 429).
+    """
+    try:
+        return await started
+    except ApiException as error:
+        retry = error.status is None or error.status >= 500 or error.status == 429
+        raise refusal(503 if retry else 500, reason_in_words(error)) from error
 
 
 def refusal(status: int, message: str) -> web.HTTPError:
@@ -422,7 +436,8 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         self._esap_attempt = SpawnAttempt(user=self.user.name, requested=time.time())
         self._esap_reservation = None
         self.start_data()
-        future = super().start()
+        future = asyncio.ensure_future(_api_errors_in_words(super().start()))
+        self._start_future = future  # KubeSpawner's progress() follows the start by it
         future.add_done_callback(self._spawn_settled)
         return future
 
