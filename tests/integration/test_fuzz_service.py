@@ -65,6 +65,7 @@ class Service:
              "--token-file", str(token_file), "--port", str(port), "--ip", "127.0.0.1",
              "--prefix", "/services/esap/", "--max-dids", "100"],
             env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+            cwd=workdir,  # its default database (sqlite:///esap.sqlite) goes there
         )  # fmt: skip
         self.base = f"http://127.0.0.1:{port}/services/esap"
         deadline = time.monotonic() + 30

@@ -210,8 +210,9 @@ class Standalone:
                    "--prefix", "/esap/", *extra]  # fmt: skip
         self.log_path = tmp_path / "service.log"
         self.proc = subprocess.Popen(
-            command, env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT
-        )
+            command, env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+            cwd=tmp_path,  # its default database (sqlite:///esap.sqlite) goes there
+        )  # fmt: skip
         self.base = f"http://127.0.0.1:{port}/esap/"
         deadline = time.monotonic() + 20
         while True:
