@@ -13,13 +13,11 @@ from hypothesis import strategies as st
 from esap_spawner.capacity import (
     Availability,
     ClusterModel,
-    ProfileRequirements,
     Refusal,
     Reservation,
     SpawnDurations,
-    describe_vector,
-    image_aliases,
 )
+from esap_spawner.requirements import ProfileRequirements, describe_vector, image_aliases
 
 PROFILE_LABEL = "test.esap.example/profile"
 IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"

@@ -1,0 +1,183 @@
+"""What one server of a profile needs from a node, in the cluster model's integer units.
+
+:class:`ProfileRequirements` is a hashable summary of a profile (requests as an interned
+vector, node selector, tolerations, image, quota) so :mod:`esap_spawner.capacity` can cache
+answers per placement; :func:`requirements_of` builds it from a site profile. Quantities are
+integers: CPU in millicores, every other resource in its base unit (bytes, devices, pods),
+rounded up as the Kubernetes scheduler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from . import placement
+from .quantity import parse_quantity
+
+__all__ = [
+    "ProfileRequirements",
+    "Vector",
+    "describe_vector",
+    "image_aliases",
+    "intern_vector",
+    "pod_vector",
+    "quantity_int",
+    "requirements_of",
+]
+
+# A request vector: sorted (resource, amount) pairs, CPU in millicores. Equal vectors are
+# shared (see intern_vector) so that thousands of identical pods cost one tuple.
+Vector = tuple[tuple[str, int], ...]
+
+_QUANTITIES: dict[tuple[str, str], int] = {}
+_VECTORS: dict[Vector, Vector] = {}
+
+
+def quantity_int(resource: str, value: Any) -> int:
+    """A quantity as the integer the model counts in: millicores for ``cpu``, base units
+    (bytes, devices) for everything else, rounded up like the scheduler does."""
+    key = (resource, value)
+    found = _QUANTITIES.get(key)
+    if found is None:
+        exact = value if isinstance(value, Decimal) else parse_quantity(value)
+        if resource == "cpu":
+            exact *= 1000
+        found = int(exact) if exact == int(exact) or exact < 0 else int(exact) + 1
+        if len(_QUANTITIES) > 4096:
+            _QUANTITIES.clear()
+        _QUANTITIES[key] = found
+    return found
+
+
+def intern_vector(amounts: Mapping[str, Any]) -> Vector:
+    vector = tuple(sorted((r, quantity_int(r, q)) for r, q in amounts.items()))
+    vector = tuple((r, v) for r, v in vector if v)
+    shared = _VECTORS.get(vector)
+    if shared is None:
+        if len(_VECTORS) > 4096:
+            _VECTORS.clear()
+        shared = _VECTORS[vector] = vector
+    return shared
+
+
+def pod_vector(pod: Mapping[str, Any]) -> Vector:
+    """What a pod requests of its node (scheduler semantics), plus one ``pods`` slot."""
+    amounts: dict[str, Any] = dict(placement.pod_requests(pod.get("spec") or {}))
+    amounts["pods"] = 1
+    return intern_vector(amounts)
+
+
+def describe_vector(vector: Vector) -> str:
+    """``16 CPU, 64 GB, 1 nvidia.com/gpu`` (the ``pods`` slot is left out)."""
+    parts = []
+    for resource, value in vector:
+        if resource == "cpu":
+            parts.append(f"{_short(value / 1000)} CPU")
+        elif resource in ("memory", "ephemeral-storage"):
+            label = "GB" if resource == "memory" else "GB ephemeral storage"
+            parts.append(f"{_short(value / 1e9)} {label}")
+        elif resource != "pods":
+            parts.append(f"{value} {resource}")
+    return ", ".join(parts) or "nothing"
+
+
+def _short(x: float) -> str:
+    return f"{x:.1f}".removesuffix(".0")
+
+
+def image_aliases(image: str | None) -> frozenset[str]:
+    """The names a node may list for ``image`` (Docker Hub names have implied parts)."""
+    if not image:
+        return frozenset()
+    names = {image}
+    first, _, rest = image.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        path = image if rest else f"library/{image}"
+        names.update({f"docker.io/{path}", f"docker.io/{image}"})
+    if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        names.update({f"{n}:latest" for n in list(names)})
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class ProfileRequirements:
+    """What one server of a profile needs from a node, in the model's integer units.
+
+    Build it with :meth:`build` (from quantities) or :func:`requirements_of` (from a
+    site profile). Hashable, so per-profile answers can be cached.
+    """
+
+    slug: str
+    requests: Vector
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    image: str | None = None
+    max_servers: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        slug: str,
+        *,
+        requests: Mapping[str, Any],
+        node_selector: Mapping[str, str] | None = None,
+        tolerations: Iterable[Mapping[str, Any]] = (),
+        image: str | None = None,
+        max_servers: int | None = None,
+    ) -> ProfileRequirements:
+        for resource, value in requests.items():
+            if quantity_int(resource, value) < 0:
+                raise ValueError(f"profile {slug!r}: negative request {resource}={value!r}")
+        if max_servers is not None and max_servers < 0:
+            raise ValueError(f"profile {slug!r}: max_servers must be >= 0, got {max_servers!r}")
+        return cls(
+            slug=slug,
+            requests=intern_vector({**requests, "pods": 1}),
+            node_selector=tuple(sorted((node_selector or {}).items())),
+            tolerations=tuple(tuple(sorted(t.items())) for t in tolerations),
+            image=image,
+            max_servers=max_servers,
+        )
+
+    @property
+    def placement_key(self) -> tuple[Any, ...]:
+        """Everything that decides where and how many servers fit (not slug or quota)."""
+        return (self.requests, self.node_selector, self.tolerations, self.image)
+
+    @cached_property
+    def toleration_dicts(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self.tolerations]
+
+    @cached_property
+    def selector_dict(self) -> dict[str, str]:
+        return dict(self.node_selector)
+
+
+_FROM_PROFILE: dict[int, tuple[Any, ProfileRequirements]] = {}
+
+
+def requirements_of(profile: ProfileRequirements | Any) -> ProfileRequirements:
+    """:class:`ProfileRequirements` of a site profile (``esap_spawner.profiles.Profile``)."""
+    if isinstance(profile, ProfileRequirements):
+        return profile
+    cached = _FROM_PROFILE.get(id(profile))
+    if cached is not None and cached[0] is profile:
+        return cached[1]
+    from .profiles import server_requests
+
+    req = ProfileRequirements.build(
+        profile.slug,
+        requests=server_requests(profile),
+        node_selector=profile.node_selector,
+        tolerations=profile.tolerations,
+        image=profile.image,
+        max_servers=profile.max_servers,
+    )
+    if len(_FROM_PROFILE) > 1024:
+        _FROM_PROFILE.clear()
+    _FROM_PROFILE[id(profile)] = (profile, req)
+    return req
