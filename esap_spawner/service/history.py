@@ -71,13 +71,21 @@ async def sample_availability(db: Database, capacity: Any, profiles: Sequence[An
 
 
 async def every(seconds: float, job: Callable[[], Awaitable[Any]], *, what: str) -> None:
-    """Run ``job`` now and then every ``seconds`` until cancelled; a failing run is logged
-    and does not stop the loop."""
+    """Run ``job`` now and then every ``seconds`` until cancelled; a failing run does not
+    stop the loop. The first failure is a warning, repeats of it are debug lines (a
+    database that is down stays one line a minute otherwise), and recovery is logged."""
+    failing: str | None = None
     while True:
         try:
             await job()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s failed (retrying in %g s): %s", what, seconds, exc)
+            level = logging.DEBUG if failing == str(exc) else logging.WARNING
+            log.log(level, "%s failed (retrying every %g s): %s", what, seconds, exc)
+            failing = str(exc)
+        else:
+            if failing is not None:
+                log.info("%s works again", what)
+                failing = None
         await asyncio.sleep(seconds)
