@@ -257,7 +257,7 @@ def test_the_service_process_says_stale_during_an_outage(
                "--port", str(port), "--kubeconfig", str(kubeconfig), "--allow-anonymous",
                "--config", str(config)]  # fmt: skip
     with (tmp_path / "service.log").open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
 
     def answers() -> tuple[int, bool | None]:
         """(health status, stale) as the service answers them now."""
