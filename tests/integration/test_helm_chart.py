@@ -541,3 +541,18 @@ def test_rendered_chart_runs_a_hub_that_advertises_its_profiles(tmp_path: Path) 
             service.kill()
             service.wait(5)
         log.close()
+
+
+def test_service_history_database_comes_from_a_secret() -> None:
+    def container(objects: dict[Any, Any]) -> dict[str, Any]:
+        pod = objects[("Deployment", "esap-service")]["spec"]["template"]["spec"]
+        return dict(pod["containers"][0])
+
+    default = container(render({}))
+    assert "--db-url=" in default["command"]  # no shared database: no history, said plainly
+    assert all(e["name"] != "ESAP_DATABASE_URL" for e in default["env"])
+
+    shared = container(render({"service": {"databaseSecret": "esap-history"}}))
+    assert not any(arg.startswith("--db-url") for arg in shared["command"])
+    (env,) = [e for e in shared["env"] if e["name"] == "ESAP_DATABASE_URL"]
+    assert env["valueFrom"] == {"secretKeyRef": {"name": "esap-history", "key": "url"}}
