@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from esap_spawner.local import simulator_hub_config
 from tests.harness.hub import HubProcess
@@ -153,6 +154,28 @@ def test_rest_spawn_stages_and_mounts_the_dataset(
         )
         assert r.status_code == 200, r.text
         assert base64.b64decode(r.json()["content"]) == f.content
+
+    # the staging is measured: /hub/metrics has the staging request, its bytes and the
+    # spawn's staging phase (the spawn's own record is written as it settles)
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = requests.get(
+            f"{hub.url}/hub/metrics",
+            headers={"Authorization": f"token {hub.admin_token}"},
+            timeout=10,
+        ).text
+        return {
+            (x.name, frozenset(x.labels.items())): x.value
+            for family in text_string_to_metric_families(text)
+            for x in family.samples
+        }
+
+    staging_phase = (
+        "esap_spawn_phase_duration_seconds_count",
+        frozenset({("profile", "small"), ("phase", "staging")}),
+    )
+    found = wait(lambda: (m := scrape()).get(staging_phase) and m, "the staged spawn's metrics")
+    assert found[("esap_staging_requests_total", frozenset({("status", "success")}))] == 1
+    assert found[("esap_staging_bytes_total", frozenset())] == 600_000
 
     r = hub.api("DELETE", "/users/dora/server")
     assert r.status_code in (202, 204), r.text
