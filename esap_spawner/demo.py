@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from .local import simulator_hub_config
+from .local import ProxyNotFound, find_proxy, local_hub_config, simulator_hub_config
 
 EXAMPLES = Path(__file__).with_name("examples")
 NAMESPACE = "esap-demo"
@@ -137,23 +137,16 @@ def hub_config(
     load = "\n".join(
         f"load_subconfig({str(path)!r})" for path in sorted(snippets.glob("[0-9]*.py"))
     )
+    base = local_hub_config(
+        workdir=workdir,
+        port=port,
+        hub_port=hub_port,
+        proxy_api_port=proxy_api_port,
+        password=password,
+        proxy=proxy,
+    )
     return f"""# Written by `esap-spawner demo`; regenerated at every start.
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
-c.JupyterHub.pid_file = "{workdir}/jupyterhub.pid"
-c.JupyterHub.cleanup_servers = True
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allow_all = True
-c.Authenticator.admin_users = {{"admin"}}
-c.JupyterHub.load_groups = {{"gpu-users": {{"users": ["gpu-user"]}}}}
+{base}c.JupyterHub.load_groups = {{"gpu-users": {{"users": ["gpu-user"]}}}}
 c.ESAPSpawner.db_url = "sqlite:///{workdir}/esap.sqlite"
 {simulator_hub_config(site_file=site_file, namespace=NAMESPACE)}
 # The same snippets an administrator loads (z2jh loads this folder in sorted order).
@@ -179,23 +172,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def find_proxy() -> str:
-    candidates = [
-        Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy",
-        Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "configurable-http-proxy",
-    ]
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("configurable-http-proxy")
-    if found is None:
-        raise DemoError(
-            "configurable-http-proxy is not installed: run `make demo` (it installs it), "
-            "or `npm install configurable-http-proxy`"
-        )
-    return found
 
 
 def find_snippets() -> Path:
@@ -258,7 +234,10 @@ def _run(args: argparse.Namespace) -> int:
     check_port_free(args.port, "--port, the hub")
     if args.service_port:
         check_port_free(args.service_port, "--service-port, the esap service")
-    proxy = find_proxy()
+    try:
+        proxy = find_proxy()
+    except ProxyNotFound as e:
+        raise DemoError(str(e)) from None
     snippets = find_snippets()
     workdir = Path(args.workdir).resolve()
     if workdir.exists():

@@ -10,12 +10,71 @@ written down once here:
   cluster, because every pod shares the host's port space here;
 - ``--allow-root``: local processes run as whoever runs the demo, which may be root;
 - the hub is reached on 127.0.0.1, not a cluster DNS name.
+
+:func:`local_hub_config` and :func:`find_proxy` are the rest of a hub on this machine
+(ports, state folder, DummyAuthenticator, configurable-http-proxy), shared by the demo and
+the test harness.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+
+
+class ProxyNotFound(FileNotFoundError):
+    """configurable-http-proxy is not installed where a local hub can find it."""
+
+
+def find_proxy() -> str:
+    """configurable-http-proxy from ``node_modules`` (here or the repository's), else PATH."""
+    candidates = [
+        Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy",
+        Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "configurable-http-proxy",
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("configurable-http-proxy")
+    if found is None:
+        raise ProxyNotFound(
+            "configurable-http-proxy is not installed: run `make demo` or `make test` "
+            "(they install it), or `npm install configurable-http-proxy`"
+        )
+    return found
+
+
+def local_hub_config(
+    *,
+    workdir: str | Path,
+    port: int,
+    hub_port: int,
+    proxy_api_port: int,
+    password: str,
+    proxy: str,
+) -> str:
+    """Config text for a hub on 127.0.0.1 whose state lives in ``workdir``.
+
+    DummyAuthenticator (any user name, one password; ``admin`` is an admin), the proxy
+    started by the hub, servers stopped with the hub.
+    """
+    return f"""c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "{workdir}/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"admin"}}
+"""
 
 
 def singleuser_command() -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any
 import pytest
 import requests
 
+from esap_spawner.local import find_proxy, local_hub_config
+
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "esap-test-password"
 
@@ -39,34 +40,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def proxy_command() -> str:
-    local = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
-    if local.exists():
-        return str(local)
-    found = shutil.which("configurable-http-proxy")
-    if found is None:
-        raise RuntimeError(
-            "configurable-http-proxy not found: run `make setup-proxy` (npm install) first"
-        )
-    return found
-
-
-BASE_CONFIG = """
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{workdir}/jupyterhub_cookie_secret"
-c.JupyterHub.pid_file = "{workdir}/jupyterhub.pid"
-c.JupyterHub.cleanup_servers = True
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allow_all = True
-c.Authenticator.admin_users = {{"admin"}}
+TEST_CONFIG = """
 c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "admin", "services": ["test-admin"]}}]
 c.JupyterHub.log_level = "DEBUG"
@@ -91,15 +65,14 @@ class HubProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
-        base = BASE_CONFIG.format(
+        base = local_hub_config(
+            workdir=self.workdir,
             port=self.port,
             hub_port=self.hub_port,
             proxy_api_port=self.proxy_api_port,
-            proxy=proxy_command(),
-            workdir=self.workdir,
             password=PASSWORD,
-            admin_token=self.admin_token,
-        )
+            proxy=find_proxy(),
+        ) + TEST_CONFIG.format(admin_token=self.admin_token)
         self.config_path.write_text(base + "\n" + self.extra_config)
 
     def start(self, timeout: float = 45) -> HubProcess:
