@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: demo test lint typecheck pytest setup setup-python setup-proxy setup-browser setup-rucio bench docs clean
 
-demo: setup-python setup-proxy
+demo: setup-python setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
 
 test: setup lint typecheck pytest

@@ -9,7 +9,10 @@ Starts, on 127.0.0.1:
   printed password) and ESAPSpawner, configured by the same ``jupyterhub_config.d``
   snippets an administrator uses, plus the simulator specifics of :mod:`esap_spawner.local`;
 - the ``esap`` advertising service, run by the hub, with a portal token;
-- a static data catalogue with a few small datasets written into the work folder.
+- a data catalogue: a real local Rucio server (:mod:`esap_spawner.demo_rucio`, with a dataset
+  that must be staged; transfers are emulated by the demo) when the Rucio server venv and
+  ``rucio-clients`` are installed (``--catalogue auto``, the default, or ``rucio``), else a
+  static catalogue with a few small datasets written into the work folder.
 
 The profiles are those of ``examples/site.yaml`` (the ones the docs describe); the GPU
 profile is for the group ``gpu-users``, whose demo member is the user ``gpu-user``.
@@ -89,6 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--service-port", type=int, default=0, help="port of the esap service (0: any free)"
+    )
+    parser.add_argument(
+        "--catalogue",
+        choices=("auto", "rucio", "static"),
+        default="auto",
+        help="data catalogue: a local Rucio server (rucio), demo files (static), or rucio "
+        "when its server venv is installed (auto, the default; `make setup-rucio`)",
     )
 
 
@@ -249,7 +259,21 @@ def _run(args: argparse.Namespace) -> int:
     write_datasets(archive)
     site_file = workdir / "site.yaml"
     url = f"http://127.0.0.1:{args.port}"
-    site_file.write_text(yaml.safe_dump(demo_site(archive, url), sort_keys=False))
+    site = demo_site(archive, url)
+    rucio = None
+    if args.catalogue != "static":
+        from . import demo_rucio
+
+        if demo_rucio.available():
+            print("Starting a local Rucio server ...", flush=True)
+            rucio = demo_rucio.start(workdir, mount_root=site["data"]["mount_root"])
+            site["data"] = rucio.site_data
+        elif args.catalogue == "rucio":
+            raise DemoError(
+                "--catalogue rucio needs the Rucio server venv (`make setup-rucio` or "
+                "ESAP_RUCIO_VENV) and rucio-clients (the rucio extra)"
+            )
+    site_file.write_text(yaml.safe_dump(site, sort_keys=False))
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -294,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         print(f"Starting JupyterHub at {url} (log: {log}) ...", flush=True)
         wait_for_hub(url, hub, log, timeout=90)
-        print(banner(url, password, portal_token, sim.url), flush=True)
+        print(banner(url, password, portal_token, sim.url, rucio), flush=True)
         while not stop.is_set():
             if hub.poll() is not None:
                 raise DemoError(
@@ -305,13 +329,21 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         stop_process(hub)
         sim.stop()
+        if rucio is not None:
+            rucio.stop()
     print("Stopped; nothing is left running.", flush=True)
     return 0
 
 
-def banner(url: str, password: str, portal_token: str, sim_url: str) -> str:
+def banner(url: str, password: str, portal_token: str, sim_url: str, rucio: Any = None) -> str:
     api = f"{url}/services/esap/api/v1"
     link = deep_link(url, profile="gammapy", datasets=["escape:crab-2020"])
+    dids, data = '"escape:crab-2020", "lofar:L123456"', "static (demo files in the work folder)"
+    if rucio is not None:
+        dids = f'"{rucio.local_did}", "{rucio.remote_did}"'
+        data = f"""Rucio at {rucio.url} (local; transfers are emulated by the demo)
+  Staging:    {deep_link(url, profile="gammapy", datasets=[rucio.remote_did])}
+              ({rucio.remote_did} is only on REMOTE_ARCHIVE: the spawn stages it first)"""
     return f"""
 esap-spawner demo is ready.
 
@@ -321,8 +353,9 @@ esap-spawner demo is ready.
   API:        {api}/profiles
   Portal:     curl -H "Authorization: token {portal_token}" {api}/profiles
   Locality:   curl -H "Authorization: token {portal_token}" -H "Content-Type: application/json" \\
-                -d '{{"dids": ["escape:crab-2020", "lofar:L123456"]}}' {api}/locality
+                -d '{{"dids": [{dids}]}}' {api}/locality
   Kubernetes: {sim_url}   (KUBECONFIG in the work folder; kubectl works)
+  Data:       {data}
 
 Press Ctrl-C to stop everything.
 """

@@ -193,6 +193,26 @@ def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> N
     expect(editor).to_contain_text("Crab nebula gamma-ray events", timeout=LAB_MS)
 
 
+def test_banner_staging_link_stages_then_lands_with_the_data(login: Login, demo: Demo) -> None:
+    """With the demo's local Rucio server: the dataset only on REMOTE_ARCHIVE is staged
+    (transfers emulated by the demo), the progress page says so, and the files are there."""
+    if "Staging:" not in demo.banner:
+        pytest.skip("the demo runs the static catalogue (no Rucio server venv)")
+    link = demo.banner_value("Staging")
+    assert parse_qs(urlsplit(link).query)["dataset"] == ["escape:cta-sim-2024"]
+    page = login("heidi")
+    follow_to_progress_page(page, link, "heidi")
+    expect(page.locator("#progress-log")).to_contain_text(
+        "Staging escape:cta-sim-2024", timeout=LAB_MS
+    )
+    expect_jupyterlab(page, demo, "heidi")
+    page.goto(
+        f"{demo.url}/user/heidi/lab/tree/datasets/escape/cta-sim-2024/cta-sim-2024.README.txt"
+    )
+    editor = page.locator(".jp-FileEditor .cm-content")
+    expect(editor).to_contain_text("Simulated CTA gamma-ray events", timeout=LAB_MS)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="waiting for a demo workflow: the banner's ESAP link has no workflow and "
