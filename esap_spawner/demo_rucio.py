@@ -184,7 +184,7 @@ def start(workdir: Path, *, mount_root: str, interval: float = 1.0) -> DemoRucio
         server.upload_dataset(
             SCOPE, REMOTE_DID.split(":")[1], seeded(SCOPE, REMOTE_FILES), REMOTE_RSE
         )
-    except Exception:
+    except BaseException:  # Ctrl-C while starting too: leave no server behind
         server.stop()
         raise
     password_file = workdir / "rucio-password"
