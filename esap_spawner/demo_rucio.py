@@ -22,7 +22,6 @@ lock, and then the rule, OK. The spawner only sees Rucio, exactly as with a real
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -36,7 +35,6 @@ from .rucio_local import (
     REMOTE_RSE,
     RucioServer,
     SeededFile,
-    adler32_hex,
     rucio_venv,
 )
 
@@ -78,16 +76,7 @@ def seeded(scope: str, files: dict[str, str]) -> list[SeededFile]:
     out = []
     for name, text in files.items():
         content = text.encode()
-        out.append(
-            SeededFile(
-                scope=scope,
-                name=name,
-                bytes=len(content),
-                adler32=adler32_hex(content),
-                md5=hashlib.md5(content).hexdigest(),
-                content=content,
-            )
-        )
+        out.append(SeededFile.of(scope, name, content))
     return out
 
 
@@ -131,15 +120,7 @@ class TransferAgent(threading.Thread):
             break
         else:
             raise RuntimeError(f"{scope}:{name} has no available source replica")
-        file = SeededFile(
-            scope=scope,
-            name=name,
-            bytes=len(content),
-            adler32=adler32_hex(content),
-            md5=hashlib.md5(content).hexdigest(),
-            content=content,
-        )
-        self.server.complete_transfer(self.destination, [file])
+        self.server.complete_transfer(self.destination, [SeededFile.of(scope, name, content)])
         self.transferred += 1
 
     def stop(self) -> None:

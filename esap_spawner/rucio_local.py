@@ -86,6 +86,18 @@ class SeededFile:
     md5: str
     content: builtins.bytes
 
+    @classmethod
+    def of(cls, scope: str, name: str, content: builtins.bytes) -> SeededFile:
+        """A file of ``content``, with the size and checksums Rucio registers."""
+        return cls(
+            scope=scope,
+            name=name,
+            bytes=len(content),
+            adler32=adler32_hex(content),
+            md5=hashlib.md5(content).hexdigest(),
+            content=content,
+        )
+
     @property
     def did(self) -> str:
         return f"{self.scope}:{self.name}"
@@ -107,16 +119,7 @@ def make_files(scope: str, prefix: str, count: int, size: int = 64) -> list[Seed
         name = f"{prefix}.{i:04d}"
         seed = f"{scope}:{name}\n".encode()
         content = (seed * (size // len(seed) + 1))[:size]
-        files.append(
-            SeededFile(
-                scope=scope,
-                name=name,
-                bytes=len(content),
-                adler32=adler32_hex(content),
-                md5=hashlib.md5(content).hexdigest(),
-                content=content,
-            )
-        )
+        files.append(SeededFile.of(scope, name, content))
     return files
 
 
