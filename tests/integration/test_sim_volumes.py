@@ -410,7 +410,12 @@ path = os.environ.get("ESAP_DATASETS")
 manifest = json.load(open(path)) if path else {"datasets": {}}
 for did, entry in sorted(manifest["datasets"].items()):
     for f in entry["files"]:
-        print("FILE", did, f["name"], os.readlink(f["path"]), open(f["path"]).read())
+        # the manifest holds pod paths; open them relative to where $ESAP_DATASETS is, as a
+        # notebook must when its runtime shows the datasets folder somewhere else
+        local = os.path.join(
+            os.path.dirname(path), os.path.relpath(f["path"], manifest["mount_root"])
+        )
+        print("FILE", did, f["name"], os.readlink(local), open(local).read())
 home = os.environ["HOME"]
 for name in sorted(os.listdir(home)):
     print("HOME", name, sorted(os.listdir(os.path.join(home, name))))
@@ -501,13 +506,6 @@ async def test_workflow_checkout_into_the_home(cluster: Any, tmp_path: Path) -> 
     assert lines == ["HOME notebooks ['.git', 'analysis.ipynb']"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the links are right (datalinks computes them between pod paths since 718b61d), but "
-    "this test's stand-in notebook opens the manifest's absolute pod paths, and the process "
-    "kubelet never translates paths written inside files: the stand-in should open them "
-    "relative to $ESAP_DATASETS (the real-hub test test_staging_hub reads them that way)",
-)
 async def test_dataset_links_from_the_real_init_container(cluster: Any, tmp_path: Path) -> None:
     _, api = cluster
     pod, config_map = esap_pod(tmp_path, datasets=True, workflow=None)
