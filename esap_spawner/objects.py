@@ -308,6 +308,9 @@ class HomeVolume:
     sub_path: str | None = None
 
 
+CHECKOUT_OWN_ENV = frozenset({"GIT_TERMINAL_PROMPT", "HOME"})
+
+
 def checkout_init_container(
     *,
     image: str,
@@ -318,12 +321,14 @@ def checkout_init_container(
     env: Mapping[str, str],
     uid: int | None,
     image_pull_policy: str | None = None,
+    checkout_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``python3 /opt/esap/datalinks.py checkout --url U --dest <home>/<folder> [--ref R]``.
 
     With a volume at the home directory the checkout goes there (and survives restarts, where
     it is kept as it is); without one, an emptyDir :data:`WORKFLOW_VOLUME` holds it (see
-    :func:`workflow_volumes`).
+    :func:`workflow_volumes`). ``checkout_env`` (the admin's, e.g. ``GIT_SSL_CAINFO``) comes
+    after the hub's variables; ``GIT_TERMINAL_PROMPT`` and ``HOME`` are always ours.
     """
     dest = posixpath.join(home, workflow_folder(url))
     # --option=value: a value starting with '-' is refused by the script, not read as an option
@@ -348,6 +353,11 @@ def checkout_init_container(
         "command": argv,
         "env": [
             *hub_env(env),
+            *(
+                {"name": k, "value": str(v)}
+                for k, v in sorted((checkout_env or {}).items())
+                if k not in CHECKOUT_OWN_ENV
+            ),
             {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
             {"name": "HOME", "value": "/tmp"},
         ],
@@ -410,6 +420,7 @@ def pod_data(
     home: str,
     home_volume: HomeVolume | None,
     image_pull_policy: str | None = None,
+    checkout_env: Mapping[str, str] | None = None,
 ) -> PodData:
     """The pod parts for ``plan`` (datasets, or None) and ``workflow`` (a URL, or None).
 
@@ -452,6 +463,7 @@ def pod_data(
                 env=hub_environment,
                 uid=uid,
                 image_pull_policy=image_pull_policy,
+                checkout_env=checkout_env,
             )
         )
     return PodData(volumes, mounts, env, inits)

@@ -126,7 +126,8 @@ class DataSpawnerMixin(_Base):
     """Datasets and workflow for a KubeSpawner subclass with ``site``, ``esap_options``,
     ``_attempt()``, ``db_url`` and the staging traits (``staging_poll_interval``,
     ``staging_poll_max``, ``staging_pod_margin``, ``remove_staging_rules_on_stop``,
-    ``home_dir``): ESAPSpawner, where they are documented with its other options."""
+    ``home_dir``, ``checkout_env``): ESAPSpawner, where they are documented with its other
+    options."""
 
     _esap_plan: dict[str, Any] | None = None
     _esap_storage: tuple[objects.StorageMount, ...] = ()
@@ -302,6 +303,7 @@ class DataSpawnerMixin(_Base):
             home=self.home_dir,
             home_volume=objects.find_home_volume(mounts, self.home_dir),
             image_pull_policy=container.image_pull_policy,
+            checkout_env=self.checkout_env,
         )
 
     def get_env(self) -> dict[str, str]:

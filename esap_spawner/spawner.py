@@ -38,9 +38,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import metrics
+from . import metrics, objects
 from .capacity import Refusal, Reservation
 from .hub_view import hub_view
 from .options import (
@@ -57,6 +57,7 @@ from .spawn_records import SpawnAttempt, outcome_of, reason_in_words, record_spa
 from .staging import StagingError
 
 ANNOTATION_PREFIX = "esap.escape.eu"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _templates = Environment(
     loader=PackageLoader("esap_spawner", "templates"),
@@ -236,6 +237,38 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         `<home_dir>/<repository name>`, on the volume mounted there if there is one.
         """,
     )
+
+    checkout_env = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""
+        Extra environment for the workflow checkout init container (`esap-checkout`), for
+        what git needs at a site: a CA bundle the image holds (`GIT_SSL_CAINFO`), a proxy
+        (`HTTPS_PROXY`, `NO_PROXY`). `HOME` and `GIT_TERMINAL_PROMPT` are always set by
+        the spawner; names must be environment variable names.
+
+        Example::
+
+            c.ESAPSpawner.checkout_env = {"GIT_SSL_CAINFO": "/etc/ssl/site-ca.pem"}
+        """,
+    )
+
+    @validate("checkout_env")
+    def _valid_checkout_env(self, proposal: Any) -> dict[str, str]:
+        env = dict(proposal["value"])
+        bad = sorted(k for k in env if not ENV_NAME.fullmatch(str(k)))
+        if bad:
+            raise TraitError(
+                f"ESAPSpawner.checkout_env: {', '.join(map(repr, bad))} "
+                "is not an environment variable name (letters, digits and '_', not first a digit)"
+            )
+        ours = sorted(set(env) & objects.CHECKOUT_OWN_ENV)
+        if ours:
+            raise TraitError(
+                f"ESAPSpawner.checkout_env: {', '.join(ours)} is set by the spawner and cannot "
+                "be changed"
+            )
+        return env
 
     # -- the site file ---------------------------------------------------------------
 

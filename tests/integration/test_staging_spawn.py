@@ -24,6 +24,7 @@ import yaml
 from jupyterhub.objects import Hub
 from kubernetes_asyncio.client import ApiClient
 from tornado import web
+from traitlets import TraitError
 from traitlets.config import Config
 
 import esap_spawner.datalinks as datalinks_module
@@ -503,9 +504,19 @@ async def test_workflow_checkout_and_default_url(
         "filepath": "notebooks/start.ipynb",
     }
     spawner = make_spawner(tmp_path, site, options, sim_namespace, "wf")
+    spawner.checkout_env = {"GIT_SSL_CAINFO": "/etc/ssl/site-ca.pem"}
+    for bad, message in (
+        ({"1X": "a", "OK": "b"}, "'1X' is not an environment variable name"),
+        ({"HOME": "/root"}, "HOME is set by the spawner"),
+    ):
+        with pytest.raises(TraitError, match=message):
+            spawner.checkout_env = bad
+    assert spawner.checkout_env == {"GIT_SSL_CAINFO": "/etc/ssl/site-ca.pem"}  # kept
     await spawner.load_user_options()
     pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
     (checkout,) = pod["spec"]["initContainers"]
+    assert {"name": "GIT_SSL_CAINFO", "value": "/etc/ssl/site-ca.pem"} in checkout["env"]
+    assert "GIT_SSL_CAINFO" not in {e["name"] for e in pod["spec"]["containers"][0]["env"]}
     assert checkout["command"] == [
         "python3", "/opt/esap/datalinks.py", "checkout",
         "--url=https://git.example.org/esap/crab-analysis.git",

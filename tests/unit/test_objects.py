@@ -179,6 +179,13 @@ def test_checkout_container_argv_home_volume_and_url() -> None:
         "name": "home", "mountPath": "/home/jovyan", "subPath": "homes/ada"
     }  # fmt: skip
     assert not any(a.startswith("--ref") for a in within["command"])
+    extra = objects.checkout_init_container(
+        image="img", url=url, ref=None, home="/home/jovyan", home_volume=None, env=ENV, uid=1,
+        checkout_env={"HTTPS_PROXY": "http://proxy:3128", "HOME": "/root"},
+    )  # fmt: skip
+    names = [e["name"] for e in extra["env"]]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in extra["env"]
+    assert names.count("HOME") == 1 and {"name": "HOME", "value": "/tmp"} in extra["env"]
     assert objects.workflow_volumes(url, "/home/jovyan", home) == ([], [])
     assert objects.workflow_url("My-Notebooks", "nb/analysis 1.ipynb") == (
         "/lab/tree/My-Notebooks/nb/analysis%201.ipynb"
