@@ -9,6 +9,8 @@ Starts, on 127.0.0.1:
   printed password) and ESAPSpawner, configured by the same ``jupyterhub_config.d``
   snippets an administrator uses, plus the simulator specifics of :mod:`esap_spawner.local`;
 - the ``esap`` advertising service, run by the hub, with a portal token;
+- a workflow: a git repository of notebooks served over https (:mod:`esap_spawner.demo_git`),
+  which the banner's ESAP link asks the spawn to check out and open at its notebook;
 - a data catalogue: a real local Rucio server (:mod:`esap_spawner.demo_rucio`, with a dataset
   that must be staged; transfers are emulated by the demo) when the Rucio server venv and
   ``rucio-clients`` are installed (``--catalogue auto``, the default, or ``rucio``), else a
@@ -40,6 +42,7 @@ from urllib.parse import urlencode
 
 import yaml
 
+from . import demo_git
 from .local import ProxyNotFound, find_proxy, local_hub_config, simulator_hub_config
 
 EXAMPLES = Path(__file__).with_name("examples")
@@ -94,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--service-port", type=int, default=0, help="port of the esap service (0: any free)"
     )
     parser.add_argument(
+        "--git-port",
+        type=int,
+        default=0,
+        help="port of the https git server holding the demo workflow (0: any free)",
+    )
+    parser.add_argument(
         "--catalogue",
         choices=("auto", "rucio", "static"),
         default="auto",
@@ -124,11 +133,15 @@ def demo_site(archive: Path, url: str) -> dict[str, Any]:
     return site
 
 
-def deep_link(base_url: str, *, profile: str, datasets: list[str], workflow: str = "") -> str:
+def deep_link(
+    base_url: str, *, profile: str, datasets: list[str], workflow: str = "", filepath: str = ""
+) -> str:
     """An ESAP-style deep link into this hub's spawn page."""
     query = [("profile", profile), *(("dataset", d) for d in datasets)]
     if workflow:
         query.append(("workflow", workflow))
+    if filepath:
+        query.append(("filepath", filepath))
     return f"{base_url}/hub/spawn?{urlencode(query)}"
 
 
@@ -142,6 +155,7 @@ def hub_config(
     proxy: str,
     snippets: Path,
     site_file: Path,
+    checkout_env: dict[str, str] | None = None,
 ) -> str:
     """The demo hub's ``jupyterhub_config.py``."""
     load = "\n".join(
@@ -158,6 +172,7 @@ def hub_config(
     return f"""# Written by `esap-spawner demo`; regenerated at every start.
 {base}c.JupyterHub.load_groups = {{"gpu-users": {{"users": ["gpu-user"]}}}}
 c.ESAPSpawner.db_url = "sqlite:///{workdir}/esap.sqlite"
+c.ESAPSpawner.checkout_env = {checkout_env or {}!r}
 {simulator_hub_config(site_file=site_file, namespace=NAMESPACE)}
 # The same snippets an administrator loads (z2jh loads this folder in sorted order).
 {load}
@@ -244,10 +259,14 @@ def _run(args: argparse.Namespace) -> int:
     check_port_free(args.port, "--port, the hub")
     if args.service_port:
         check_port_free(args.service_port, "--service-port, the esap service")
+    if args.git_port:
+        check_port_free(args.git_port, "--git-port, the workflow's git server")
     try:
         proxy = find_proxy()
     except ProxyNotFound as e:
         raise DemoError(str(e)) from None
+    if not shutil.which("git"):
+        raise DemoError("git is not installed: the demo's workflow is a git repository it serves")
     snippets = find_snippets()
     workdir = Path(args.workdir).resolve()
     if workdir.exists():
@@ -281,7 +300,9 @@ def _run(args: argparse.Namespace) -> int:
 
     sim = SimulatorThread(DEMO_CLUSTER, kubelet="process", workdir=workdir / "pods")
     hub: subprocess.Popen[bytes] | None = None
+    git: demo_git.GitServer | None = None
     try:
+        git = demo_git.start(workdir / "git", port=args.git_port)
         sim.start()
         sim.create_namespace(NAMESPACE)
         kubeconfig = sim.write_kubeconfig(workdir / "kubeconfig.yaml", namespace=NAMESPACE)
@@ -296,6 +317,8 @@ def _run(args: argparse.Namespace) -> int:
                 proxy=proxy,
                 snippets=snippets,
                 site_file=site_file,
+                # the checkout trusts the demo's own certificate, as a site's would its CA
+                checkout_env={"GIT_SSL_CAINFO": str(git.ca_file)},
             )
         )
         env = {
@@ -318,7 +341,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         print(f"Starting JupyterHub at {url} (log: {log}) ...", flush=True)
         wait_for_hub(url, hub, log, timeout=90)
-        print(banner(url, password, portal_token, sim.url, rucio), flush=True)
+        print(banner(url, password, portal_token, sim.url, git.workflow, rucio), flush=True)
         while not stop.is_set():
             if hub.poll() is not None:
                 raise DemoError(
@@ -329,15 +352,25 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         stop_process(hub)
         sim.stop()
+        if git is not None:
+            git.stop()
         if rucio is not None:
             rucio.stop()
     print("Stopped; nothing is left running.", flush=True)
     return 0
 
 
-def banner(url: str, password: str, portal_token: str, sim_url: str, rucio: Any = None) -> str:
+def banner(
+    url: str, password: str, portal_token: str, sim_url: str, workflow: str, rucio: Any = None
+) -> str:
     api = f"{url}/services/esap/api/v1"
-    link = deep_link(url, profile="gammapy", datasets=["escape:crab-2020"])
+    link = deep_link(
+        url,
+        profile="gammapy",
+        datasets=["escape:crab-2020"],
+        workflow=workflow,
+        filepath=demo_git.NOTEBOOK_PATH,
+    )
     dids, data = '"escape:crab-2020", "lofar:L123456"', "static (demo files in the work folder)"
     if rucio is not None:
         dids = f'"{rucio.local_did}", "{rucio.remote_did}"'
@@ -350,6 +383,8 @@ esap-spawner demo is ready.
   Hub:        {url}/hub/login   (any user name; password: {password})
               log in as gpu-user to see the GPU profile (group gpu-users)
   ESAP link:  {link}
+              (gammapy with escape:crab-2020, opening {demo_git.NOTEBOOK_PATH} of the workflow)
+  Workflow:   {workflow}   (git over https, demo certificate)
   API:        {api}/profiles
   Portal:     curl -H "Authorization: token {portal_token}" {api}/profiles
   Locality:   curl -H "Authorization: token {portal_token}" -H "Content-Type: application/json" \\

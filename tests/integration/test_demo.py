@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -28,6 +29,7 @@ def nothing_listens(port: int) -> bool:
 class Demo:
     def __init__(self, workdir: Path, port: int, password: str = "demo-pw") -> None:
         self.port = port
+        self.workdir = workdir
         self.url = f"http://127.0.0.1:{port}"
         self.output = workdir / "demo.out"
         self.proc = subprocess.Popen(
@@ -108,10 +110,24 @@ def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
     assert can_start == {"small": 96, "casa": 10, "gammapy": 48, "gpu": 2}, answer
     link = re.search(r"ESAP link:\s+(\S+)", banner)
     assert link and link[1].startswith(f"{demo.url}/hub/spawn?profile=gammapy&dataset=")
+    workflow = re.search(r"Workflow:\s+(https://127\.0\.0\.1:(\d+)/\S+\.git)", banner)
+    assert workflow, banner
+    query = parse_qs(urlsplit(link[1]).query)
+    assert query["workflow"] == [workflow[1]] and query["filepath"] == ["notebooks/crab.ipynb"]
+    # the workflow answers git's smart protocol, trusting the demo's certificate
+    refs = subprocess.run(
+        ["git", "ls-remote", workflow[1]],
+        env={**os.environ, "GIT_SSL_CAINFO": str(demo.workdir / "state/git/git-cert.pem")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refs.returncode == 0 and "refs/heads/main" in refs.stdout, refs.stderr
 
     assert demo.interrupt() == 0
     assert "nothing is left running" in demo.text()
     assert nothing_listens(demo.port)
+    assert nothing_listens(int(workflow[2]))
 
 
 def test_busy_port_is_reported(tmp_path: Path) -> None:
