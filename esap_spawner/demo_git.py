@@ -57,7 +57,11 @@ def crab_notebook() -> dict[str, object]:
         "nbformat": 4,
         "nbformat_minor": 5,
         "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            },
             "language_info": {"name": "python"},
         },
         "cells": [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -36,8 +36,9 @@ def profiles_on_form(page: Page) -> list[str]:
     ]
 
 
-def expect_jupyterlab(page: Page, demo: Demo, user: str) -> None:
-    """The browser shows a working JupyterLab of ``user``'s server.
+def expect_jupyterlab(page: Page, demo: Demo, user: str, *, opens: str = "") -> None:
+    """The browser shows a working JupyterLab of ``user``'s server, at its Launcher or, with
+    ``opens``, with that file's tab in front.
 
     Fails as soon as the progress page reports a failed spawn or a container error,
     instead of waiting for the spawner's start timeout."""
@@ -49,7 +50,11 @@ def expect_jupyterlab(page: Page, demo: Demo, user: str) -> None:
         raise AssertionError(f"{user}'s server did not start; the event log says:\n{log}")
     page.wait_for_url(re.compile(rf"/user/{user}/lab"), timeout=LAB_MS)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=LAB_MS)
-    expect(page.locator(".jp-Launcher").first).to_be_visible(timeout=LAB_MS)
+    if opens:
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        expect(tab).to_contain_text(opens, timeout=LAB_MS)
+    else:
+        expect(page.locator(".jp-Launcher").first).to_be_visible(timeout=LAB_MS)
     assert page.url.startswith(f"{demo.url}/user/{user}/lab")
 
 
@@ -171,8 +176,14 @@ def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
             expect(radio).to_be_enabled()
 
 
+def without_workflow(link: str) -> str:
+    parts = urlsplit(link)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("workflow", "filepath")]
+    return parts._replace(query=urlencode(query)).geturl()
+
+
 def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, demo: Demo) -> None:
-    link = demo.banner_value("ESAP link")
+    link = without_workflow(demo.banner_value("ESAP link"))
     assert parse_qs(urlsplit(link).query)["dataset"] == ["escape:crab-2020"]
     page = login("carol")
     follow_to_progress_page(page, link, "carol")
@@ -193,40 +204,40 @@ def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> N
     expect(editor).to_contain_text("Crab nebula gamma-ray events", timeout=LAB_MS)
 
 
-def test_banner_staging_link_stages_then_lands_with_the_data(login: Login, demo: Demo) -> None:
-    """With the demo's local Rucio server: the dataset only on REMOTE_ARCHIVE is staged
-    (transfers emulated by the demo), the progress page says so, and the files are there."""
-    if "Staging:" not in demo.banner:
-        pytest.skip("the demo runs the static catalogue (no Rucio server venv)")
-    link = demo.banner_value("Staging")
-    assert parse_qs(urlsplit(link).query)["dataset"] == ["escape:cta-sim-2024"]
-    page = login("heidi")
-    follow_to_progress_page(page, link, "heidi")
-    expect(page.locator("#progress-log")).to_contain_text(
-        "Staging escape:cta-sim-2024", timeout=LAB_MS
-    )
-    expect_jupyterlab(page, demo, "heidi")
-    page.goto(
-        f"{demo.url}/user/heidi/lab/tree/datasets/escape/cta-sim-2024/cta-sim-2024.README.txt"
-    )
-    editor = page.locator(".jp-FileEditor .cm-content")
-    expect(editor).to_contain_text("Simulated CTA gamma-ray events", timeout=LAB_MS)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for a demo workflow: the banner's ESAP link has no workflow and "
-    "filepath yet (needs a git repository the demo serves over https, checked out at spawn)",
-)
-def test_workflow_opens_at_its_file(login: Login, demo: Demo) -> None:
+def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -> None:
+    """The banner's ESAP link (gammapy, escape:crab-2020, the demo's workflow and its
+    notebook) plus, with the local Rucio server, the banner's staging dataset (only on
+    REMOTE_ARCHIVE; transfers emulated by the demo): the progress page shows the staging, the
+    server opens at the workflow's notebook, running it in the pod's kernel prints the
+    dataset's rows, and the staged files are readable through the pod's server."""
     link = demo.banner_value("ESAP link")
     query = parse_qs(urlsplit(link).query)
     assert "workflow" in query and "filepath" in query, link
     folder = workflow_folder(query["workflow"][0])
     filepath = query["filepath"][0]
+    staged = ""
+    if "Staging:" in demo.banner:
+        [staged] = parse_qs(urlsplit(demo.banner_value("Staging")).query)["dataset"]
+        assert staged == "escape:cta-sim-2024"
+        link += "&" + urlencode({"dataset": staged})
     page = login("grace")
     follow_to_progress_page(page, link, "grace")
-    page.wait_for_url(re.compile(rf"/user/grace/lab/tree/{re.escape(folder)}/"), timeout=LAB_MS)
-    assert page.url.endswith(f"/lab/tree/{folder}/{filepath}"), page.url
-    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
-    expect(tab).to_contain_text(Path(filepath).name, timeout=LAB_MS)
+    if staged:
+        expect(page.locator("#progress-log")).to_contain_text(f"Staging {staged}", timeout=LAB_MS)
+    expect_jupyterlab(page, demo, "grace", opens=Path(filepath).name)
+    # JupyterHub hands the spawn's query string on to the server's URL; the path is the file's
+    assert urlsplit(page.url).path == f"/user/grace/lab/tree/{folder}/{filepath}", page.url
+    # run it once its kernel (a process of the pod) is up; before that, JupyterLab would ask
+    status = page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"Python 3.*\| Idle"))
+    expect(status).to_have_count(1, timeout=LAB_MS)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    outputs = page.locator(".jp-Notebook .jp-OutputArea-output")
+    expect(outputs.filter(has_text="'ra': '83.63'")).to_have_count(1, timeout=LAB_MS)
+    expect(outputs.filter(has_text="escape:crab-2020")).to_have_count(1)
+    if staged:
+        page.goto(
+            f"{demo.url}/user/grace/lab/tree/datasets/escape/cta-sim-2024/cta-sim-2024.README.txt"
+        )
+        editor = page.locator(".jp-FileEditor .cm-content")
+        expect(editor).to_contain_text("Simulated CTA gamma-ray events", timeout=LAB_MS)
