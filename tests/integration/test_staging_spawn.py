@@ -141,11 +141,32 @@ async def complete_one_by_one(
     for i, f in enumerate(files, start=1):
         await asyncio.to_thread(server.complete_transfer, LOCAL_RSE, [f])
         wanted = f"{i}/{len(files)} files"
+        await eventually(said(spawner, wanted), f"progress {wanted}")
 
-        def arrived(w: str = wanted) -> bool:
-            return any(w in m for m in messages_of(spawner))
 
-        await eventually(arrived, f"progress {wanted}")
+def said(spawner: ESAPSpawner, text: str) -> Callable[[], bool]:
+    """Whether one of the spawner's progress messages contains ``text``, as a check."""
+    return lambda: any(text in m for m in messages_of(spawner))
+
+
+async def staging_under_way(
+    server: RucioServer, spawner: ESAPSpawner, did: str, files: list[SeededFile], done: int
+) -> tuple[asyncio.Future[None], dict[str, Any]]:
+    """Start ``spawner``'s staging of ``did``, complete ``done`` of its transfers and wait
+    until the spawner says so; the spawn's task (still running) and alice's rule."""
+    scope, name = did.split(":")
+    loading = asyncio.ensure_future(spawner.load_user_options())
+    (rule,) = await eventually(lambda: alice_rules(server, scope, name), "the rule")
+    await asyncio.to_thread(server.complete_transfer, LOCAL_RSE, files[:done])
+    await eventually(said(spawner, f"{done}/{len(files)} files"), f"{done}/{len(files)}")
+    return loading, rule
+
+
+def staging_row(tmp_path: Path, did: str) -> Any:
+    """The one staging row the spawn history holds for ``did``."""
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    return row
 
 
 @pytest.fixture
@@ -247,8 +268,7 @@ async def test_staging_spawn_end_to_end(
     assert manifest["datasets"][did]["bytes_total"] == sum(f.bytes for f in files)
 
     # recorded: database row, spawner state, attempt marks
-    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
-    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    row = staging_row(tmp_path, did)
     assert (row.outcome, row.rule_id, row.files_done) == ("success", rules[0]["id"], 4)
     state = spawner.get_state()["esap_staging"]
     assert state["dids"][0]["request"]["rule_id"] == rules[0]["id"]
@@ -297,15 +317,11 @@ async def test_rucio_stopped_mid_staging_fails_cleanly(
     remote_dataset: tuple[str, list[SeededFile]],
 ) -> None:
     did, files = remote_dataset
-    scope, name = did.split(":")
     site = rucio_site(rucio_server, tmp_path, "alice")
     spawner = make_spawner(
         tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "st"
     )
-    loading = asyncio.ensure_future(spawner.load_user_options())
-    await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
-    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:1])
-    await eventually(lambda: any("1/4 files" in m for m in messages_of(spawner)), "1/4")
+    loading, _ = await staging_under_way(rucio_server, spawner, did, files, 1)
     await asyncio.to_thread(rucio_server.stop)
     try:
         with pytest.raises(web.HTTPError) as failed:
@@ -316,8 +332,7 @@ async def test_rucio_stopped_mid_staging_fails_cleanly(
     message = failed.value.jupyterhub_message  # type: ignore[attr-defined]
     assert message.startswith("The data catalogue is unavailable")
     assert "cannot reach Rucio" in message
-    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
-    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    row = staging_row(tmp_path, did)
     assert row.outcome == "failure" and row.files_done == 1
     assert "cannot reach Rucio" in (row.reason or "")
 
@@ -333,10 +348,7 @@ async def test_restart_mid_staging_reuses_the_rule(
     site = rucio_site(rucio_server, tmp_path, "alice")
     options = {"profile": "small", "dataset": did}
     first = make_spawner(tmp_path, site, options, sim_namespace, "re")
-    loading = asyncio.ensure_future(first.load_user_options())
-    (rule,) = await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
-    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:2])
-    await eventually(lambda: any("2/4 files" in m for m in messages_of(first)), "2/4")
+    loading, rule = await staging_under_way(rucio_server, first, did, files, 2)
     saved = first.get_state()  # what the hub keeps of the spawner
     loading.cancel()  # the hub goes away
     with pytest.raises(asyncio.CancelledError):
@@ -345,7 +357,7 @@ async def test_restart_mid_staging_reuses_the_rule(
     second = make_spawner(tmp_path, site, options, sim_namespace, "re")
     second.load_state(json.loads(json.dumps(saved)))
     resumed = asyncio.ensure_future(second.load_user_options())
-    await eventually(lambda: any("2/4 files" in m for m in messages_of(second)), "resumed")
+    await eventually(said(second, "2/4 files"), "resumed")
     assert messages_of(second)[0] == f"Resuming staging of {did} (rule {rule['id']})"
     await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[2:])
     await asyncio.wait_for(resumed, 20)
@@ -405,15 +417,11 @@ async def test_stuck_rule_fails_the_spawn_with_the_reason(
     remote_dataset: tuple[str, list[SeededFile]],
 ) -> None:
     did, files = remote_dataset
-    scope, name = did.split(":")
     site = rucio_site(rucio_server, tmp_path, "alice")
     spawner = make_spawner(
         tmp_path, site, {"profile": "small", "dataset": did}, sim_namespace, "sk"
     )
-    loading = asyncio.ensure_future(spawner.load_user_options())
-    (rule,) = await eventually(lambda: alice_rules(rucio_server, scope, name), "the rule")
-    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files[:1])
-    await eventually(lambda: any("1/4 files" in m for m in messages_of(spawner)), "1/4")
+    loading, rule = await staging_under_way(rucio_server, spawner, did, files, 1)
     # what a transfer service does when copies keep failing
     await asyncio.to_thread(
         rucio_server.root.update_replication_rule, rule["id"], {"state": "STUCK"}
@@ -428,8 +436,7 @@ async def test_stuck_rule_fails_the_spawn_with_the_reason(
         r"3 of 4 file transfers are stuck \(rule [0-9a-f]{32}\)",
         message,
     ), message
-    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
-    (row,) = [r for r in db.staging_between(0) if r.did == did]
+    row = staging_row(tmp_path, did)
     assert (row.outcome, row.state) == ("failure", "STUCK")
 
 
@@ -453,9 +460,7 @@ async def test_staging_timeout_fails_the_spawn(
     assert failed.value.jupyterhub_message == (  # type: ignore[attr-defined]
         f"Staging did not finish in time: {did} has 0/4 files"
     )
-    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
-    (row,) = [r for r in db.staging_between(0) if r.did == did]
-    assert row.outcome == "timeout"
+    assert staging_row(tmp_path, did).outcome == "timeout"
 
 
 class TokenUser(MockUser):
