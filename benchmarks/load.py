@@ -54,28 +54,13 @@ from esap_spawner.local import simulator_hub_config  # noqa: E402
 from esap_spawner.profiles import PROFILE_LABEL  # noqa: E402
 from esap_spawner.sim import KubeletDelays, SimulatorThread  # noqa: E402
 from tests.harness.hub import HubProcess, free_port  # noqa: E402
+from tests.harness.sim import TINY_SERVER  # noqa: E402
 
 NAMESPACE = "load"
 QUOTA = 50
 PORTAL_TOKEN = "portal-" + "b" * 24
 DELAYS = KubeletDelays(pull=0.5, create=0.05, start=0.05, stop=0.05, restart_backoff=10.0)
 
-# The same tiny server as tests/integration/test_faults_hub.py: any GET answers 200.
-TINY_SERVER = """
-import http.server, os, urllib.parse
-port = urllib.parse.urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).port or 8888
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'{"tiny": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((os.environ["POD_IP"], port), Answer).serve_forever()
-"""
 
 CLUSTER = {
     "namespaces": [NAMESPACE],

@@ -31,6 +31,25 @@ from kubernetes_asyncio.config import kube_config
 
 from esap_spawner.sim import KubeletDelays, SimulatorThread
 
+# A pod's whole program where a test only needs the hub to get an HTTP answer at the server's
+# address (many real notebook servers would not fit a small machine): any GET on $POD_IP, at
+# the port of JUPYTERHUB_SERVICE_URL (8888 by default), answers 200.
+TINY_SERVER = """
+import http.server, os, urllib.parse
+port = urllib.parse.urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).port or 8888
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"tiny": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((os.environ["POD_IP"], port), Answer).serve_forever()
+"""
+
 # The session cluster: two CPU nodes and one tainted GPU node.
 SESSION_CLUSTER: dict[str, Any] = {
     "nodes": [

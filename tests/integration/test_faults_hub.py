@@ -33,30 +33,13 @@ from esap_spawner.local import simulator_hub_config
 from esap_spawner.profiles import PROFILE_LABEL
 from esap_spawner.sim import SimulatorThread
 from tests.harness.hub import HubProcess, free_port
-from tests.harness.sim import TEST_DELAYS
+from tests.harness.sim import TEST_DELAYS, TINY_SERVER
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "faults"
 PORTAL_TOKEN = "portal-" + "f" * 24
 STALE_AFTER = 2.0
-
-# Answers any GET on $POD_IP at the port of JUPYTERHUB_SERVICE_URL (8888 by default).
-TINY_SERVER = """
-import http.server, os, urllib.parse
-port = urllib.parse.urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).port or 8888
-class Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'{"tiny": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((os.environ["POD_IP"], port), Answer).serve_forever()
-"""
 
 CLUSTER = {
     "namespaces": [NAMESPACE],

@@ -26,7 +26,7 @@ from esap_spawner.db import Database
 from esap_spawner.local import simulator_hub_config
 from tests.harness.hub import HubProcess
 from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
-from tests.integration.test_faults_hub import TINY_SERVER
+from tests.harness.sim import TINY_SERVER
 from tests.integration.test_staging_spawn import alice_rules, rucio_site
 
 pytestmark = pytest.mark.integration
