@@ -16,10 +16,6 @@ included.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +28,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from esap_spawner.service.handlers import load_openapi
+from tests.harness.service import StandaloneService
 from tests.integration.test_service_hub import answer
 from tests.unit.test_service_handlers import SITE_YAML, TOKENS, check_openapi
 
@@ -46,57 +43,26 @@ FUZZ = settings(
 schema = schemathesis.openapi.from_dict(load_openapi())
 
 
-class Service:
-    """``esap-spawner service`` with a token file, under ``/services/esap/``."""
+class Service(StandaloneService):
+    """The service alone (no hub): every request goes straight to it."""
 
     def __init__(self, workdir: Path) -> None:
-        from tests.harness.hub import free_port
-
-        site_file = workdir / "site.yaml"
-        site_file.write_text(SITE_YAML)
-        token_file = workdir / "tokens.json"
-        token_file.write_text(json.dumps(TOKENS))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env["KUBECONFIG"] = str(workdir / "absent")
-        self.log_path = workdir / "service.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file),
-             "--token-file", str(token_file), "--port", str(port), "--ip", "127.0.0.1",
-             "--prefix", "/services/esap/", "--max-dids", "100"],
-            env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
-            cwd=workdir,  # its default database (sqlite:///esap.sqlite) goes there
+        super().__init__(
+            workdir, "--max-dids", "100", site_text=SITE_YAML, tokens=TOKENS,
+            prefix="/services/esap/",
         )  # fmt: skip
-        self.base = f"http://127.0.0.1:{port}/services/esap"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(self.base + "/health", timeout=2)
-                return
-            except requests.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise AssertionError(self.log_path.read_text()) from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.root = self.base.rstrip("/")  # the API's paths start with "/"
 
     def post(self, body: bytes | str, **headers: str) -> requests.Response:
         return requests.post(
-            self.base + "/api/v1/locality",
+            self.root + "/api/v1/locality",
             data=body,
             headers={**PORTAL, "Content-Type": "application/json", **headers},
             timeout=60,
         )
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
-        return requests.get(self.base + path, headers=PORTAL if headers is None else headers,
+        return requests.get(self.root + path, headers=PORTAL if headers is None else headers,
                             timeout=30)  # fmt: skip
 
 
@@ -112,7 +78,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @schema.parametrize()
 @FUZZ
 def test_fuzz_with_a_portal_token(case: Any, service: Service) -> None:
-    response = case.call_and_validate(base_url=service.base, headers=PORTAL)
+    response = case.call_and_validate(base_url=service.root, headers=PORTAL)
     assert response.status_code < 500 or response.status_code == 503
 
 
@@ -120,7 +86,7 @@ def test_fuzz_with_a_portal_token(case: Any, service: Service) -> None:
 @FUZZ
 def test_fuzz_without_a_token_is_only_401(case: Any, service: Service) -> None:
     case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
-    response = case.call_and_validate(base_url=service.base)
+    response = case.call_and_validate(base_url=service.root)
     if case.method.upper() != case.operation.method.upper():
         assert response.status_code == 405  # an undeclared method, refused before auth
     elif case.operation.path not in PUBLIC:
@@ -157,7 +123,7 @@ def test_a_ten_megabyte_body_is_refused_quickly(service: Service) -> None:
 
 
 def test_a_large_body_without_a_token_is_401(service: Service) -> None:
-    r = requests.post(service.base + "/api/v1/locality", data=b"{" * 5_000_000, timeout=60)
+    r = requests.post(service.root + "/api/v1/locality", data=b"{" * 5_000_000, timeout=60)
     assert r.status_code == 401
     locality(r)
 
@@ -237,7 +203,7 @@ def test_malformed_authorization_headers_are_401(service: Service, header: str) 
 
 
 def test_405_names_the_allowed_methods(service: Service) -> None:
-    r = requests.delete(service.base + "/api/v1/profiles", headers=PORTAL, timeout=10)
+    r = requests.delete(service.root + "/api/v1/profiles", headers=PORTAL, timeout=10)
     assert r.status_code == 405
     assert r.headers.get("Allow") == "GET"
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.harness.service import StandaloneService
 from tests.unit.test_service_handlers import SITE_YAML, check_openapi
 
 pytestmark = pytest.mark.integration
@@ -182,8 +183,9 @@ def test_health_and_openapi_are_public(hub: Any) -> None:
 # -- the same program without a hub: `esap-spawner service --token-file` --------------
 
 
-class Standalone:
-    """``esap-spawner service --token-file ...`` in a process of its own."""
+class Standalone(StandaloneService):
+    """``esap-spawner service --token-file ...`` in a process of its own, with this module's
+    site file and the unit tests' tokens."""
 
     def __init__(
         self,
@@ -192,48 +194,15 @@ class Standalone:
         kubeconfig: str | None = None,
         site_text: str = SITE_YAML,
     ) -> None:
-        import os
-        import subprocess
-
-        from tests.harness.hub import free_port
         from tests.unit.test_service_handlers import TOKENS
 
-        site_file = tmp_path / "site.yaml"
-        site_file.write_text(site_text)
-        token_file = tmp_path / "tokens.json"
-        token_file.write_text(json.dumps(TOKENS))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env["KUBECONFIG"] = kubeconfig or str(tmp_path / "absent")
-        command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file",
-                   str(site_file), "--token-file", str(token_file), "--port", str(port),
-                   "--prefix", "/esap/", *extra]  # fmt: skip
-        self.log_path = tmp_path / "service.log"
-        self.proc = subprocess.Popen(
-            command, env=env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
-            cwd=tmp_path,  # its default database (sqlite:///esap.sqlite) goes there
-        )  # fmt: skip
-        self.base = f"http://127.0.0.1:{port}/esap/"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(self.base + "health", timeout=2)
-                return
-            except requests.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise AssertionError(self.log_path.read_text()) from None
-                time.sleep(0.2)
+        super().__init__(
+            tmp_path, *extra, site_text=site_text, tokens=TOKENS, kubeconfig=kubeconfig
+        )
 
     def get(self, path: str, token: str | None = "portal-token") -> requests.Response:
         headers = {"Authorization": f"token {token}"} if token else {}
         return requests.get(self.base + path, headers=headers, timeout=5)
-
-    def stop(self) -> int:
-        import signal
-
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(10)
 
 
 def test_standalone_service_with_a_token_file(tmp_path: Path) -> None:
