@@ -281,6 +281,7 @@ def start(folder: Path, port: int = 0) -> GitServer:
     """Make the repository and a certificate under ``folder``, then serve on 127.0.0.1."""
     if not shutil.which("git"):
         raise RuntimeError("git is not installed: the demo's workflow needs it")
+    folder = folder.resolve()  # git http-backend needs an absolute GIT_PROJECT_ROOT
     root = folder / "repositories"
     make_repository(root)
     cert, key = self_signed_certificate(folder)

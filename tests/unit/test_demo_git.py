@@ -119,3 +119,16 @@ def test_the_repository_holds_exactly_the_files(tmp_path: Path) -> None:
     assert sorted(listed) == sorted(demo_git.FILES)
     shown = git("--git-dir", str(bare), "show", f"main:{demo_git.NOTEBOOK_PATH}").stdout
     assert json.loads(shown)["nbformat"] == 4
+
+
+def test_a_relative_folder_serves_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--workdir`` may be relative; git http-backend only finds an absolute project root."""
+    monkeypatch.chdir(tmp_path)
+    running = demo_git.start(Path("relative"))
+    try:
+        trusted = {"GIT_SSL_CAINFO": str(running.ca_file)}
+        cloned = git("clone", "--depth", "1", running.workflow, "copy", env=trusted)
+        assert cloned.returncode == 0, cloned.stderr
+        assert (tmp_path / "copy" / demo_git.NOTEBOOK_PATH).is_file()
+    finally:
+        running.stop()
