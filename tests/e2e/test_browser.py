@@ -8,12 +8,13 @@ simulator's Kubernetes API (the URL in the demo's banner).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocket, expect
 
 from esap_spawner.objects import workflow_folder
 from esap_spawner.profiles import PROFILE_LABEL
@@ -176,6 +177,18 @@ def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
             expect(radio).to_be_enabled()
 
 
+def watch_kernel_channel(page: Page) -> list[object]:
+    """The frames the page will receive on kernel channels (``/api/kernels/<id>/channels``)."""
+    frames: list[object] = []
+
+    def on_websocket(ws: WebSocket) -> None:
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", lambda frame: frames.append(frame))
+
+    page.on("websocket", on_websocket)
+    return frames
+
+
 def without_workflow(link: str) -> str:
     parts = urlsplit(link)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("workflow", "filepath")]
@@ -221,15 +234,20 @@ def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -
         assert staged == "escape:cta-sim-2024"
         link += "&" + urlencode({"dataset": staged})
     page = login("grace")
+    kernel_frames = watch_kernel_channel(page)
     follow_to_progress_page(page, link, "grace")
     if staged:
         expect(page.locator("#progress-log")).to_contain_text(f"Staging {staged}", timeout=LAB_MS)
     expect_jupyterlab(page, demo, "grace", opens=Path(filepath).name)
     # JupyterHub hands the spawn's query string on to the server's URL; the path is the file's
     assert urlsplit(page.url).path == f"/user/grace/lab/tree/{folder}/{filepath}", page.url
-    # run it once its kernel (a process of the pod) is up; before that, JupyterLab would ask
-    status = page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"Python 3.*\| Idle"))
-    expect(status).to_have_count(1, timeout=LAB_MS)
+    # JupyterLab starts the notebook's kernel (a process of the pod) itself. Its indicator
+    # reads "idle" before the kernel's channel is open, and a Run All then runs nothing: wait
+    # for the kernel's first message on the channel instead.
+    deadline = time.monotonic() + LAB_MS / 1000
+    while not kernel_frames:
+        assert time.monotonic() < deadline, "the notebook's kernel channel never answered"
+        page.wait_for_timeout(100)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     outputs = page.locator(".jp-Notebook .jp-OutputArea-output")
