@@ -132,3 +132,23 @@ def test_a_relative_folder_serves_too(tmp_path: Path, monkeypatch: pytest.Monkey
         assert (tmp_path / "copy" / demo_git.NOTEBOOK_PATH).is_file()
     finally:
         running.stop()
+
+
+def test_bodies_without_a_length_or_too_big_are_refused(server: demo_git.GitServer) -> None:
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    port = int(server.url.rsplit(":", 1)[1])
+    path = f"/{demo_git.REPOSITORY}.git/git-upload-pack"
+    for headers, status in (
+        ({"Transfer-Encoding": "chunked"}, 411),
+        ({"Content-Length": str(demo_git.MAX_BODY + 1)}, 413),
+    ):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        conn.putrequest("POST", path)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        assert conn.getresponse().status == status
+        conn.close()
