@@ -61,7 +61,6 @@ QUOTA = 50
 PORTAL_TOKEN = "portal-" + "b" * 24
 DELAYS = KubeletDelays(pull=0.5, create=0.05, start=0.05, stop=0.05, restart_backoff=10.0)
 
-
 CLUSTER = {
     "namespaces": [NAMESPACE],
     "nodes": [

@@ -354,7 +354,7 @@ def checkout_init_container(
         "env": [
             *hub_env(env),
             *(
-                {"name": k, "value": str(v)}
+                {"name": k, "value": v}
                 for k, v in sorted((checkout_env or {}).items())
                 if k not in CHECKOUT_OWN_ENV
             ),
