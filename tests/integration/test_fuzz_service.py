@@ -51,7 +51,11 @@ class Service(StandaloneService):
             workdir, "--max-dids", "100", site_text=SITE_YAML, tokens=TOKENS,
             prefix="/services/esap/",
         )  # fmt: skip
-        self.root = self.base.rstrip("/")  # the API's paths start with "/"
+
+    @property
+    def root(self) -> str:
+        """``base`` without its last ``/``: the API document's paths start with one."""
+        return self.base.rstrip("/")
 
     def post(self, body: bytes | str, **headers: str) -> requests.Response:
         return requests.post(
