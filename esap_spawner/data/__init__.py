@@ -1,0 +1,1 @@
+"""Data: catalogues (Rucio, static), staging, and the init container's links program."""

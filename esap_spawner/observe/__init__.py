@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, the spawn-history database, phases, the report."""

@@ -1,0 +1,1 @@
+"""The site file: its model, its JSON Schema checks, profiles and quantities."""

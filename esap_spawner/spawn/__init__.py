@@ -1,0 +1,1 @@
+"""ESAPSpawner and what it builds: user options, pod objects, the data side, spawn records."""
