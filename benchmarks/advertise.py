@@ -10,12 +10,12 @@ servers answer the same request, each in its own process:
   start, so the bytes on the wire are the same): the ceiling of the HTTP stack;
 - **profiles**: the real service (:func:`esap_spawner.service.app.make_app`, static-token
   auth with a portal token, availability asked of the model on every request, ETag) over a real
-  :class:`~esap_spawner.capacity.ClusterModel` **fed directly** with the cluster's nodes and
+  :class:`~esap_spawner.capacity.model.ClusterModel` **fed directly** with the cluster's nodes and
   pods (``replace_all``), while a background task applies pod watch events (``--churn``
   per second: server pods bound to random nodes, then deleted) so answers re-examine dirty
   nodes and change as in a live cluster;
 - **naive**: what one would write without a model: on every request, list nodes and pods
-  from the API server (the project's Kubernetes simulator, ``esap_spawner.sim``, in a
+  from the API server (the project's Kubernetes simulator, ``esap_spawner.dev.sim``, in a
   separate process, serving the same cluster), build the view and answer the same body.
   It uses tornado's ``AsyncHTTPClient`` with its default of 10 connections to the API
   server.
@@ -186,7 +186,7 @@ def instrument(app: Any) -> None:
 
 
 def _load_site() -> Any:
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     return parse_site(site_dict(), source="benchmark")
 
@@ -201,7 +201,7 @@ def _body_of_model(site: Any, model: Any) -> bytes:
 
 
 async def serve_profiles(nodes: int, churn: int) -> tuple[Any, int]:
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
     from esap_spawner.service.app import make_app
     from esap_spawner.service.auth import StaticTokenAuth
 
@@ -243,7 +243,7 @@ async def serve_profiles(nodes: int, churn: int) -> tuple[Any, int]:
 async def serve_bare(nodes: int) -> tuple[Any, int]:
     import tornado.web
 
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
 
     site = _load_site()
     node_objs, pod_objs = api_objects(fixture(nodes))
@@ -264,7 +264,7 @@ async def serve_naive(sim_url: str) -> tuple[Any, int]:
     import tornado.web
     from tornado.httpclient import AsyncHTTPClient
 
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
 
     site = _load_site()
     client = AsyncHTTPClient(max_body_size=2**31)  # default max_clients: 10
@@ -283,8 +283,8 @@ async def serve_naive(sim_url: str) -> tuple[Any, int]:
 
 
 async def serve_sim(nodes: int) -> tuple[Any, int]:
-    from esap_spawner.sim.cluster import cluster_from_dict
-    from esap_spawner.sim.simulator import Simulator
+    from esap_spawner.dev.sim.cluster import cluster_from_dict
+    from esap_spawner.dev.sim.simulator import Simulator
 
     sim = Simulator(cluster_from_dict(fixture(nodes), source="benchmark"))
     await sim.start()
@@ -440,7 +440,7 @@ def check_agreement(sim_url: str, nodes: int) -> bool:
     """The naive path (lists from the simulator) and the fed model give the same figures."""
     import urllib.request
 
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
 
     site = _load_site()
     with urllib.request.urlopen(f"{sim_url}/api/v1/nodes") as r:
@@ -459,7 +459,7 @@ def check_agreement(sim_url: str, nodes: int) -> bool:
 def model_cost(nodes: int, seconds: float = 1.5) -> tuple[float, float]:
     """p50 and p99 (us) of the model's part of an answer, in this process: availability of
     the 10 profiles with 10 pod events applied between every 50 answers (as the churn)."""
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
 
     site = _load_site()
     model = ClusterModel()

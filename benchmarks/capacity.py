@@ -1,4 +1,4 @@
-"""Benchmark of the cluster model (esap_spawner.capacity): events, memory, fit counts.
+"""Benchmark of the cluster model (esap_spawner.capacity.model): events, memory, fit counts.
 
 Run: ``.venv/bin/python benchmarks/capacity.py [--quick]``. Prints:
 
@@ -25,7 +25,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from esap_spawner.capacity import ClusterModel, ProfileRequirements
+from esap_spawner.capacity.model import ClusterModel, ProfileRequirements
 
 LABEL = "esap.example/profile"
 IMAGES = [f"quay.io/jupyter/notebook-{i}:2026-01-01" for i in range(10)]

@@ -49,10 +49,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from esap_spawner.db import Database  # noqa: E402
-from esap_spawner.local import simulator_hub_config  # noqa: E402
-from esap_spawner.profiles import PROFILE_LABEL  # noqa: E402
-from esap_spawner.sim import KubeletDelays, SimulatorThread  # noqa: E402
+from esap_spawner.dev.local import simulator_hub_config  # noqa: E402
+from esap_spawner.dev.sim import KubeletDelays, SimulatorThread  # noqa: E402
+from esap_spawner.observe.db import Database  # noqa: E402
+from esap_spawner.site.profiles import PROFILE_LABEL  # noqa: E402
 from tests.harness.hub import HubProcess, free_port  # noqa: E402
 from tests.harness.sim import TINY_SERVER  # noqa: E402
 

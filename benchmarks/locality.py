@@ -32,8 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from esap_spawner.catalogue import LocalRse  # noqa: E402
-from esap_spawner.catalogue.rucio import RucioCatalogue, RucioSettings  # noqa: E402
+from esap_spawner.data.catalogue import LocalRse  # noqa: E402
+from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings  # noqa: E402
 from tests.harness.rucio_server import (  # noqa: E402
     LOCAL_RSE,
     REMOTE_RSE,

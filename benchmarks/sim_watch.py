@@ -33,7 +33,7 @@ NAMESPACES = 100
 
 def _serve(conn: Connection, nodes: int, pods: int) -> None:
     """Child process: build the cluster, serve, apply changes when asked."""
-    from esap_spawner.sim import KubeletDelays, Simulator, node_manifest
+    from esap_spawner.dev.sim import KubeletDelays, Simulator, node_manifest
 
     async def main() -> None:
         sim = Simulator(kubelet="fake", delays=KubeletDelays(0, 0, 0, 0), history=50_000)

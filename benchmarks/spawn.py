@@ -29,7 +29,7 @@ from kubernetes_asyncio.client import rest
 from kubernetes_asyncio.config import kube_config
 from traitlets.config import Config
 
-from esap_spawner.sim import KubeletDelays, SimulatorThread
+from esap_spawner.dev.sim import KubeletDelays, SimulatorThread
 
 DELAYS = KubeletDelays(pull=0.0, create=0.02, start=0.02, stop=0.02)
 CLUSTER = {
@@ -82,7 +82,7 @@ class User:
 def make(kind: str, user: str, site_file: Path) -> Any:
     from kubespawner import KubeSpawner
 
-    from esap_spawner.spawner import ESAPSpawner
+    from esap_spawner.spawn.spawner import ESAPSpawner
 
     config = Config()
     config.KubeSpawner.namespace = "bench"

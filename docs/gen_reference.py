@@ -4,7 +4,7 @@ The pages keep their prose; a marker comment on a line of its own is replaced at
 time by a reference generated from the source of truth:
 
 - ``<!-- esap:site-reference -->``: every key of the site file, from
-  ``esap_spawner/site.schema.json`` (path, type, default, description);
+  ``esap_spawner/site/site.schema.json`` (path, type, default, description);
 - ``<!-- esap:values-reference -->``: the Helm chart's own values, from
   ``helm/esap-jupyterhub/values.schema.yaml``;
 - ``<!-- esap:config-reference -->``: the configurable traits of ``ESAPSpawner`` and
@@ -38,7 +38,11 @@ OPENAPI = REPO / "esap_spawner" / "service" / "openapi.json"
 
 # (module, class, what it is) for the config reference
 CONFIG_CLASSES = [
-    ("esap_spawner.spawner", "ESAPSpawner", "the spawner, configured in jupyterhub_config.py"),
+    (
+        "esap_spawner.spawn.spawner",
+        "ESAPSpawner",
+        "the spawner, configured in jupyterhub_config.py",
+    ),
     (
         "esap_spawner.service.app",
         "ESAPService",

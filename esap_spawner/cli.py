@@ -14,11 +14,11 @@ from collections.abc import Sequence
 # subcommand -> (module, help). Each module provides ``add_arguments(parser)`` and
 # ``run(args) -> int``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("esap_spawner.site_cli", "validate a site file and list every error"),
-    "sim": ("esap_spawner.sim.cli", "run the Kubernetes API simulator"),
+    "check-config": ("esap_spawner.site.cli", "validate a site file and list every error"),
+    "sim": ("esap_spawner.dev.sim.cli", "run the Kubernetes API simulator"),
     "service": ("esap_spawner.service.cli", "run the advertising service"),
-    "demo": ("esap_spawner.demo", "run the whole product on this machine"),
-    "report": ("esap_spawner.report", "write the performance-assessment report"),
+    "demo": ("esap_spawner.dev.demo", "run the whole product on this machine"),
+    "report": ("esap_spawner.observe.report", "write the performance-assessment report"),
 }
 
 

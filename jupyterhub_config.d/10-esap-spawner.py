@@ -15,7 +15,7 @@ ESAP_SITE_FILE
 import os
 import sys
 
-from esap_spawner.site import SiteError, load_site
+from esap_spawner.site.model import SiteError, load_site
 
 c = globals()["c"]  # the config object, from load_subconfig or z2jh's jupyterhub_config.py
 

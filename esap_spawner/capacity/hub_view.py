@@ -15,9 +15,9 @@ import asyncio
 import logging
 from typing import Any
 
-from . import metrics
-from .capacity import ClusterModel, SpawnDurations
-from .cluster_watch import ClusterWatcher, api_client_from_environment
+from esap_spawner.capacity.model import ClusterModel, SpawnDurations
+from esap_spawner.capacity.watch import ClusterWatcher, api_client_from_environment
+from esap_spawner.observe import metrics
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 :class:`ClusterModel` is pure: it holds, per node, allocatable resources, what bound
 non-terminal pods request, labels, taints, readiness and cached images, and per pod what
 it contributed, so that applying a watch event costs O(1) in the size of the cluster. It
-never talks to Kubernetes; :mod:`esap_spawner.cluster_watch` feeds it from list+watch.
+never talks to Kubernetes; :mod:`esap_spawner.capacity.watch` feeds it from list+watch.
 
 Questions it answers, all from memory:
 
@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import placement
-from .requirements import (
+from esap_spawner.capacity import placement
+from esap_spawner.capacity.requirements import (
     ProfileRequirements,
     Vector,
     describe_vector,
@@ -211,7 +211,7 @@ class ClusterModel:
         profile_label: str | None = None,
     ) -> None:
         if profile_label is None:
-            from .profiles import PROFILE_LABEL
+            from esap_spawner.site.profiles import PROFILE_LABEL
 
             profile_label = PROFILE_LABEL
         self.clock = clock

@@ -1,9 +1,9 @@
 """Where a pod can run: the scheduler's filter rules as pure functions over plain dicts.
 
-Shared by the simulator's scheduler (``esap_spawner.sim.scheduler``) and the capacity
+Shared by the simulator's scheduler (``esap_spawner.dev.sim.scheduler``) and the capacity
 model, so that "can this profile start now?" and "where did the simulator put the pod?"
 follow the same rules. Inputs are Kubernetes objects as JSON-like dicts (camelCase keys,
-as the API serves them); quantities go through :func:`esap_spawner.quantity.parse_quantity`.
+as the API serves them); quantities go through :func:`esap_spawner.site.quantity.parse_quantity`.
 
 The rules follow kube-scheduler's default filter plugins, in their order, and stop at the
 first plugin that rejects a node, as the scheduler does:
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .quantity import parse_quantity
+from esap_spawner.site.quantity import parse_quantity
 
 __all__ = [
     "NOT_READY_TAINT",

@@ -1,7 +1,7 @@
 """What one server of a profile needs from a node, in the cluster model's integer units.
 
 :class:`ProfileRequirements` is a hashable summary of a profile (requests as an interned
-vector, node selector, tolerations, image, quota) so :mod:`esap_spawner.capacity` can cache
+vector, node selector, tolerations, image, quota) so :mod:`esap_spawner.capacity.model` can cache
 answers per placement; :func:`requirements_of` builds it from a site profile. Quantities are
 integers: CPU in millicores, every other resource in its base unit (bytes, devices, pods),
 rounded up as the Kubernetes scheduler does.
@@ -15,8 +15,8 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from . import placement
-from .quantity import parse_quantity
+from esap_spawner.capacity import placement
+from esap_spawner.site.quantity import parse_quantity
 
 __all__ = [
     "ProfileRequirements",
@@ -161,13 +161,13 @@ _FROM_PROFILE: dict[int, tuple[Any, ProfileRequirements]] = {}
 
 
 def requirements_of(profile: ProfileRequirements | Any) -> ProfileRequirements:
-    """:class:`ProfileRequirements` of a site profile (``esap_spawner.profiles.Profile``)."""
+    """:class:`ProfileRequirements` of a site profile (``esap_spawner.site.profiles.Profile``)."""
     if isinstance(profile, ProfileRequirements):
         return profile
     cached = _FROM_PROFILE.get(id(profile))
     if cached is not None and cached[0] is profile:
         return cached[1]
-    from .profiles import server_requests
+    from esap_spawner.site.profiles import server_requests
 
     req = ProfileRequirements.build(
         profile.slug,

@@ -1,7 +1,7 @@
 """The I/O edge of the cluster model: list+watch of nodes and pods through kubernetes_asyncio.
 
 :class:`ClusterWatcher` lists nodes and pods cluster-wide (other workloads use capacity
-too), applies the lists to a :class:`~esap_spawner.capacity.ClusterModel`, then watches each
+too), applies the lists to a :class:`~esap_spawner.capacity.model.ClusterModel`, then watches each
 from its list's resourceVersion:
 
 - a watch that ends normally (the server's ``timeoutSeconds``) resumes from the last
@@ -31,7 +31,7 @@ from kubernetes_asyncio import client, config
 from traitlets import Float, Int, default
 from traitlets.config import LoggingConfigurable
 
-from .capacity import ClusterModel
+from esap_spawner.capacity.model import ClusterModel
 
 __all__ = ["ClusterWatcher", "WatchError", "api_client_from_environment"]
 

@@ -6,7 +6,7 @@ ships its source in the pod's ConfigMap and runs it as ``python3 /path/datalinks
 Keep it a single file that imports nothing but the standard library.
 
 ``links --plan PLAN --root MOUNT_ROOT [--rootfs DIR] [--strict]``
-    For every dataset of the plan (JSON written by :mod:`esap_spawner.objects`) make
+    For every dataset of the plan (JSON written by :mod:`esap_spawner.spawn.objects`) make
     ``<root>/<scope>/<name>/<file>`` a RELATIVE symbolic link to the file's replica path
     (under one of the plan's ``allowed_roots``, the read-only storage mounts), computed from
     the plan's own ``mount_root`` (the pod's view, so it holds wherever ``--root`` shows

@@ -1,12 +1,12 @@
 """Staging at spawn: bring the requested datasets to the hub's storage before the pod starts.
 
 :class:`Stager` is what the spawner runs between admission and pod creation. I/O stays at
-the edges: the catalogue (:mod:`esap_spawner.catalogue`), the database
-(:class:`~esap_spawner.db.Database`, in a worker thread) and the clock/sleep functions, all
+the edges: the catalogue (:mod:`esap_spawner.data.catalogue`), the database
+(:class:`~esap_spawner.observe.db.Database`, in a worker thread) and the clock/sleep functions, all
 injected. For the requested DIDs it
 
 1. resolves them in ONE bulk call and computes their locality (pure:
-   :func:`~esap_spawner.catalogue.locality.did_locality`); a DID that does not exist fails
+   :func:`~esap_spawner.data.catalogue.locality.did_locality`); a DID that does not exist fails
    the spawn at once;
 2. for each DID not fully at a local RSE, finds its request again (the spawner's saved state
    by rule id, else the database's in-flight row for user + DID + RSE) or calls
@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
-from . import metrics
-from .catalogue.base import (
+from esap_spawner.data.catalogue.base import (
     AccessDenied,
     Catalogue,
     CatalogueError,
@@ -48,10 +47,11 @@ from .catalogue.base import (
     StagingRequest,
     StagingState,
 )
-from .catalogue.locality import did_locality
-from .db import Database
-from .metrics import StagingStatus
-from .quantity import format_bytes
+from esap_spawner.data.catalogue.locality import did_locality
+from esap_spawner.observe import metrics
+from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import StagingStatus
+from esap_spawner.site.quantity import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -2,21 +2,21 @@
 
 Starts, on 127.0.0.1:
 
-- the Kubernetes API simulator (:mod:`esap_spawner.sim`) with a small cluster (three CPU
+- the Kubernetes API simulator (:mod:`esap_spawner.dev.sim`) with a small cluster (three CPU
   nodes, one tainted GPU node) and the *process* kubelet, so every "pod" is a real
   ``jupyterhub-singleuser`` on its own loopback address;
 - a real JupyterHub with configurable-http-proxy, DummyAuthenticator (any user name, one
   printed password) and ESAPSpawner, configured by the same ``jupyterhub_config.d``
-  snippets an administrator uses, plus the simulator specifics of :mod:`esap_spawner.local`;
+  snippets an administrator uses, plus the simulator specifics of :mod:`esap_spawner.dev.local`;
 - the ``esap`` advertising service, run by the hub, with a portal token;
-- a workflow: a git repository of notebooks served over https (:mod:`esap_spawner.demo_git`),
+- a workflow: a git repository of notebooks served over https (:mod:`esap_spawner.dev.demo_git`),
   which the banner's ESAP link asks the spawn to check out and open at its notebook;
-- a data catalogue: a real local Rucio server (:mod:`esap_spawner.demo_rucio`, with a dataset
+- a data catalogue: a real local Rucio server (:mod:`esap_spawner.dev.demo_rucio`, with a dataset
   that must be staged; transfers are emulated by the demo) when the Rucio server venv and
   ``rucio-clients`` are installed (``--catalogue auto``, the default, or ``rucio``), else a
   static catalogue with a few small datasets written into the work folder.
 
-The profiles are those of ``examples/site.yaml`` (the ones the docs describe); the GPU
+The profiles are those of ``site/examples/site.yaml`` (the ones the docs describe); the GPU
 profile is for the group ``gpu-users``, whose demo member is the user ``gpu-user``.
 It prints the URLs and stops everything on Ctrl-C (or SIGTERM), leaving nothing running.
 """
@@ -42,10 +42,15 @@ from urllib.parse import urlencode
 
 import yaml
 
-from . import demo_git
-from .local import ProxyNotFound, find_proxy, local_hub_config, simulator_hub_config
+from esap_spawner.dev import demo_git
+from esap_spawner.dev.local import (
+    ProxyNotFound,
+    find_proxy,
+    local_hub_config,
+    simulator_hub_config,
+)
 
-EXAMPLES = Path(__file__).with_name("examples")
+EXAMPLES = Path(__file__).resolve().parents[1] / "site" / "examples"
 NAMESPACE = "esap-demo"
 
 DEMO_CLUSTER: dict[str, Any] = {
@@ -201,8 +206,8 @@ def free_port() -> int:
 
 def find_snippets() -> Path:
     for candidate in (
+        Path(__file__).resolve().parents[2] / "jupyterhub_config.d",
         Path(__file__).resolve().parents[1] / "jupyterhub_config.d",
-        Path(__file__).with_name("jupyterhub_config.d"),
     ):
         if candidate.is_dir():
             return candidate
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .sim import SimulatorThread
+    from esap_spawner.dev.sim import SimulatorThread
 
     check_port_free(args.port, "--port, the hub")
     if args.service_port:
@@ -281,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     site = demo_site(archive, url)
     rucio = None
     if args.catalogue != "static":
-        from . import demo_rucio
+        from esap_spawner.dev import demo_rucio
 
         if demo_rucio.available():
             print("Starting a local Rucio server ...", flush=True)

@@ -1,7 +1,7 @@
 """The demo's workflow: a git repository of notebooks, served over https on 127.0.0.1.
 
 ESAP hands a hub a workflow as an https URL of a git repository (see
-:func:`esap_spawner.options.validate_workflow`); the spawn's ``esap-checkout`` init container
+:func:`esap_spawner.spawn.options.validate_workflow`); the spawn's ``esap-checkout`` init container
 clones it with ``git clone --depth 1``. A shallow clone needs git's *smart* HTTP protocol, so
 :class:`GitServer` answers through ``git http-backend`` (read-only: it refuses pushes without
 an authenticated user), behind TLS with a self-signed certificate made at start. The demo

@@ -2,7 +2,7 @@
 
 When a Rucio server venv is available (``ESAP_RUCIO_VENV`` or ``<repo>/.rucio-venv``, made by
 ``make setup-rucio``) and ``rucio-clients`` is installed (the ``rucio`` extra), the demo runs
-:class:`esap_spawner.rucio_local.RucioServer` in its work folder with two posix RSEs:
+:class:`esap_spawner.dev.rucio_local.RucioServer` in its work folder with two posix RSEs:
 
 - ``HUB_LOCAL_DISK``, the hub's storage: a folder of the demo, mounted into every pod that asks
   for data as a ``hostPath`` volume (the site file's ``local_rses`` entry; ``pfn_prefix`` is
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rucio_local import (
+from esap_spawner.dev.rucio_local import (
     ALICE_PASSWORD,
     LOCAL_RSE,
     REMOTE_RSE,

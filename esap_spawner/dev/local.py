@@ -1,7 +1,7 @@
 """JupyterHub configuration for running ESAPSpawner on the local Kubernetes simulator.
 
 The demo and the integration tests both run a real hub whose spawner talks to
-:mod:`esap_spawner.sim` with a *process* kubelet: each pod's command runs as a local
+:mod:`esap_spawner.dev.sim` with a *process* kubelet: each pod's command runs as a local
 process on its own loopback address. What that needs, beyond a production config, is
 written down once here:
 
@@ -31,7 +31,7 @@ def find_proxy() -> str:
     """configurable-http-proxy from ``node_modules`` (here or the repository's), else PATH."""
     candidates = [
         Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy",
-        Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "configurable-http-proxy",
+        Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "configurable-http-proxy",
     ]
     for candidate in candidates:
         if candidate.exists():

@@ -22,7 +22,7 @@ way a transfer service would), and seed a few example datasets (``seed_examples`
 
 The Rucio server runs in its own venv (``ESAP_RUCIO_VENV``, default ``<repo>/.rucio-venv``,
 made by ``make setup-rucio``); this process talks to it with ``rucio-clients`` through
-:func:`esap_spawner.catalogue.rucio_client.make_client`, which keeps tokens in memory (no token
+:func:`esap_spawner.data.catalogue.rucio_client.make_client`, which keeps tokens in memory (no token
 cache under ``$TMPDIR``). Subprocesses get a per-run ``TMPDIR`` anyway.
 
 The pytest fixture lives in ``tests/harness/rucio_server.py``.
@@ -48,9 +48,9 @@ from urllib.parse import urlparse
 
 import requests
 
-from esap_spawner.catalogue.rucio_client import RucioIdentity, make_client
+from esap_spawner.data.catalogue.rucio_client import RucioIdentity, make_client
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOCAL_RSE = "HUB_LOCAL_DISK"
 REMOTE_RSE = "REMOTE_ARCHIVE"
 ROOT_PASSWORD = "root-test-password"

@@ -68,7 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from .metrics import Phase, SpawnStatus, StagingStatus
+from esap_spawner.observe.metrics import Phase, SpawnStatus, StagingStatus
 
 __all__ = [
     "DEFAULT_URL",

@@ -13,14 +13,14 @@ Two groups of metrics live in two registries:
 and per-profile availability and view age as the spawner's cluster view sees it. The
 spawner calls the module-level helpers, one line each::
 
-    from esap_spawner import metrics
+    from esap_spawner.observe import metrics
     metrics.init_profile_labels([p.slug for p in site.profiles])           # at start
     metrics.observe_spawn(slug, metrics.SpawnStatus.success, 12.3, phases)  # spawn ended
     metrics.observe_staging(metrics.StagingStatus.success, 41.0, 2_000_000)  # staging ended
     metrics.set_profile_availability(model.availability(site.profiles))      # view changed
     metrics.watch_cluster_view(model.view_age_seconds)                       # at start
 
-``phases`` is the ``dict[Phase, float]`` that :func:`esap_spawner.phases.phase_durations`
+``phases`` is the ``dict[Phase, float]`` that :func:`esap_spawner.observe.phases.phase_durations`
 returns. Status arguments accept the Enum member or its string value.
 
 **Service side** (:class:`ServiceMetrics`, a fresh ``CollectorRegistry`` per instance, so
@@ -112,7 +112,7 @@ class StagingStatus(StrEnum):
 
 
 class Phase(StrEnum):
-    """Where a spawn's time goes (label ``phase``); see :mod:`esap_spawner.phases`."""
+    """Where a spawn's time goes (label ``phase``); see :mod:`esap_spawner.observe.phases`."""
 
     validate = "validate"  # spawn requested -> options validated
     staging = "staging"  # staging started -> data local

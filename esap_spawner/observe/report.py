@@ -4,13 +4,13 @@
 
     esap-spawner report --db sqlite:///esap.sqlite --since 7d --out report/
 
-reads what the spawner recorded (:mod:`esap_spawner.db`) and writes ``report/index.html``
+reads what the spawner recorded (:mod:`esap_spawner.observe.db`) and writes ``report/index.html``
 plus one PNG per plot: spawn time per profile (p50/p90/p99 and the distribution), where
 the time goes (phases, stacked), failures by reason, staging throughput, and
 availability over time per profile. An empty period still gives a page that says so.
 
 The module has three layers: pure statistics over plain records (:func:`percentile`,
-:func:`summarise_spawns`, ... tested without I/O), plots (:mod:`esap_spawner.report_plots`,
+:func:`summarise_spawns`, ... tested without I/O), plots (:mod:`esap_spawner.observe.report_plots`,
 matplotlib with the Agg backend, imported only when needed), and the page and command.
 """
 
@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from .metrics import Phase
+from esap_spawner.observe.metrics import Phase
 
 __all__ = [
     "FailureCount",
@@ -411,7 +411,7 @@ def write_report(data: ReportData, out: Path, *, generated: datetime) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
     if not data.empty:
-        from . import report_plots
+        from esap_spawner.observe import report_plots
 
         plots = report_plots.write_plots(data, summarise_spawns(data.spawns), out)
     page = out / "index.html"
@@ -447,7 +447,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .db import Database
+    from esap_spawner.observe.db import Database
 
     sqlite_path = args.db.removeprefix("sqlite:///") if args.db.startswith("sqlite:///") else None
     if sqlite_path and sqlite_path != ":memory:" and not Path(sqlite_path).exists():

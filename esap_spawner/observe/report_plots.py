@@ -1,6 +1,6 @@
 """The report's plots: matplotlib with the Agg backend, one PNG per section.
 
-Only :mod:`esap_spawner.report` imports this (and only when there is something to plot),
+Only :mod:`esap_spawner.observe.report` imports this (and only when there is something to plot),
 so the rest of the package never needs matplotlib (the ``report`` extra). Each function
 draws from figures already computed by the report's pure layer and returns the file name.
 """
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
-    from .report import ProfileSummary, ReportData
+    from esap_spawner.observe.report import ProfileSummary, ReportData
 
 PHASE_COLOURS = {
     "validate": "#8c8c8c",
@@ -89,7 +89,7 @@ def plot_phases(summaries: list[ProfileSummary], out: Path) -> str | None:
 
 
 def plot_failures(data: ReportData, out: Path) -> str | None:
-    from .report import failure_counts
+    from esap_spawner.observe.report import failure_counts
 
     failures = failure_counts(data.spawns, width=60)[:12]
     if not failures:
@@ -106,7 +106,7 @@ def plot_failures(data: ReportData, out: Path) -> str | None:
 
 
 def plot_staging(data: ReportData, out: Path) -> str | None:
-    from .report import staging_throughput
+    from esap_spawner.observe.report import staging_throughput
 
     rows = [t for t in staging_throughput(data.staging) if math.isfinite(t.bytes_per_second)]
     if not rows:

@@ -12,6 +12,6 @@ Run by JupyterHub as the service ``esap`` (``esap-spawner service``), it answers
 - ``openapi.json``: the OpenAPI 3.1 document, served and checked in tests.
 """
 
-from .app import ESAPService, make_app
+from esap_spawner.service.app import ESAPService, make_app
 
 __all__ = ["ESAPService", "make_app"]

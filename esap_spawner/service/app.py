@@ -24,12 +24,12 @@ import tornado.web
 from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
-from .auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
-from .catalogue import catalogue_from_site
-from .handlers import NotFoundHandler, load_openapi, routes
-from .history import SpawnHistory, every, sample_availability
-from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
-from .state import ServiceState
+from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
+from esap_spawner.service.catalogue import catalogue_from_site
+from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
+from esap_spawner.service.history import SpawnHistory, every, sample_availability
+from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+from esap_spawner.service.state import ServiceState
 
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
 
@@ -55,12 +55,12 @@ def make_app(
 ) -> tornado.web.Application:
     """The service's tornado Application; see :mod:`esap_spawner.service.handlers`.
 
-    ``may_use`` defaults to :func:`esap_spawner.profiles.may_use`. ``cluster_note`` says
+    ``may_use`` defaults to :func:`esap_spawner.site.profiles.may_use`. ``cluster_note`` says
     why availability is unknown when no cluster is configured (shown in answers and in
     ``health``).
     """
     if may_use is None:
-        from ..profiles import may_use as site_may_use
+        from esap_spawner.site.profiles import may_use as site_may_use
 
         may_use = site_may_use
     state = ServiceState(
@@ -247,7 +247,7 @@ class ESAPService(Application):
 
     @default("db_url")
     def _default_db_url(self) -> str:
-        from ..db import DEFAULT_URL  # ESAPSpawner.db_url's default too
+        from esap_spawner.observe.db import DEFAULT_URL  # ESAPSpawner.db_url's default too
 
         return os.environ.get("ESAP_DATABASE_URL", DEFAULT_URL)
 
@@ -276,8 +276,8 @@ class ESAPService(Application):
 
     def build(self) -> tuple[tornado.web.Application, bool]:
         """The tornado app, and whether a cluster is configured to watch."""
-        from ..capacity import ClusterModel
-        from ..site import load_site
+        from esap_spawner.capacity.model import ClusterModel
+        from esap_spawner.site.model import load_site
 
         if not self.site_file:
             raise ValueError("no site file: pass --site-file FILE")
@@ -286,7 +286,7 @@ class ESAPService(Application):
         catalogue = catalogue_from_site(site)
         self.history: SpawnHistory | None = None
         if self.db_url:
-            from ..db import Database
+            from esap_spawner.observe.db import Database
 
             db = Database(self.db_url)
             self.log.info("spawn history and availability samples in %r", db)
@@ -339,7 +339,7 @@ class ESAPService(Application):
         watcher = None
         api_client = None
         if watch:
-            from ..cluster_watch import ClusterWatcher, api_client_from_environment
+            from esap_spawner.capacity.watch import ClusterWatcher, api_client_from_environment
 
             if self.kubeconfig:  # kubernetes_asyncio reads it from the environment
                 os.environ["KUBECONFIG"] = self.kubeconfig

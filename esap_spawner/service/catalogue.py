@@ -2,8 +2,8 @@
 
 ``data.catalogue: none`` -> :class:`~.interfaces.NoCatalogue` (every DID ``unknown``, saying
 why); ``static`` or ``rucio`` -> :class:`CatalogueLocality` over
-:class:`esap_spawner.catalogue.static.StaticCatalogue` or
-:class:`esap_spawner.catalogue.rucio.RucioCatalogue`. A catalogue that cannot be built (the
+:class:`esap_spawner.data.catalogue.static.StaticCatalogue` or
+:class:`esap_spawner.data.catalogue.rucio.RucioCatalogue`. A catalogue that cannot be built (the
 ``rucio`` extra missing, unreadable credentials) does not stop the service: it answers
 ``unknown`` with the reason and fails the ``catalogue`` health check.
 """
@@ -14,7 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .interfaces import CheckResult, LocalityCatalogue, LocalityUnavailable, NoCatalogue
+from esap_spawner.service.interfaces import (
+    CheckResult,
+    LocalityCatalogue,
+    LocalityUnavailable,
+    NoCatalogue,
+)
 
 __all__ = ["BrokenCatalogue", "CatalogueLocality", "catalogue_from_site"]
 
@@ -22,13 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class CatalogueLocality:
-    """An :class:`esap_spawner.catalogue.Catalogue` as the service's locality backend."""
+    """An :class:`esap_spawner.data.catalogue.Catalogue` as the service's locality backend."""
 
     def __init__(self, catalogue: Any) -> None:
         self.catalogue = catalogue
 
     async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
-        from ..catalogue import CatalogueError, InvalidDid
+        from esap_spawner.data.catalogue import CatalogueError, InvalidDid
 
         try:
             results: list[dict[str, Any]] = await self.catalogue.locality_json(dids)
@@ -71,11 +76,11 @@ def catalogue_from_site(site: Any) -> LocalityCatalogue:
     kind = site.data.catalogue
     try:
         if kind == "static":
-            from ..catalogue.static import StaticCatalogue
+            from esap_spawner.data.catalogue.static import StaticCatalogue
 
             return CatalogueLocality(StaticCatalogue.from_site(site))
         if kind == "rucio":
-            from ..catalogue.rucio import RucioCatalogue
+            from esap_spawner.data.catalogue.rucio import RucioCatalogue  # needs rucio-clients
 
             return CatalogueLocality(RucioCatalogue.from_site(site))
     except Exception as exc:  # missing extra, unreadable secret: advertise profiles anyway

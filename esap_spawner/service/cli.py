@@ -90,8 +90,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..site import SiteError
-    from .app import ESAPService
+    from esap_spawner.service.app import ESAPService
+    from esap_spawner.site.model import SiteError
 
     logging.basicConfig(
         level=str(args.log_level).upper(),

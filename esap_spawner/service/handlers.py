@@ -31,9 +31,8 @@ from typing import Any
 
 from tornado import web
 
-from ..metrics import CatalogueOperation, CatalogueStatus
-from ..options import validate_did
-from .auth import (
+from esap_spawner.observe.metrics import CatalogueOperation, CatalogueStatus
+from esap_spawner.service.auth import (
     ANONYMOUS,
     METRICS_SCOPE,
     PORTAL_SCOPE,
@@ -42,9 +41,16 @@ from .auth import (
     check_catalogue_access,
     token_from_header,
 )
-from .interfaces import CheckResult, LocalityUnavailable
-from .state import ServiceState
-from .views import facility_body, hub_root, iso_utc, profile_body, profiles_body
+from esap_spawner.service.interfaces import CheckResult, LocalityUnavailable
+from esap_spawner.service.state import ServiceState
+from esap_spawner.service.views import (
+    facility_body,
+    hub_root,
+    iso_utc,
+    profile_body,
+    profiles_body,
+)
+from esap_spawner.spawn.options import validate_did
 
 __all__ = ["ApiError", "load_openapi", "routes"]
 

@@ -4,12 +4,13 @@ Two jobs, both off the request path (the database is only touched in worker thre
 
 - :class:`SpawnHistory` holds the recent successful spawn durations of each profile,
   re-read every ``refresh_seconds``; the service's
-  :class:`~esap_spawner.capacity.ClusterModel` reads it as ``spawn_durations``, so
+  :class:`~esap_spawner.capacity.model.ClusterModel` reads it as ``spawn_durations``, so
   ``estimated_start_seconds`` is the median of the spawns the hub recorded. It is a
-  snapshot rather than :class:`esap_spawner.db.RecentDurations`, whose cache reads the
+  snapshot rather than :class:`esap_spawner.observe.db.RecentDurations`, whose cache reads the
   database in the caller's thread when an entry expires: here that would be a request.
 - :func:`sample_availability` stores what each profile can start now
-  (:meth:`esap_spawner.db.Database.record_availability`), every ``availability_sample_seconds``,
+  (:meth:`esap_spawner.observe.db.Database.record_availability`), every
+  ``availability_sample_seconds``,
   for the report's "availability over time".
 
 A failing database is logged and retried at the next tick; the service keeps answering
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only when a database is configured
-    from ..db import Database
+    from esap_spawner.observe.db import Database
 
 __all__ = ["SpawnHistory", "every", "sample_availability"]
 

@@ -1,11 +1,11 @@
 """What the service needs from the parts around it, as small protocols.
 
 The service reads the cluster through :class:`CapacityView` (which
-:class:`esap_spawner.capacity.ClusterModel` satisfies) and data locality through
+:class:`esap_spawner.capacity.model.ClusterModel` satisfies) and data locality through
 :class:`LocalityCatalogue`. Until a data catalogue is configured, :class:`NoCatalogue`
 answers ``unknown`` for every DID and says why; a real catalogue (Rucio, static) plugs in
 by implementing the same two methods (:mod:`esap_spawner.service.catalogue` adapts the
-project's :class:`esap_spawner.catalogue.Catalogue`).
+project's :class:`esap_spawner.data.catalogue.Catalogue`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = [
 
 
 class AvailabilityLike(Protocol):
-    """One profile's live availability (see :class:`esap_spawner.capacity.Availability`)."""
+    """One profile's live availability (see :class:`esap_spawner.capacity.model.Availability`)."""
 
     @property
     def status(self) -> str: ...

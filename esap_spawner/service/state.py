@@ -1,7 +1,7 @@
 """What every handler of the service shares: the site, the views, auth, settings, metrics.
 
 One :class:`ServiceState` per tornado Application (in ``settings["esap"]``), with its own
-:class:`esap_spawner.metrics.ServiceMetrics` (a registry per app, so several apps in one
+:class:`esap_spawner.observe.metrics.ServiceMetrics` (a registry per app, so several apps in one
 process, as in tests and benchmarks, do not share counters).
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics import ServiceMetrics
-from .auth import AuthStrategy
-from .interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+from esap_spawner.observe.metrics import ServiceMetrics
+from esap_spawner.service.auth import AuthStrategy
+from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 
 __all__ = ["ROUTES", "ServiceState"]
 
@@ -42,8 +42,8 @@ class AnswerCache:
 class ServiceState:
     """Everything the handlers read; built once by :func:`esap_spawner.service.app.make_app`.
 
-    ``site`` is an :class:`esap_spawner.site.Site`; ``may_use(profile, *, groups,
-    is_admin)`` decides which profiles a user may start (from :mod:`esap_spawner.profiles`).
+    ``site`` is an :class:`esap_spawner.site.model.Site`; ``may_use(profile, *, groups,
+    is_admin)`` decides which profiles a user may start (from :mod:`esap_spawner.site.profiles`).
     ``limited_threshold`` (a profile is ``limited`` when at most this many more servers
     can start) and ``max_dids`` default to the site file's ``service`` section.
     ``cluster_note`` says why there is no cluster view (no configuration: ``cluster_ok``

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ..quantity import parse_bytes, parse_quantity
+from esap_spawner.site.quantity import parse_bytes, parse_quantity
 
 __all__ = [
     "API_VERSION",

@@ -6,7 +6,7 @@ expected ("unknown key 'foo' (allowed: a, b)", "at most 30 characters, got 41").
 :func:`semantic_problems` checks what JSON Schema cannot: unique slugs and RSE names,
 quantities that parse and are not negative, limits not below guarantees, one default
 profile, a GPU resource name, a staging RSE among the local RSEs, credentials that match
-the auth type. Both are pure; :mod:`esap_spawner.site` runs them and builds the result.
+the auth type. Both are pure; :mod:`esap_spawner.site.model` runs them and builds the result.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
-from .quantity import QuantityError, parse_quantity
+from esap_spawner.site.quantity import QuantityError, parse_quantity
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .site import SiteError, load_site
+from esap_spawner.site.model import SiteError, load_site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

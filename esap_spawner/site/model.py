@@ -23,9 +23,16 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from .profiles import Gpu, Profile
-from .quantity import parse_bytes, parse_quantity
-from .site_checks import SiteProblem, format_path, json_type, mapping, semantic_problems, translate
+from esap_spawner.site.checks import (
+    SiteProblem,
+    format_path,
+    json_type,
+    mapping,
+    semantic_problems,
+    translate,
+)
+from esap_spawner.site.profiles import Gpu, Profile
+from esap_spawner.site.quantity import parse_bytes, parse_quantity
 
 __all__ = [
     "DataConfig",
@@ -206,7 +213,7 @@ class Site:
 @cache
 def schema() -> dict[str, Any]:
     """The site file's JSON Schema (draft 2020-12)."""
-    text = resources.files("esap_spawner").joinpath("site.schema.json").read_text("utf-8")
+    text = resources.files("esap_spawner.site").joinpath("site.schema.json").read_text("utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

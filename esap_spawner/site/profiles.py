@@ -1,6 +1,6 @@
 """Compute profiles: the typed model, KubeSpawner ``profile_list`` entries, and access.
 
-A :class:`Profile` is built by :mod:`esap_spawner.site` from a validated site file, so every
+A :class:`Profile` is built by :mod:`esap_spawner.site.model` from a validated site file, so every
 value in it is already checked (quantities parse, limits are not below guarantees, a GPU has
 a resource name). Everything here is a pure function over that model:
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .quantity import parse_bytes, parse_quantity
+from esap_spawner.site.quantity import parse_bytes, parse_quantity
 
 PROFILE_LABEL = "esap.escape.eu/profile"
 """Pod label carrying the profile slug; the cluster model counts running servers by it."""

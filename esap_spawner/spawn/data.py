@@ -1,7 +1,8 @@
 """The data side of ESAPSpawner: staging, the datalinks ConfigMap, mounts, progress, state.
 
 A mixin over KubeSpawner, so that ``spawner.py`` stays about profiles and admission. It
-wires :mod:`esap_spawner.staging` (the orchestration) and :mod:`esap_spawner.objects` (the
+wires :mod:`esap_spawner.data.staging` (the orchestration) and
+:mod:`esap_spawner.spawn.objects` (the
 pure pod parts) into KubeSpawner's seams:
 
 - ``site_catalogue``, ``site_storage``: the site's catalogue, built once per process, and the
@@ -10,7 +11,7 @@ pure pod parts) into KubeSpawner's seams:
   resolves and stages the requested datasets (one bulk resolve; rules created or reused;
   polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
   (``<pod>-datalinks``: the plan and the datalinks program) before the pod exists. Every
-  failure is a :class:`~esap_spawner.staging.StagingError` with an HTTP status and the
+  failure is a :class:`~esap_spawner.data.staging.StagingError` with an HTTP status and the
   reason in words, which the spawner turns into a refusal;
 - ``after_pod_created_hook`` (default): the pod becomes the ConfigMap's owner, so deleting
   the pod deletes it (an administrator's own hook replaces this; ``stop`` deletes the
@@ -40,15 +41,16 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner.utils import get_k8s_model
 from traitlets import default
 
-from . import objects, staging
-from .catalogue.base import Catalogue, CatalogueError, DidFiles
-from .metrics import StagingStatus
-from .objects import StorageMount
-from .options import UserOptions
-from .quantity import format_bytes
-from .site import DEFAULT_STAGING_TIMEOUT, Site
-from .spawn_records import database
-from .staging import StagingError
+from esap_spawner.data import staging
+from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles
+from esap_spawner.data.staging import StagingError
+from esap_spawner.observe.metrics import StagingStatus
+from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, Site
+from esap_spawner.site.quantity import format_bytes
+from esap_spawner.spawn import objects
+from esap_spawner.spawn.objects import StorageMount
+from esap_spawner.spawn.options import UserOptions
+from esap_spawner.spawn.records import database
 
 if TYPE_CHECKING:
     from kubespawner import KubeSpawner as _Base
@@ -69,11 +71,11 @@ def site_catalogue(site: Site) -> Catalogue | None:
     catalogue: Catalogue | None = None
     kind = site.data.catalogue
     if kind == "rucio" and site.data.rucio is not None:
-        from .catalogue.rucio import RucioCatalogue  # needs rucio-clients
+        from esap_spawner.data.catalogue.rucio import RucioCatalogue
 
         catalogue = RucioCatalogue.from_site(site)
     elif kind == "static" and site.data.static is not None:
-        from .catalogue.static import StaticCatalogue
+        from esap_spawner.data.catalogue.static import StaticCatalogue
 
         catalogue = StaticCatalogue.from_site(site)
     _catalogues[site.source] = (site, catalogue)

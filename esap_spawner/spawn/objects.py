@@ -13,7 +13,7 @@ The pieces, for a spawn with datasets:
   that holds a requested file, mounted READ-ONLY at its ``mount_path``, with the volume source
   exactly as the site file gives it (PVC, NFS, hostPath, CSI, ...);
 - the **ConfigMap** (:func:`datalinks_config_map`): the plan and the source of
-  :mod:`esap_spawner.datalinks`. The file list reaches the init container this way because it
+  :mod:`esap_spawner.data.datalinks`. The file list reaches the init container this way because it
   can be large (an env var would sit in the pod spec and in every ``kubectl get``); it is
   refused above :data:`CONFIG_MAP_LIMIT` bytes with a message that says how many files were
   asked for. The spawner creates it before the pod and hands it to the pod as owner afterwards,
@@ -41,8 +41,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from .catalogue.base import DidFiles, LocalRse, parse_did
-from .catalogue.locality import pod_path
+from esap_spawner.data.catalogue.base import DidFiles, LocalRse, parse_did
+from esap_spawner.data.catalogue.locality import pod_path
 
 PLAN_VERSION = 1
 #: Bytes a ConfigMap may hold (Kubernetes allows 1 MiB; leave room for metadata).
@@ -93,7 +93,7 @@ def dataset_plan(
 
     Every file must have an AVAILABLE replica at one of ``storage`` (a :class:`DataPlanError`
     names the first that has none); a PFN outside its RSE's prefix or escaping the mount is
-    refused (:class:`~esap_spawner.catalogue.locality.PathOutsideMount`, a ``ValueError``).
+    refused (:class:`~esap_spawner.data.catalogue.locality.PathOutsideMount`, a ``ValueError``).
     """
     by_rse = {s.rse: s for s in storage}
     names = frozenset(by_rse)
@@ -177,8 +177,8 @@ def config_volume(pod_name: str) -> dict[str, Any]:
 
 
 def datalinks_source() -> str:
-    """The init container's program (the source of :mod:`esap_spawner.datalinks`)."""
-    return resources.files("esap_spawner").joinpath("datalinks.py").read_text("utf-8")
+    """The init container's program (the source of :mod:`esap_spawner.data.datalinks`)."""
+    return resources.files("esap_spawner.data").joinpath("datalinks.py").read_text("utf-8")
 
 
 def datalinks_config_map(

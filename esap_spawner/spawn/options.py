@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .profiles import Profile, may_use
+from esap_spawner.site.profiles import Profile, may_use
 
 ALLOWED_KEYS = ("profile", "dataset", "workflow", "ref", "filepath")
 

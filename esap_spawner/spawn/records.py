@@ -21,11 +21,11 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
-from . import metrics
-from .capacity import SpawnDurations
-from .db import Database
-from .metrics import Phase, SpawnStatus
-from .phases import SpawnTimeline, phase_durations
+from esap_spawner.capacity.model import SpawnDurations
+from esap_spawner.observe import metrics
+from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import Phase, SpawnStatus
+from esap_spawner.observe.phases import SpawnTimeline, phase_durations
 
 log = logging.getLogger(__name__)
 

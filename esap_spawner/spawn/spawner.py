@@ -1,7 +1,8 @@
 """ESAPSpawner: KubeSpawner with profiles from the site file, one options validator and safe pods.
 
-Thin on purpose: the site file (:mod:`esap_spawner.site`), the profile model
-(:mod:`esap_spawner.profiles`) and the options validator (:mod:`esap_spawner.options`) hold
+Thin on purpose: the site file (:mod:`esap_spawner.site.model`), the profile model
+(:mod:`esap_spawner.site.profiles`) and the options validator
+(:mod:`esap_spawner.spawn.options`) hold
 the logic; this class wires them into KubeSpawner's seams:
 
 - ``profile_list``: a callable giving only the profiles this user may use;
@@ -9,17 +10,17 @@ the logic; this class wires them into KubeSpawner's seams:
 - ``options_from_form`` / ``options_from_query``: normalise, then validate;
 - ``load_user_options``: validate again (the REST API skips the form parser), let
   KubeSpawner apply the chosen profile's overrides, then admit the spawn against the live
-  cluster view (:mod:`esap_spawner.hub_view`): a profile at its ``max_servers`` or with no
+  cluster view (:mod:`esap_spawner.capacity.hub_view`): a profile at its ``max_servers`` or with no
   node that can hold it is refused at once, with the reason, before any pod exists;
-- after admission, the datasets (:mod:`esap_spawner.staging`): resolved in the site's
+- after admission, the datasets (:mod:`esap_spawner.data.staging`): resolved in the site's
   catalogue, staged to the destination RSE when not local (progress on the spawn page
   through ``progress()``, 0-30%), laid out as a plan in a ConfigMap that the pod owns once
-  it exists (:mod:`esap_spawner.objects`);
+  it exists (:mod:`esap_spawner.spawn.objects`);
 - ``get_pod_manifest``: the storage mounted read-only, the links and checkout init
   containers, ``ESAP_DATASETS``; a workflow opens at ``/lab/tree/<folder>/<filepath>``;
 - ``get_state``/``load_state``: staging requests (rule ids) survive a hub restart;
 - ``start``: marks the moments of the spawn; when it settles, metrics, the spawn-history
-  row and the duration estimate are written (:mod:`esap_spawner.spawn_records`).
+  row and the duration estimate are written (:mod:`esap_spawner.spawn.records`).
 
 User options can never carry an image, a volume, resources or any pod field: the validator
 returns a closed ``UserOptions`` value and only its ``profile`` reaches KubeSpawner.
@@ -40,27 +41,28 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
-from . import metrics, objects
-from .capacity import Refusal, Reservation
-from .hub_view import hub_view
-from .options import (
+from esap_spawner.capacity.hub_view import hub_view
+from esap_spawner.capacity.model import Refusal, Reservation
+from esap_spawner.data.staging import StagingError
+from esap_spawner.observe import metrics
+from esap_spawner.site.model import Site, load_site
+from esap_spawner.site.profiles import Profile, kubespawner_profile, visible_profiles
+from esap_spawner.spawn import objects
+from esap_spawner.spawn.data import DataSpawnerMixin
+from esap_spawner.spawn.options import (
     OptionsError,
     UserOptions,
     options_from_form_data,
     options_from_query,
     validate_options,
 )
-from .profiles import Profile, kubespawner_profile, visible_profiles
-from .site import Site, load_site
-from .spawn_data import DataSpawnerMixin
-from .spawn_records import SpawnAttempt, outcome_of, reason_in_words, record_spawn
-from .staging import StagingError
+from esap_spawner.spawn.records import SpawnAttempt, outcome_of, reason_in_words, record_spawn
 
 ANNOTATION_PREFIX = "esap.escape.eu"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _templates = Environment(
-    loader=PackageLoader("esap_spawner", "templates"),
+    loader=PackageLoader("esap_spawner.spawn", "templates"),
     autoescape=select_autoescape(["html"]),
 )
 

@@ -42,7 +42,7 @@ from tests.harness.hub import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-demo-password"
-NAMESPACE = "esap-demo"  # esap_spawner.demo.NAMESPACE
+NAMESPACE = "esap-demo"  # esap_spawner.dev.demo.NAMESPACE
 CHROMIUM_ARGS = [
     "--no-sandbox",  # the tests may run as root
     "--disable-background-networking",

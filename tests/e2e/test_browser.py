@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 import pytest
 from playwright.sync_api import Page, WebSocket, expect
 
-from esap_spawner.objects import workflow_folder
-from esap_spawner.profiles import PROFILE_LABEL
+from esap_spawner.site.profiles import PROFILE_LABEL
+from esap_spawner.spawn.objects import workflow_folder
 
 from .conftest import LAB_MS, Demo, processes_under
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from esap_spawner.local import find_proxy, local_hub_config
+from esap_spawner.dev.local import find_proxy, local_hub_config
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "esap-test-password"

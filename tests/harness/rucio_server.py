@@ -1,4 +1,4 @@
-"""The ``rucio_server`` pytest fixture over :mod:`esap_spawner.rucio_local`.
+"""The ``rucio_server`` pytest fixture over :mod:`esap_spawner.dev.rucio_local`.
 
 The server itself (a real Rucio server on 127.0.0.1, SQLite, gunicorn) is product code shared
 with the demo; this module re-exports its names for the tests. The fixture (session scope)
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from esap_spawner.rucio_local import (
+from esap_spawner.dev.rucio_local import (
     ALICE_PASSWORD,
     ALICE_QUOTA_BYTES,
     BATCH,

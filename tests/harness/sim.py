@@ -1,6 +1,6 @@
-"""Pytest fixtures for the Kubernetes API simulator (``esap_spawner.sim``).
+"""Pytest fixtures for the Kubernetes API simulator (``esap_spawner.dev.sim``).
 
-- ``sim`` (session): ONE :class:`~esap_spawner.sim.SimulatorThread` for the whole run, with
+- ``sim`` (session): ONE :class:`~esap_spawner.dev.sim.SimulatorThread` for the whole run, with
   the process kubelet and :data:`SESSION_CLUSTER`; ``KUBECONFIG`` points at it for the rest
   of the run (and for hub processes started by tests, which inherit the environment), and
   kubernetes_asyncio's default kubeconfig path too (it reads KUBECONFIG at import time).
@@ -10,7 +10,7 @@
   reflectors afterwards (``sim_namespace`` does: ``KubeSpawner._stop_all_reflectors()``).
 - ``sim_namespace`` (function): a fresh namespace in the session simulator, deleted after.
 - ``sim_factory`` (function): start private simulators (``sim_factory(kubelet="fake", ...)``
-  takes :class:`~esap_spawner.sim.Simulator`'s arguments); all stopped after the test.
+  takes :class:`~esap_spawner.dev.sim.Simulator`'s arguments); all stopped after the test.
 - ``k8s_api(sim)``: a kubernetes_asyncio ``CoreV1Api`` bound to one simulator through its
   own ``Configuration``. Never call ``config.load_kube_config()`` without
   ``client_configuration=`` in tests: it would repoint the process-wide default that
@@ -29,7 +29,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.config import kube_config
 
-from esap_spawner.sim import KubeletDelays, SimulatorThread
+from esap_spawner.dev.sim import KubeletDelays, SimulatorThread
 
 # A pod's whole program where a test only needs the hub to get an HTTP answer at the server's
 # address (many real notebook servers would not fit a small machine): any GET on $POD_IP, at

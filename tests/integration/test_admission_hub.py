@@ -21,9 +21,9 @@ import pytest
 import requests
 import yaml
 
-from esap_spawner.db import Database
-from esap_spawner.local import simulator_hub_config
-from esap_spawner.profiles import PROFILE_LABEL
+from esap_spawner.dev.local import simulator_hub_config
+from esap_spawner.observe.db import Database
+from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import HubProcess
 
 pytestmark = pytest.mark.integration

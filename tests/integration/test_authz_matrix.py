@@ -37,7 +37,7 @@ import pytest
 import requests
 import yaml
 
-from esap_spawner.local import simulator_hub_config
+from esap_spawner.dev.local import simulator_hub_config
 from tests.harness.hub import HubProcess, free_port
 from tests.integration.test_service_hub import OTHER_SERVICE_TOKEN, PORTAL_TOKEN, answer, hub_config
 from tests.integration.test_spawner_hub import SITE, stop_server, user_pods

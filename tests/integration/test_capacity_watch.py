@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from esap_spawner.capacity import ClusterModel, ProfileRequirements, Refusal, Reservation
-from esap_spawner.cluster_watch import ClusterWatcher, api_client_from_environment
-from esap_spawner.profiles import PROFILE_LABEL
-from esap_spawner.sim import Simulator, pod_manifest
+from esap_spawner.capacity.model import ClusterModel, ProfileRequirements, Refusal, Reservation
+from esap_spawner.capacity.watch import ClusterWatcher, api_client_from_environment
+from esap_spawner.dev.sim import Simulator, pod_manifest
+from esap_spawner.site.profiles import PROFILE_LABEL
 
 pytestmark = pytest.mark.integration
 

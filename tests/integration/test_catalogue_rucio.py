@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from esap_spawner.catalogue import (
+from esap_spawner.data.catalogue import (
     AccessDenied,
     CatalogueUnavailable,
     DidNotFound,
@@ -24,8 +24,8 @@ from esap_spawner.catalogue import (
     StagingState,
     pod_path,
 )
-from esap_spawner.catalogue.rucio import RucioCatalogue, RucioSettings
-from esap_spawner.catalogue.rucio_client import RucioIdentity
+from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings
+from esap_spawner.data.catalogue.rucio_client import RucioIdentity
 from tests.harness.rucio_server import (
     ALICE_PASSWORD,
     LOCAL_RSE,
@@ -397,7 +397,7 @@ async def test_rucio_down_is_unavailable_then_works_after_restart(
 async def test_from_site_file(
     rucio_server: RucioServer, seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     password = tmp_path / "rucio-password"
     password.write_text(ALICE_PASSWORD + "\n")

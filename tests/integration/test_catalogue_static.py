@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from esap_spawner.catalogue import DidNotFound, StagingState, pod_path
-from esap_spawner.catalogue.static import STATIC_RSE, StaticCatalogue
+from esap_spawner.data.catalogue import DidNotFound, StagingState, pod_path
+from esap_spawner.data.catalogue.static import STATIC_RSE, StaticCatalogue
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_listing_paths_must_stay_inside_the_volume(tmp_path: Path) -> None:
 
 
 async def test_from_site(tree: Path) -> None:
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     site = parse_site(
         f"""

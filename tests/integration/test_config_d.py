@@ -22,7 +22,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_D = REPO / "jupyterhub_config.d"
-SITE = REPO / "esap_spawner" / "examples" / "site.yaml"
+SITE = REPO / "esap_spawner" / "site" / "examples" / "site.yaml"
 ENV_KEYS = (
     "ESAP_SITE_FILE",
     "ESAP_SERVICE_MODE",

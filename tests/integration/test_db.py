@@ -1,4 +1,4 @@
-"""esap_spawner.db against a real SQLite file and, when ESAP_TEST_DATABASE_URL is set
+"""esap_spawner.observe.db against a real SQLite file and, when ESAP_TEST_DATABASE_URL is set
 (``postgresql+psycopg://...``), the same tests against PostgreSQL."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from esap_spawner.db import Base, Database, RecentDurations, StagingRecord, hash_user
-from esap_spawner.metrics import Phase
+from esap_spawner.observe.db import Base, Database, RecentDurations, StagingRecord, hash_user
+from esap_spawner.observe.metrics import Phase
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from esap_spawner import demo_rucio
+from esap_spawner.dev import demo_rucio
 from tests.harness.hub import free_port
 from tests.integration.test_demo import Demo, nothing_listens
 

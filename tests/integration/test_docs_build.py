@@ -90,7 +90,7 @@ def test_values_reference_lists_every_chart_key() -> None:
 
 def test_config_reference_lists_every_option() -> None:
     from esap_spawner.service.app import ESAPService
-    from esap_spawner.spawner import ESAPSpawner
+    from esap_spawner.spawn.spawner import ESAPSpawner
 
     text = gen.config_reference()
     for cls in (ESAPSpawner, ESAPService):

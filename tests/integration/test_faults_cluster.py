@@ -27,12 +27,12 @@ from kubernetes_asyncio import client
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 
-from esap_spawner.capacity import ClusterModel, Refusal, Reservation
-from esap_spawner.cluster_watch import ClusterWatcher
-from esap_spawner.profiles import PROFILE_LABEL
+from esap_spawner.capacity.model import ClusterModel, Refusal, Reservation
+from esap_spawner.capacity.watch import ClusterWatcher
+from esap_spawner.dev.sim import Simulator, SimulatorThread, pod_manifest
 from esap_spawner.service.app import make_app
-from esap_spawner.sim import Simulator, SimulatorThread, pod_manifest
-from esap_spawner.site import load_site
+from esap_spawner.site.model import load_site
+from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import free_port
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,10 @@ import pytest
 import requests
 import yaml
 
-from esap_spawner.db import Database, SpawnRecord
-from esap_spawner.local import simulator_hub_config
-from esap_spawner.profiles import PROFILE_LABEL
-from esap_spawner.sim import SimulatorThread
+from esap_spawner.dev.local import simulator_hub_config
+from esap_spawner.dev.sim import SimulatorThread
+from esap_spawner.observe.db import Database, SpawnRecord
+from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import HubProcess, free_port
 from tests.harness.sim import TEST_DELAYS, TINY_SERVER
 

@@ -1,7 +1,7 @@
 """Rucio going away during catalogue work and coming back, against a real Rucio server.
 
 The catalogue directly (locality questions in flight when the server dies) and the
-:class:`~esap_spawner.staging.Stager` with its database (a staging request cut by the outage,
+:class:`~esap_spawner.data.staging.Stager` with its database (a staging request cut by the outage,
 then the spawn retried): every call answers right or raises ``CatalogueUnavailable`` with
 the reason, none hangs, the retry reuses the one rule, and the staging rows tell both
 attempts. (Staging faults through the spawner are in ``test_staging_spawn.py``.)
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.catalogue import CatalogueUnavailable, LocalRse
-from esap_spawner.catalogue.rucio import RucioCatalogue, RucioSettings
-from esap_spawner.db import Database
-from esap_spawner.staging import Stager, StagingError, StagingSettings
+from esap_spawner.data.catalogue import CatalogueUnavailable, LocalRse
+from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings
+from esap_spawner.data.staging import Stager, StagingError, StagingSettings
+from esap_spawner.observe.db import Database
 from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
 
 pytestmark = pytest.mark.integration

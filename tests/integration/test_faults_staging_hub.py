@@ -22,8 +22,8 @@ import pytest
 import requests
 import yaml
 
-from esap_spawner.db import Database
-from esap_spawner.local import simulator_hub_config
+from esap_spawner.dev.local import simulator_hub_config
+from esap_spawner.observe.db import Database
 from tests.harness.hub import HubProcess
 from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
 from tests.harness.sim import TINY_SERVER

@@ -215,7 +215,7 @@ def test_405_names_the_allowed_methods(service: Service) -> None:
 def test_documented_did_pattern_is_the_validators() -> None:
     import re
 
-    from esap_spawner.options import OptionsError, validate_did
+    from esap_spawner.spawn.options import OptionsError, validate_did
 
     pattern = load_openapi()["components"]["schemas"]["LocalityRequest"]["properties"]["dids"]
     documented = re.compile(pattern["items"]["pattern"])

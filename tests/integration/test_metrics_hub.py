@@ -1,6 +1,6 @@
 """The hub-side metrics appear on a real JupyterHub's /hub/metrics, next to JupyterHub's own.
 
-The hub's configuration records through esap_spawner.metrics exactly as the spawner does
+The hub's configuration records through esap_spawner.observe.metrics exactly as the spawner does
 (the module-level helpers writing to prometheus_client's default registry); the test
 scrapes /hub/metrics over HTTP and reads the series back with Prometheus' text parser.
 """
@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 pytestmark = pytest.mark.integration
 
 CONFIG = """
-from esap_spawner import metrics
+from esap_spawner.observe import metrics
 
 class _Avail:
     def __init__(self, can_start_now, running):

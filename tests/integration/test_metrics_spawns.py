@@ -20,8 +20,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner.db import Database
-from esap_spawner.local import simulator_hub_config
+from esap_spawner.dev.local import simulator_hub_config
+from esap_spawner.observe.db import Database
 from tests.harness.hub import REPO, HubProcess
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,10 @@ import numpy
 import pytest
 from PIL import Image
 
-from esap_spawner import cli, report
-from esap_spawner.db import Database
-from esap_spawner.metrics import Phase
+from esap_spawner import cli
+from esap_spawner.observe import report
+from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import Phase
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 The service is the real program (``esap-spawner service``) in a process of its own, watching
 a private simulator, with ``--db-url`` pointing at a SQLite file the test filled the way the
-hub's spawner does (:meth:`esap_spawner.db.Database.record_spawn`).
+hub's spawner does (:meth:`esap_spawner.observe.db.Database.record_spawn`).
 ``estimated_start_seconds`` must be the median of each profile's recent successful spawns,
 and availability samples must appear in the file every ``--availability-sample-seconds``.
 """
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from esap_spawner.db import Database
-from esap_spawner.sim import SimulatorThread
+from esap_spawner.dev.sim import SimulatorThread
+from esap_spawner.observe.db import Database
 from tests.unit.test_service_handlers import SITE_YAML, TOKENS
 
 pytestmark = pytest.mark.integration

@@ -220,8 +220,8 @@ def test_standalone_service_with_a_token_file(tmp_path: Path) -> None:
 
 def test_standalone_service_watches_the_cluster(tmp_path: Path, sim_factory: Any) -> None:
     """With a kubeconfig, the service's ClusterWatcher feeds the answers: live figures."""
-    from esap_spawner.profiles import PROFILE_LABEL
-    from esap_spawner.sim.cluster import pod_manifest
+    from esap_spawner.dev.sim.cluster import pod_manifest
+    from esap_spawner.site.profiles import PROFILE_LABEL
 
     cluster = {
         "nodes": [

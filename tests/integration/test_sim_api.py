@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client import ApiException, CoreV1Api
 
-from esap_spawner.sim import SimulatorThread, pod_manifest
+from esap_spawner.dev.sim import SimulatorThread, pod_manifest
 from tests.harness.sim import k8s_api
 
 pytestmark = pytest.mark.integration

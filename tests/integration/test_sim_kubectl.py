@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from esap_spawner.sim import SimulatorThread
+from esap_spawner.dev.sim import SimulatorThread
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client import ApiException
 
-from esap_spawner.sim import SimulatorThread
+from esap_spawner.dev.sim import SimulatorThread
 from tests.harness.sim import k8s_api
 
 pytestmark = pytest.mark.integration

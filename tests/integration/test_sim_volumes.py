@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiException
 
-from esap_spawner.sim import SimulatorThread
-from esap_spawner.sim.podroot import PodRoot
+from esap_spawner.dev.sim import SimulatorThread
+from esap_spawner.dev.sim.podroot import PodRoot
 from tests.harness.sim import TEST_DELAYS, k8s_api
 
 pytestmark = pytest.mark.integration
@@ -403,7 +403,7 @@ def test_translation_rule() -> None:
     }
 
 
-# -- the pod parts ESAPSpawner adds (esap_spawner.objects), run for real ----------------------
+# -- the pod parts ESAPSpawner adds (esap_spawner.spawn.objects), run for real -----------------
 NOTEBOOK = r"""
 import json, os
 path = os.environ.get("ESAP_DATASETS")
@@ -426,7 +426,7 @@ def esap_pod(
     tmp_path: Path, *, datasets: bool, workflow: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pod with the real datasets/checkout init containers and their ConfigMap."""
-    from esap_spawner import objects
+    from esap_spawner.spawn import objects
 
     archive = tmp_path / "archive"
     (archive / "lofar" / "L1" / "sub").mkdir(parents=True)
@@ -517,8 +517,8 @@ async def test_dataset_links_from_the_real_init_container(cluster: Any, tmp_path
 
 
 def test_volume_path_arguments_and_home_checked() -> None:
-    from esap_spawner.sim.cli import volume_paths
-    from esap_spawner.sim.simulator import Simulator
+    from esap_spawner.dev.sim.cli import volume_paths
+    from esap_spawner.dev.sim.simulator import Simulator
 
     assert volume_paths(["nfs.example.org:/archive=/srv/a", "esap-rse-x=/srv/b"]) == {
         "nfs.example.org:/archive": "/srv/a",

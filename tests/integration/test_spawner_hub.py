@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from esap_spawner.local import simulator_hub_config
-from esap_spawner.quantity import parse_quantity
+from esap_spawner.dev.local import simulator_hub_config
+from esap_spawner.site.quantity import parse_quantity
 from tests.harness.hub import HubProcess
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from kubernetes_asyncio.client import ApiClient
 from tornado import web
 from traitlets.config import Config
 
-from esap_spawner.spawner import ESAPSpawner
+from esap_spawner.spawn.spawner import ESAPSpawner
 from tests.integration.test_spawner_hub import SITE
 
 pytestmark = pytest.mark.integration

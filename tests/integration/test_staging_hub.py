@@ -23,7 +23,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner.local import simulator_hub_config
+from esap_spawner.dev.local import simulator_hub_config
 from tests.harness.hub import HubProcess
 from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
 from tests.integration.test_staging_spawn import alice_rules, rucio_site

@@ -27,9 +27,9 @@ from tornado import web
 from traitlets import TraitError
 from traitlets.config import Config
 
-import esap_spawner.datalinks as datalinks_module
-from esap_spawner.db import Database
-from esap_spawner.spawner import ESAPSpawner
+import esap_spawner.data.datalinks as datalinks_module
+from esap_spawner.observe.db import Database
+from esap_spawner.spawn.spawner import ESAPSpawner
 from tests.harness.rucio_server import (
     ALICE_PASSWORD,
     BOB_PASSWORD,

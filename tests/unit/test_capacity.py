@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esap_spawner.capacity import (
+from esap_spawner.capacity.model import (
     Availability,
     ClusterModel,
     Refusal,
     Reservation,
     SpawnDurations,
 )
-from esap_spawner.requirements import ProfileRequirements, describe_vector, image_aliases
+from esap_spawner.capacity.requirements import ProfileRequirements, describe_vector, image_aliases
 
 PROFILE_LABEL = "test.esap.example/profile"
 IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
@@ -672,10 +672,10 @@ def test_site_profiles_are_counted_with_their_requests_placement_and_quota() -> 
     from pathlib import Path
 
     import esap_spawner
-    from esap_spawner import profiles
-    from esap_spawner.site import load_site
+    from esap_spawner.site import profiles
+    from esap_spawner.site.model import load_site
 
-    site = load_site(Path(esap_spawner.__file__).parent / "examples" / "site.yaml")
+    site = load_site(Path(esap_spawner.__file__).parent / "site" / "examples" / "site.yaml")
     by_slug = {p.slug: p for p in site.profiles}
     gpu_taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
     nodes = [
@@ -708,7 +708,7 @@ def test_site_profiles_are_counted_with_their_requests_placement_and_quota() -> 
 
 
 def test_watch_lines_become_events_and_errors() -> None:
-    from esap_spawner import cluster_watch
+    from esap_spawner.capacity import watch as cluster_watch
 
     line = b'{"type": "ADDED", "object": {"kind": "Pod", "metadata": {"uid": "1"}}}'
     assert cluster_watch.ClusterWatcher._event("pods", line) == (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import esap_spawner.datalinks as datalinks_module
+import esap_spawner.data.datalinks as datalinks_module
 
 SCRIPT = Path(datalinks_module.__file__)
 ROOT = "/home/jovyan/datasets"

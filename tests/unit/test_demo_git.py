@@ -11,10 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from esap_spawner import demo_git
-from esap_spawner.datalinks import checkout
-from esap_spawner.objects import workflow_folder
-from esap_spawner.options import validate_workflow
+from esap_spawner.data.datalinks import checkout
+from esap_spawner.dev import demo_git
+from esap_spawner.spawn.objects import workflow_folder
+from esap_spawner.spawn.options import validate_workflow
 
 
 def git(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,7 @@ def test_the_notebook_is_a_valid_notebook_that_reads_the_manifest() -> None:
 def test_the_notebook_runs_against_a_datasets_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from esap_spawner.demo import DEMO_DATASETS
+    from esap_spawner.dev.demo import DEMO_DATASETS
 
     crab = tmp_path / "datasets" / "escape" / "crab-2020"
     crab.mkdir(parents=True)

@@ -26,8 +26,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from esap_spawner.objects import workflow_folder, workflow_url
-from esap_spawner.options import (
+from esap_spawner.site.model import Site, SiteError, parse_site
+from esap_spawner.spawn.objects import workflow_folder, workflow_url
+from esap_spawner.spawn.options import (
     ALLOWED_KEYS,
     OptionsError,
     UserOptions,
@@ -36,7 +37,6 @@ from esap_spawner.options import (
     validate_did,
     validate_options,
 )
-from esap_spawner.site import Site, SiteError, parse_site
 
 SITE_YAML = """
 facility: {name: Fuzz Hub, url: "https://hub.example.org/"}
@@ -277,7 +277,7 @@ REF_ALPHABET = st.sampled_from(list("abcXYZ019_./-@{}~^:?*[]\\ +<>#$,'\"\u00e9")
 def test_a_ref_the_validator_accepts_the_checkout_accepts(ref: str) -> None:
     """The init program (datalinks.py) checks the ref again inside the pod: anything the
     spawn accepted must pass there too, or the spawn would fail late and obscurely."""
-    from esap_spawner.datalinks import git_argvs
+    from esap_spawner.data.datalinks import git_argvs
 
     try:
         options = validate({"profile": "small", "workflow": WORKFLOW, "ref": ref})
@@ -291,7 +291,7 @@ def test_a_ref_the_validator_accepts_the_checkout_accepts(ref: str) -> None:
 @FUZZ
 @given(path=st.text(st.sampled_from(list("ab0.-_~/%+@=:?#;$ `|\\'\"")), max_size=30))
 def test_a_workflow_the_validator_accepts_the_checkout_accepts(path: str) -> None:
-    from esap_spawner.datalinks import git_argvs
+    from esap_spawner.data.datalinks import git_argvs
 
     url = "https://git.example.org/" + path
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from esap_spawner.catalogue import (
+from esap_spawner.data.catalogue import (
     DidFiles,
     FileReplica,
     InvalidDid,
@@ -20,7 +20,7 @@ from esap_spawner.catalogue import (
     parse_did,
     pod_path,
 )
-from esap_spawner.catalogue.base import format_fraction
+from esap_spawner.data.catalogue.base import format_fraction
 
 LOCAL = {"HUB_LOCAL_DISK", "HUB_SCRATCH"}
 

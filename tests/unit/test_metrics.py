@@ -1,4 +1,4 @@
-"""esap_spawner.metrics: names follow the scheme, label values are pre-created, and each
+"""esap_spawner.observe.metrics: names follow the scheme, label values are pre-created, and each
 helper updates exactly the series it should (read back from the registry)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner import metrics
-from esap_spawner.metrics import (
+from esap_spawner.observe import metrics
+from esap_spawner.observe.metrics import (
     SPAWN_BUCKETS,
     CatalogueOperation,
     CatalogueStatus,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from esap_spawner import objects
-from esap_spawner.catalogue import DidFiles, FileReplica, PathOutsideMount, Replica
-from esap_spawner.objects import DataPlanError, HomeVolume, StorageMount
+from esap_spawner.data.catalogue import DidFiles, FileReplica, PathOutsideMount, Replica
+from esap_spawner.spawn import objects
+from esap_spawner.spawn.objects import DataPlanError, HomeVolume, StorageMount
 
 PREFIX = "/data/rucio/"
 LOCAL = StorageMount(

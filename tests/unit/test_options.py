@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esap_spawner.options import (
+from esap_spawner.site.profiles import Profile
+from esap_spawner.spawn.options import (
     ALLOWED_KEYS,
     OptionsError,
     UserOptions,
@@ -21,7 +22,6 @@ from esap_spawner.options import (
     validate_ref,
     validate_workflow,
 )
-from esap_spawner.profiles import Profile
 
 SMALL = Profile(slug="small", display_name="Small", default=True)
 CASA = Profile(slug="casa", display_name="CASA")

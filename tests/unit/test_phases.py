@@ -1,4 +1,4 @@
-"""esap_spawner.phases: phase durations from realistic kubelet/scheduler event lists."""
+"""esap_spawner.observe.phases: phase durations from realistic kubelet/scheduler event lists."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.metrics import Phase
-from esap_spawner.phases import (
+from esap_spawner.observe.metrics import Phase
+from esap_spawner.observe.phases import (
     SpawnTimeline,
     event_time,
     parse_go_duration,

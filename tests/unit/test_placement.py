@@ -1,4 +1,4 @@
-"""The scheduler's filter rules (esap_spawner.placement) on a table of pods and nodes."""
+"""The scheduler's filter rules (esap_spawner.capacity.placement) on a table of pods and nodes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.placement import (
+from esap_spawner.capacity.placement import (
     failed_scheduling_message,
     fit_reasons,
     matches_node_selector,

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.profiles import (
+from esap_spawner.site.model import parse_site
+from esap_spawner.site.profiles import (
     PROFILE_LABEL,
     Gpu,
     Profile,
@@ -16,7 +17,6 @@ from esap_spawner.profiles import (
     server_requests,
     visible_profiles,
 )
-from esap_spawner.site import parse_site
 
 SITE = parse_site(
     """

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esap_spawner.metrics import Phase
-from esap_spawner.report import (
+from esap_spawner.observe.metrics import Phase
+from esap_spawner.observe.report import (
     failure_counts,
     format_bytes,
     format_seconds,

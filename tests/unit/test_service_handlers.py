@@ -1,7 +1,7 @@
 """The advertising service in-process: every route, ETag/304, every error, the OpenAPI shapes.
 
 The app is the real one (:func:`esap_spawner.service.app.make_app`) over a real site file,
-a real :class:`~esap_spawner.capacity.ClusterModel` fed nodes and pods by hand, and the
+a real :class:`~esap_spawner.capacity.model.ClusterModel` fed nodes and pods by hand, and the
 static-token strategy that ``esap-spawner service --token-file`` uses. Every answer is
 checked against the status codes and schemas that ``openapi.json`` documents.
 """
@@ -21,12 +21,12 @@ from referencing.jsonschema import DRAFT202012
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 
-from esap_spawner.capacity import ClusterModel
-from esap_spawner.profiles import PROFILE_LABEL
+from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.service.app import make_app
 from esap_spawner.service.auth import StaticTokenAuth
 from esap_spawner.service.handlers import load_openapi
-from esap_spawner.site import load_site
+from esap_spawner.site.model import load_site
+from esap_spawner.site.profiles import PROFILE_LABEL
 
 PREFIX = "/services/esap/"
 SMALL_IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
@@ -960,7 +960,7 @@ def test_service_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def static_site(tmp_path: Path) -> Any:
     """The test site with a static catalogue over a folder tree in ``tmp_path``."""
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     archive = tmp_path / "archive"
     (archive / "lofar" / "L123456").mkdir(parents=True)
@@ -1009,8 +1009,8 @@ async def test_locality_from_a_static_catalogue(
 
 
 async def test_catalogue_that_cannot_answer_is_503(service_factory: ServiceFactory) -> None:
-    from esap_spawner.catalogue import CatalogueUnavailable
-    from esap_spawner.catalogue.static import StaticCatalogue
+    from esap_spawner.data.catalogue import CatalogueUnavailable
+    from esap_spawner.data.catalogue.static import StaticCatalogue
     from esap_spawner.service.catalogue import CatalogueLocality
 
     class Unreachable(StaticCatalogue):
@@ -1099,6 +1099,6 @@ async def test_catalogue_that_cannot_be_built_is_reported(
 def test_no_catalogue_in_the_site_file_means_none() -> None:
     from esap_spawner.service.catalogue import catalogue_from_site
     from esap_spawner.service.interfaces import NoCatalogue
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     assert isinstance(catalogue_from_site(parse_site(SITE_YAML)), NoCatalogue)

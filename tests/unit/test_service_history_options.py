@@ -85,7 +85,7 @@ class FakeDatabase:
 
 
 async def test_spawn_history_is_a_snapshot_read_in_a_thread() -> None:
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
     from esap_spawner.service.history import SpawnHistory
 
     db = FakeDatabase()
@@ -101,9 +101,9 @@ async def test_spawn_history_is_a_snapshot_read_in_a_thread() -> None:
 
 
 async def test_availability_is_sampled_only_from_a_current_view() -> None:
-    from esap_spawner.capacity import ClusterModel
+    from esap_spawner.capacity.model import ClusterModel
     from esap_spawner.service.history import sample_availability
-    from esap_spawner.site import parse_site
+    from esap_spawner.site.model import parse_site
 
     from .test_service_handlers import Clock, synced_model
 

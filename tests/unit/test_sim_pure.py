@@ -7,11 +7,15 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.sim.patches import PatchError, apply_patch
-from esap_spawner.sim.podenv import container_env, expand, field_ref
-from esap_spawner.sim.selectors import SelectorError, parse_field_selector, parse_label_selector
-from esap_spawner.sim.tables import pod_status
-from esap_spawner.sim.validation import validate
+from esap_spawner.dev.sim.patches import PatchError, apply_patch
+from esap_spawner.dev.sim.podenv import container_env, expand, field_ref
+from esap_spawner.dev.sim.selectors import (
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from esap_spawner.dev.sim.tables import pod_status
+from esap_spawner.dev.sim.validation import validate
 
 
 def labelled(**labels: str) -> dict[str, Any]:
@@ -182,7 +186,7 @@ def test_kubectl_status_column(status: dict[str, Any], expected: str) -> None:
 
 
 def test_pod_spec_updates_limited_to_what_kubernetes_allows() -> None:
-    from esap_spawner.sim.validation import pod_update_causes
+    from esap_spawner.dev.sim.validation import pod_update_causes
 
     old = {
         "containers": [{"name": "c", "image": "a:1"}],
@@ -204,7 +208,7 @@ def test_pod_spec_updates_limited_to_what_kubernetes_allows() -> None:
 def test_ip_allocator_loopback_subnet_per_simulator() -> None:
     import random
 
-    from esap_spawner.sim.processes import IPAllocator
+    from esap_spawner.dev.sim.processes import IPAllocator
 
     ips = IPAllocator(loopback=True, rng=random.Random(7))
     first = [ips.allocate() for _ in range(300)]

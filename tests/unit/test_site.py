@@ -17,16 +17,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from esap_spawner import site_cli
-from esap_spawner.site import (
-    SiteError,
-    format_path,
-    load_site,
-    parse_site,
-    schema,
-)
+from esap_spawner.site import cli as site_cli
+from esap_spawner.site.model import SiteError, format_path, load_site, parse_site, schema
 
-EXAMPLES = Path(str(resources.files("esap_spawner").joinpath("examples")))
+EXAMPLES = Path(str(resources.files("esap_spawner.site").joinpath("examples")))
 
 BASE: dict[str, Any] = {
     "facility": {"name": "Test Hub", "url": "https://hub.example.org/"},
@@ -500,7 +494,7 @@ def test_check_config_through_the_command_line(capsys: pytest.CaptureFixture[str
 def test_check_config_does_not_import_jupyterhub() -> None:
     # A fresh interpreter: this test process has JupyterHub loaded by other tests.
     code = (
-        "import sys; from esap_spawner import site_cli; "
+        "import sys; from esap_spawner.site import cli; "
         "heavy = [m for m in ('jupyterhub', 'kubespawner', 'kubernetes_asyncio', 'tornado') "
         "if m in sys.modules]; print(heavy)"
     )

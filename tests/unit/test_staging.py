@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from esap_spawner import metrics
-from esap_spawner.catalogue import (
+from esap_spawner.data.catalogue import (
     Catalogue,
     DidFiles,
     FileReplica,
@@ -25,7 +24,7 @@ from esap_spawner.catalogue import (
     StagingRequest,
     StagingState,
 )
-from esap_spawner.staging import (
+from esap_spawner.data.staging import (
     DidStaging,
     Stager,
     StagingError,
@@ -34,6 +33,7 @@ from esap_spawner.staging import (
     load_staging_state,
     staging_deadline,
 )
+from esap_spawner.observe import metrics
 
 DID = "escape:crab-2020"
 LOCAL = "HUB_LOCAL_DISK"

@@ -4,7 +4,7 @@
 ``static`` the two implementations (``rucio`` needs the ``rucio`` extra: rucio-clients).
 """
 
-from esap_spawner.catalogue.base import (
+from esap_spawner.data.catalogue.base import (
     AccessDenied,
     Catalogue,
     CatalogueError,
@@ -25,7 +25,7 @@ from esap_spawner.catalogue.base import (
     check_dids,
     parse_did,
 )
-from esap_spawner.catalogue.locality import PathOutsideMount, did_locality, pod_path
+from esap_spawner.data.catalogue.locality import PathOutsideMount, did_locality, pod_path
 
 __all__ = [
     "AccessDenied",

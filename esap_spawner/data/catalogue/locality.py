@@ -1,7 +1,7 @@
 """Pure functions over resolved files: where a DID's data is, and where a replica is in a pod.
 
 - :func:`did_locality` turns a DID's resolved files, the names of the hub's local RSEs and the
-  measured staging throughput into a :class:`~esap_spawner.catalogue.base.Locality`.
+  measured staging throughput into a :class:`~esap_spawner.data.catalogue.base.Locality`.
 - :func:`pod_path` maps a replica's PFN at a local RSE to the file's path inside a pod that
   mounts that RSE, and refuses any PFN that would land outside the mount.
 
@@ -15,8 +15,8 @@ import posixpath
 from collections.abc import Iterable
 from urllib.parse import urlparse
 
-from esap_spawner.catalogue.base import DidFiles, Locality, LocalityStatus, LocalRse
-from esap_spawner.quantity import format_bytes
+from esap_spawner.data.catalogue.base import DidFiles, Locality, LocalityStatus, LocalRse
+from esap_spawner.site.quantity import format_bytes
 
 
 def did_locality(

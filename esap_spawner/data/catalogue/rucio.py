@@ -3,7 +3,7 @@
 rucio-clients is synchronous, so every call runs in a small thread pool (``workers``, 4 by
 default) and the event loop never blocks. Calls go through :meth:`RucioCatalogue._call`, which
 counts them per Rucio method (``calls``) and maps Rucio's exceptions onto the catalogue errors
-of :mod:`esap_spawner.catalogue.base`.
+of :mod:`esap_spawner.data.catalogue.base`.
 
 Resolving DIDs is bulk: per batch of at most ``batch_size`` DIDs, one ``bulk_list_files``
 (which DID each file belongs to; skipped for a single DID), one ``list_replicas`` with
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from esap_spawner.catalogue import locality as _locality
-from esap_spawner.catalogue.base import (
+from esap_spawner.data.catalogue import locality as _locality
+from esap_spawner.data.catalogue.base import (
     AccessDenied,
     Catalogue,
     CatalogueError,
@@ -60,10 +60,10 @@ from esap_spawner.catalogue.base import (
     check_dids,
     parse_did,
 )
-from esap_spawner.catalogue.rucio_client import RucioIdentity, make_client
+from esap_spawner.data.catalogue.rucio_client import RucioIdentity, make_client
 
 if TYPE_CHECKING:
-    from esap_spawner.site import Site
+    from esap_spawner.site.model import Site
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _words(exc: BaseException) -> str:
 
 
 class RucioCatalogue(Catalogue):
-    """A :class:`~esap_spawner.catalogue.base.Catalogue` over a Rucio server."""
+    """A :class:`~esap_spawner.data.catalogue.base.Catalogue` over a Rucio server."""
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_client_log = logging.getLogger("esap_spawner.catalogue.rucio.client")
+_client_log = logging.getLogger("esap_spawner.data.catalogue.rucio.client")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ read is ``unknown``, with the reason.
 ``root`` is where this process reads the volume; ``mount_path`` is where pods see it (often the
 same path: the hub mounts the volume where the pods do). Each file is reported as an AVAILABLE
 replica at the pseudo-RSE :data:`STATIC_RSE` with a ``file://`` PFN under ``root``, so
-:func:`~esap_spawner.catalogue.locality.pod_path` maps it into the pod like any Rucio replica.
+:func:`~esap_spawner.data.catalogue.locality.pod_path` maps it into the pod like any Rucio replica.
 Symbolic links that lead outside ``root`` are ignored.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from esap_spawner.catalogue.base import (
+from esap_spawner.data.catalogue.base import (
     Catalogue,
     DidFiles,
     DidNotFound,
@@ -37,10 +37,10 @@ from esap_spawner.catalogue.base import (
     check_dids,
     parse_did,
 )
-from esap_spawner.catalogue.locality import did_locality
+from esap_spawner.data.catalogue.locality import did_locality
 
 if TYPE_CHECKING:
-    from esap_spawner.site import Site
+    from esap_spawner.site.model import Site
 
 STATIC_RSE = "STATIC"
 
@@ -60,7 +60,7 @@ def _relative(path: str, did: str) -> PurePosixPath:
 
 
 class StaticCatalogue(Catalogue):
-    """A :class:`~esap_spawner.catalogue.base.Catalogue` over a folder tree."""
+    """A :class:`~esap_spawner.data.catalogue.base.Catalogue` over a folder tree."""
 
     def __init__(
         self,

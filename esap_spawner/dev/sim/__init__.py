@@ -19,7 +19,7 @@ Command line: ``esap-spawner sim --cluster FILE --kubeconfig OUT [--port N]
 [--kubelet fake|process]``. Test fixtures: ``tests/harness/sim.py``.
 
 Modules: ``store`` (objects, resourceVersions, change log, garbage collection),
-``apiserver`` (HTTP), ``scheduler`` (placement with :mod:`esap_spawner.placement`),
+``apiserver`` (HTTP), ``scheduler`` (placement with :mod:`esap_spawner.capacity.placement`),
 ``kubelet`` (fake and process modes; ``volumes``, ``podroot``, ``podenv``, ``podrun`` and
 ``processes`` for the process kubelet), ``cluster`` (YAML fixtures), ``faults``.
 
@@ -38,7 +38,7 @@ in argv and env are translated into it: see ``volumes`` and ``podroot``.
 
 from __future__ import annotations
 
-from .cluster import (
+from esap_spawner.dev.sim.cluster import (
     Cluster,
     ClusterError,
     cluster_from_dict,
@@ -46,8 +46,8 @@ from .cluster import (
     node_manifest,
     pod_manifest,
 )
-from .kubelet import KubeletDelays
-from .simulator import Simulator, SimulatorThread
+from esap_spawner.dev.sim.kubelet import KubeletDelays
+from esap_spawner.dev.sim.simulator import Simulator, SimulatorThread
 
 __all__ = [
     "Cluster",

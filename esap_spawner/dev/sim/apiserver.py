@@ -1,6 +1,6 @@
 """The HTTP face of the simulator: core/v1 REST paths, watches as chunked JSON lines, discovery.
 
-Paths served (``{ns}`` a namespace, ``{res}`` one of :data:`~esap_spawner.sim.store.RESOURCES`):
+Paths served (``{ns}`` a namespace, ``{res}`` one of :data:`~esap_spawner.dev.sim.store.RESOURCES`):
 
 - ``GET /version``, ``/api``, ``/apis``, ``/api/v1``: enough discovery for kubectl
 - ``/api/v1/{res}``: list or watch across namespaces; POST for nodes and namespaces
@@ -28,16 +28,20 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 from tornado.web import Application, RequestHandler
 
-from .errors import ApiError
-from .faults import Faults
-from .patches import PatchError, apply_patch
-from .selectors import SelectorError, parse_field_selector, parse_label_selector
-from .store import RESOURCES, Store
-from .tables import TABLE_RESOURCES, table
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.faults import Faults
+from esap_spawner.dev.sim.patches import PatchError, apply_patch
+from esap_spawner.dev.sim.selectors import (
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from esap_spawner.dev.sim.store import RESOURCES, Store
+from esap_spawner.dev.sim.tables import TABLE_RESOURCES, table
 
 __all__ = ["make_app"]
 
-log = logging.getLogger("esap_spawner.sim.apiserver")
+log = logging.getLogger("esap_spawner.dev.sim.apiserver")
 
 VERSION = {
     "major": "1",

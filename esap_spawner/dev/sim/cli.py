@@ -16,10 +16,10 @@ import logging
 import signal
 import sys
 
-from .cluster import ClusterError, load_cluster
-from .kubelet import KubeletDelays
-from .podroot import DEFAULT_HOME
-from .simulator import Simulator
+from esap_spawner.dev.sim.cluster import ClusterError, load_cluster
+from esap_spawner.dev.sim.kubelet import KubeletDelays
+from esap_spawner.dev.sim.podroot import DEFAULT_HOME
+from esap_spawner.dev.sim.simulator import Simulator
 
 __all__ = ["add_arguments", "run"]
 

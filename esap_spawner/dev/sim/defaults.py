@@ -11,7 +11,7 @@ import base64
 import itertools
 from typing import Any
 
-from .clock import now_rfc3339
+from esap_spawner.dev.sim.clock import now_rfc3339
 
 __all__ = ["apply_defaults", "default_pod_spec", "normalize"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from .clock import now_micro, now_rfc3339
-from .errors import ApiError
-from .store import Store
+from esap_spawner.dev.sim.clock import now_micro, now_rfc3339
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.store import Store
 
 __all__ = ["record_event"]
 

@@ -12,11 +12,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .clock import now_rfc3339
-from .errors import ApiError
+from esap_spawner.dev.sim.clock import now_rfc3339
+from esap_spawner.dev.sim.errors import ApiError
 
 if TYPE_CHECKING:
-    from .store import Store
+    from esap_spawner.dev.sim.store import Store
 
 __all__ = ["Faults"]
 

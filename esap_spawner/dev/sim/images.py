@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ApiError
-from .store import Store
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.store import Store
 
 __all__ = ["pull_image"]
 

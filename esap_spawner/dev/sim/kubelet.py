@@ -38,26 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .clock import now_rfc3339
-from .errors import ApiError
-from .events import record_event
-from .images import pull_image
-from .podenv import Lookup, container_env, expand
-from .podroot import DEFAULT_HOME, PodRoot, remove_tree
-from .podrun import (
+from esap_spawner.dev.sim.clock import now_rfc3339
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.events import record_event
+from esap_spawner.dev.sim.images import pull_image
+from esap_spawner.dev.sim.podenv import Lookup, container_env, expand
+from esap_spawner.dev.sim.podroot import DEFAULT_HOME, PodRoot, remove_tree
+from esap_spawner.dev.sim.podrun import (
     PodRun,
     node_environment,
     ready_conditions,
     running_status,
     waiting_statuses,
 )
-from .processes import IPAllocator, exit_code, spawn, stop_process
-from .store import Change, Store
-from .volumes import VolumeOptions, mount_with_retries
+from esap_spawner.dev.sim.processes import IPAllocator, exit_code, spawn, stop_process
+from esap_spawner.dev.sim.store import Change, Store
+from esap_spawner.dev.sim.volumes import VolumeOptions, mount_with_retries
 
 __all__ = ["Kubelet", "KubeletDelays"]
 
-log = logging.getLogger("esap_spawner.sim.kubelet")
+log = logging.getLogger("esap_spawner.dev.sim.kubelet")
 Obj = dict[str, Any]
 
 

@@ -4,7 +4,7 @@ A pod in process mode runs on the host's filesystem, with no mount namespace. It
 share one folder, the pod's *root* (``<podroot>``, under the simulator's work folder), in which
 the kubelet lays out what a container would see: the image's home directory
 (``<podroot>/home/jovyan`` by default) and every volume mount at ``<podroot>/<mountPath>``
-(see :mod:`esap_spawner.sim.volumes`).
+(see :mod:`esap_spawner.dev.sim.volumes`).
 
 Path translation (:meth:`PodRoot.translate`) is what makes an unmodified program, such as
 ``jupyterhub-singleuser`` or the datasets init container, find those files. The rule:

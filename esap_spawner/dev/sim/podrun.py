@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .clock import now_rfc3339
-from .podroot import PodRoot
+from esap_spawner.dev.sim.clock import now_rfc3339
+from esap_spawner.dev.sim.podroot import PodRoot
 
 __all__ = ["PodRun", "node_environment", "ready_conditions", "running_status", "waiting_statuses"]
 

@@ -1,4 +1,6 @@
-"""The simulator's scheduler: binds Pending pods to nodes with :mod:`esap_spawner.placement`.
+"""The simulator's scheduler: binds Pending pods to nodes.
+
+Placement uses :mod:`esap_spawner.capacity.placement`.
 
 It keeps what each node has bound (summed requests and a pod count) up to date from the
 store's change stream, so a pass costs O(pending pods x nodes) and never rescans all pods.
@@ -15,15 +17,20 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from ..placement import failed_scheduling_message, fit_reasons, node_allocatable, pod_requests
-from ..quantity import QuantityError
-from .clock import now_rfc3339
-from .events import record_event
-from .store import Change, Store
+from esap_spawner.capacity.placement import (
+    failed_scheduling_message,
+    fit_reasons,
+    node_allocatable,
+    pod_requests,
+)
+from esap_spawner.dev.sim.clock import now_rfc3339
+from esap_spawner.dev.sim.events import record_event
+from esap_spawner.dev.sim.store import Change, Store
+from esap_spawner.site.quantity import QuantityError
 
 __all__ = ["Scheduler"]
 
-log = logging.getLogger("esap_spawner.sim.scheduler")
+log = logging.getLogger("esap_spawner.dev.sim.scheduler")
 Key = tuple[str, str]
 
 

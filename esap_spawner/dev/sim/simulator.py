@@ -19,7 +19,7 @@ NFS, by ``"<server>:<path>"``::
 
     Simulator(kubelet="process", volume_paths={"nfs.example.org:/archive": "/srv/archive"})
 
-See :mod:`esap_spawner.sim.volumes` and :mod:`esap_spawner.sim.podroot` (path translation).
+See :mod:`esap_spawner.dev.sim.volumes` and :mod:`esap_spawner.dev.sim.podroot` (path translation).
 """
 
 from __future__ import annotations
@@ -38,19 +38,19 @@ import yaml
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from .apiserver import make_app
-from .cluster import Cluster, cluster_from_dict, load_cluster, node_manifest
-from .errors import ApiError
-from .faults import Faults
-from .kubelet import Kubelet, KubeletDelays
-from .podroot import DEFAULT_HOME
-from .processes import IPAllocator
-from .scheduler import Scheduler
-from .store import Store
+from esap_spawner.dev.sim.apiserver import make_app
+from esap_spawner.dev.sim.cluster import Cluster, cluster_from_dict, load_cluster, node_manifest
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.faults import Faults
+from esap_spawner.dev.sim.kubelet import Kubelet, KubeletDelays
+from esap_spawner.dev.sim.podroot import DEFAULT_HOME
+from esap_spawner.dev.sim.processes import IPAllocator
+from esap_spawner.dev.sim.scheduler import Scheduler
+from esap_spawner.dev.sim.store import Store
 
 __all__ = ["Simulator", "SimulatorThread"]
 
-log = logging.getLogger("esap_spawner.sim")
+log = logging.getLogger("esap_spawner.dev.sim")
 T = TypeVar("T")
 
 
@@ -187,7 +187,7 @@ class Simulator:
             raise
 
     def add_node(self, name: str, **kwargs: Any) -> dict[str, Any]:
-        """Create a node (see :func:`~esap_spawner.sim.cluster.node_manifest` for kwargs)."""
+        """Create a node (see :func:`~esap_spawner.dev.sim.cluster.node_manifest` for kwargs)."""
         return self.store.create("nodes", "", node_manifest(name, **kwargs))
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:

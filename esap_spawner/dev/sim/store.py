@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .clock import now_rfc3339
-from .defaults import apply_defaults, default_pod_spec, normalize
-from .errors import ApiError
-from .selectors import FieldSelector, LabelSelector
-from .validation import pod_update_causes, validate
+from esap_spawner.dev.sim.clock import now_rfc3339
+from esap_spawner.dev.sim.defaults import apply_defaults, default_pod_spec, normalize
+from esap_spawner.dev.sim.errors import ApiError
+from esap_spawner.dev.sim.selectors import FieldSelector, LabelSelector
+from esap_spawner.dev.sim.validation import pod_update_causes, validate
 
 __all__ = ["RESOURCES", "Change", "Store", "Watcher"]
 

@@ -1,6 +1,6 @@
 """Volumes for the process kubelet: each ``volumeMount`` laid out in the pod's root.
 
-Every container of a pod sees the same root (:class:`~esap_spawner.sim.podroot.PodRoot`),
+Every container of a pod sees the same root (:class:`~esap_spawner.dev.sim.podroot.PodRoot`),
 holding the mounts of all its containers (a container also sees the mounts of its
 siblings). For each mount, ``<podroot>/<mountPath>`` becomes:
 
@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .podenv import Lookup, field_ref
-from .podroot import PodRoot
+from esap_spawner.dev.sim.podenv import Lookup, field_ref
+from esap_spawner.dev.sim.podroot import PodRoot
 
 __all__ = ["MountError", "VolumeOptions", "mount_volumes", "mount_with_retries"]
 
