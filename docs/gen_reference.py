@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SITE_SCHEMA = REPO / "esap_spawner" / "site.schema.json"
+SITE_SCHEMA = REPO / "esap_spawner" / "site" / "site.schema.json"
 VALUES_SCHEMA = REPO / "helm" / "esap-jupyterhub" / "values.schema.yaml"
 VALUES_FILE = REPO / "helm" / "esap-jupyterhub" / "values.yaml"
 OPENAPI = REPO / "esap_spawner" / "service" / "openapi.json"

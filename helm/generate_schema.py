@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "esap-jupyterhub"
 SCHEMA_YAML = CHART / "values.schema.yaml"
 SCHEMA_JSON = CHART / "values.schema.json"
-SITE_SCHEMA = REPO / "esap_spawner" / "site.schema.json"
+SITE_SCHEMA = REPO / "esap_spawner" / "site" / "site.schema.json"
 DASHBOARD_SOURCE = REPO / "docs" / "grafana-dashboard.json"
 DASHBOARD_COPY = CHART / "files" / "grafana-dashboard.json"
 

@@ -98,7 +98,7 @@ def test_committed_generated_files_are_fresh() -> None:
 
 def test_esap_schema_is_the_site_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
-    site = json.loads((REPO / "esap_spawner" / "site.schema.json").read_text())
+    site = json.loads((REPO / "esap_spawner" / "site" / "site.schema.json").read_text())
     esap = schema["properties"]["esap"]
     assert set(esap["properties"]) == set(site["properties"])
     assert esap["required"] == site["required"]
