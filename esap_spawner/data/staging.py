@@ -46,11 +46,11 @@ from esap_spawner.data.catalogue.base import (
     StagingProgress,
     StagingRequest,
     StagingState,
+    StagingStatus,
 )
 from esap_spawner.data.catalogue.locality import did_locality
 from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
-from esap_spawner.observe.metrics import StagingStatus
 from esap_spawner.site.quantity import format_bytes
 
 log = logging.getLogger(__name__)

@@ -68,7 +68,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from esap_spawner.observe.metrics import Phase, SpawnStatus, StagingStatus
+from esap_spawner.data.catalogue.base import StagingStatus
+from esap_spawner.spawn.status import Phase, SpawnStatus
 
 __all__ = [
     "DEFAULT_URL",

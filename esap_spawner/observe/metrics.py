@@ -13,10 +13,12 @@ Two groups of metrics live in two registries:
 and per-profile availability and view age as the spawner's cluster view sees it. The
 spawner calls the module-level helpers, one line each::
 
+    from esap_spawner.data.catalogue.base import StagingStatus
     from esap_spawner.observe import metrics
+    from esap_spawner.spawn.status import SpawnStatus
     metrics.init_profile_labels([p.slug for p in site.profiles])           # at start
-    metrics.observe_spawn(slug, metrics.SpawnStatus.success, 12.3, phases)  # spawn ended
-    metrics.observe_staging(metrics.StagingStatus.success, 41.0, 2_000_000)  # staging ended
+    metrics.observe_spawn(slug, SpawnStatus.success, 12.3, phases)  # spawn ended
+    metrics.observe_staging(StagingStatus.success, 41.0, 2_000_000)  # staging ended
     metrics.set_profile_availability(model.availability(site.profiles))      # view changed
     metrics.watch_cluster_view(model.view_age_seconds)                       # at start
 
@@ -55,6 +57,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from esap_spawner.data.catalogue.base import StagingStatus
+from esap_spawner.spawn.status import Phase, SpawnStatus
+
 __all__ = [
     "HUB",
     "PREFIX",
@@ -62,10 +67,7 @@ __all__ = [
     "CatalogueOperation",
     "CatalogueStatus",
     "HubMetrics",
-    "Phase",
     "ServiceMetrics",
-    "SpawnStatus",
-    "StagingStatus",
     "init_profile_labels",
     "observe_spawn",
     "observe_staging",
@@ -91,34 +93,6 @@ REQUEST_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 # Catalogue calls go to Rucio over HTTP.
 CATALOGUE_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-class SpawnStatus(StrEnum):
-    """How a spawn ended (label ``status`` of ``esap_spawn_duration_seconds``)."""
-
-    success = "success"  # the server is up
-    failure = "failure"  # started, then failed (pod error, timeout, staging failure)
-    refused = "refused"  # refused before any pod: bad options, access, quota, no room
-    cancelled = "cancelled"  # the user stopped it before it was up
-
-
-class StagingStatus(StrEnum):
-    """How one staging request ended (label ``status`` of the staging metrics)."""
-
-    success = "success"  # the data is at the destination RSE
-    failure = "failure"  # the rule got stuck, or the catalogue refused (quota, access)
-    timeout = "timeout"  # the spawn stopped waiting
-    cancelled = "cancelled"  # the spawn was cancelled while staging
-
-
-class Phase(StrEnum):
-    """Where a spawn's time goes (label ``phase``); see :mod:`esap_spawner.observe.phases`."""
-
-    validate = "validate"  # spawn requested -> options validated
-    staging = "staging"  # staging started -> data local
-    scheduling = "scheduling"  # pod created -> bound to a node
-    image = "image"  # image pulls (zero when the image is already on the node)
-    startup = "startup"  # notebook container started -> server ready
 
 
 class CatalogueOperation(StrEnum):

@@ -10,7 +10,7 @@ Pure functions over plain data. Input:
   ``lastTimestamp``; events.k8s.io's ``regarding``/``note``/``deprecatedFirstTimestamp``
   are read too). Timestamps may be RFC 3339 strings or datetimes.
 
-Phases (:class:`esap_spawner.observe.metrics.Phase`):
+Phases (:class:`esap_spawner.spawn.status.Phase`):
 
 ``validate``    requested -> options validated (a spawn refused at validation spends all
                 its time here)
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from esap_spawner.observe.metrics import Phase
+from esap_spawner.spawn.status import Phase
 
 __all__ = [
     "SpawnTimeline",

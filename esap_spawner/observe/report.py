@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from esap_spawner.observe.metrics import Phase
+from esap_spawner.spawn.status import Phase
 
 __all__ = [
     "FailureCount",

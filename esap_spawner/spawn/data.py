@@ -42,9 +42,8 @@ from kubespawner.utils import get_k8s_model
 from traitlets import default
 
 from esap_spawner.data import staging
-from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles
+from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles, StagingStatus
 from esap_spawner.data.staging import StagingError
-from esap_spawner.observe.metrics import StagingStatus
 from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects

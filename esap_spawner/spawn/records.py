@@ -24,8 +24,8 @@ from tornado import web
 from esap_spawner.capacity.model import SpawnDurations
 from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
-from esap_spawner.observe.metrics import Phase, SpawnStatus
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
+from esap_spawner.spawn.status import Phase, SpawnStatus
 
 log = logging.getLogger(__name__)
 

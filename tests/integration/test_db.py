@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from esap_spawner.observe.db import Base, Database, RecentDurations, StagingRecord, hash_user
-from esap_spawner.observe.metrics import Phase
+from esap_spawner.spawn.status import Phase
 
 pytestmark = pytest.mark.integration
 

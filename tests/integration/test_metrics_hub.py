@@ -17,14 +17,15 @@ pytestmark = pytest.mark.integration
 
 CONFIG = """
 from esap_spawner.observe import metrics
+from esap_spawner.spawn.status import Phase, SpawnStatus
 
 class _Avail:
     def __init__(self, can_start_now, running):
         self.can_start_now, self.running = can_start_now, running
 
 metrics.init_profile_labels(["small", "gpu"])
-metrics.observe_spawn("gpu", metrics.SpawnStatus.success, 42.0,
-                      {metrics.Phase.scheduling: 7.5, metrics.Phase.image: 30.0})
+metrics.observe_spawn("gpu", SpawnStatus.success, 42.0,
+                      {Phase.scheduling: 7.5, Phase.image: 30.0})
 metrics.observe_spawn("small", "refused", 0.2, {"validate": 0.2})
 metrics.observe_staging("success", 40.0, 2_000_000)
 metrics.set_profile_availability({"small": _Avail(5, 1), "gpu": _Avail(0, 2)})

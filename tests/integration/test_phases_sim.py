@@ -13,8 +13,8 @@ import pytest
 
 from esap_spawner.dev.sim import SimulatorThread, pod_manifest
 from esap_spawner.dev.sim.kubelet import KubeletDelays
-from esap_spawner.observe.metrics import Phase
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
+from esap_spawner.spawn.status import Phase
 from tests.harness.sim import k8s_api
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from PIL import Image
 from esap_spawner import cli
 from esap_spawner.observe import report
 from esap_spawner.observe.db import Database
-from esap_spawner.observe.metrics import Phase
+from esap_spawner.spawn.status import Phase
 
 pytestmark = pytest.mark.integration
 

@@ -14,17 +14,16 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from esap_spawner.data.catalogue.base import StagingStatus
 from esap_spawner.observe import metrics
 from esap_spawner.observe.metrics import (
     SPAWN_BUCKETS,
     CatalogueOperation,
     CatalogueStatus,
     HubMetrics,
-    Phase,
     ServiceMetrics,
-    SpawnStatus,
-    StagingStatus,
 )
+from esap_spawner.spawn.status import Phase, SpawnStatus
 
 NAME = re.compile(r"^esap_[a-z]+(_[a-z]+)*_(seconds|bytes|servers|total)$")
 UNIT_SUFFIXES = ("_seconds", "_bytes", "_servers", "_total")

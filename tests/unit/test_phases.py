@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.observe.metrics import Phase
 from esap_spawner.observe.phases import (
     SpawnTimeline,
     event_time,
@@ -16,6 +15,7 @@ from esap_spawner.observe.phases import (
     phase_durations,
     pull_seconds,
 )
+from esap_spawner.spawn.status import Phase
 
 POD = "jupyter-alice"
 NS = "jhub"

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esap_spawner.observe.metrics import Phase
 from esap_spawner.observe.report import (
     failure_counts,
     format_bytes,
@@ -21,6 +20,7 @@ from esap_spawner.observe.report import (
     percentile,
     summarise_spawns,
 )
+from esap_spawner.spawn.status import Phase
 
 NOW = datetime(2026, 11, 23, 20, 0, 0)
 

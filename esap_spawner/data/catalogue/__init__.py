@@ -22,6 +22,7 @@ from esap_spawner.data.catalogue.base import (
     StagingProgress,
     StagingRequest,
     StagingState,
+    StagingStatus,
     check_dids,
     parse_did,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "StagingProgress",
     "StagingRequest",
     "StagingState",
+    "StagingStatus",
     "check_dids",
     "did_locality",
     "parse_did",

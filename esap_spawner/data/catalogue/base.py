@@ -206,6 +206,16 @@ class StagingState(StrEnum):
         return self in (StagingState.STUCK, StagingState.SUSPENDED, StagingState.NOT_AVAILABLE)
 
 
+class StagingStatus(StrEnum):
+    """How one staging request ended, for the spawner (the staging metrics' label
+    ``status``, the database's outcome column)."""
+
+    success = "success"  # the data is at the destination RSE
+    failure = "failure"  # the rule got stuck, or the catalogue refused (quota, access)
+    timeout = "timeout"  # the spawn stopped waiting
+    cancelled = "cancelled"  # the spawn was cancelled while staging
+
+
 @dataclass(frozen=True)
 class StagingRequest:
     """A request to bring one DID to ``destination_rse`` (a Rucio rule, or nothing to do).
