@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from esap_spawner.observe.report import (
     failure_counts,
-    format_bytes,
     format_seconds,
     headlines,
     parse_since,
@@ -128,9 +127,6 @@ def test_formatting() -> None:
     assert format_seconds(1.234) == "1.23 s"
     assert format_seconds(42.0) == "42.0 s"
     assert format_seconds(300.0) == "5.0 min"
-    assert format_bytes(999) == "999 B"
-    assert format_bytes(6.2e9) == "6.2 GB"
-    assert format_bytes(3e15) == "3000.0 TB"
 
 
 def test_percentile_of_shuffled_input_is_order_independent() -> None:

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from esap_spawner.site import cli as site_cli
 from esap_spawner.site.model import SiteError, format_path, load_site, parse_site, schema
+from esap_spawner.site.quantity import format_bytes
 
 EXAMPLES = Path(str(resources.files("esap_spawner.site").joinpath("examples")))
 
@@ -342,6 +343,15 @@ def test_cpu_quantities_accepted(quantity: Any, cores: float) -> None:
     p0(data)["cpu"] = {"guarantee": quantity, "limit": quantity}
     profile = parse_site(data).profile("small")
     assert (profile.cpu_guarantee, profile.cpu_limit) == (cores, cores)
+
+
+def test_format_bytes_in_decimal_units() -> None:
+    # the one byte formatter of the package (spawn messages, locality, the report)
+    assert format_bytes(999) == "999 B"
+    assert format_bytes(1000) == "1.0 kB"
+    assert format_bytes(6.2e9) == "6.2 GB"
+    assert format_bytes(3e15) == "3.0 PB"
+    assert format_bytes(5e18) == "5000.0 PB"
 
 
 def test_yaml_syntax_error_has_line_and_column() -> None:
