@@ -31,7 +31,7 @@ from esap_spawner.site.checks import (
     semantic_problems,
     translate,
 )
-from esap_spawner.site.profiles import Gpu, Profile
+from esap_spawner.site.profiles import Gpu, Profile, default_profile
 from esap_spawner.site.quantity import parse_bytes, parse_quantity
 
 __all__ = [
@@ -185,11 +185,9 @@ class Site:
 
     @property
     def default_profile(self) -> Profile | None:
-        """The profile marked ``default``, else the only profile, else None."""
-        marked = [p for p in self.profiles if p.default]
-        if marked:
-            return marked[0]
-        return self.profiles[0] if len(self.profiles) == 1 else None
+        """The profile marked ``default``, else the only profile, else None
+        (:func:`esap_spawner.site.profiles.default_profile` over every profile)."""
+        return default_profile(self.profiles)
 
     def summary(self) -> str:
         """One line: facility, profiles, catalogue."""

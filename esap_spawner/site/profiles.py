@@ -7,6 +7,7 @@ a resource name). Everything here is a pure function over that model:
 - :func:`kubespawner_profile` turns a profile into one KubeSpawner ``profile_list`` entry;
 - :func:`may_use` / :func:`visible_profiles` decide who may start which profile
   (``allowed_groups`` empty means everyone; admins may use every profile);
+- :func:`default_profile` is the profile a spawn gets when it names none;
 - :func:`server_requests` gives the resources one server of a profile requests from the
   scheduler, for the capacity model.
 
@@ -122,6 +123,19 @@ def kubespawner_profile(profile: Profile) -> dict[str, Any]:
         "default": profile.default,
         "kubespawner_override": copy.deepcopy(override),
     }
+
+
+def default_profile(profiles: Sequence[Profile]) -> Profile | None:
+    """The profile a spawn gets when it names none: the first of ``profiles`` marked
+    ``default``, else the only one, else None (the caller must choose).
+
+    The one rule for the site (:attr:`~esap_spawner.site.model.Site.default_profile`), the
+    options validator (over the profiles a user may use) and the form's preselection.
+    """
+    marked = next((p for p in profiles if p.default), None)
+    if marked is not None:
+        return marked
+    return profiles[0] if len(profiles) == 1 else None
 
 
 def may_use(profile: Profile, *, groups: Iterable[str], is_admin: bool) -> bool:

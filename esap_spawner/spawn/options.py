@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from esap_spawner.site.profiles import Profile, may_use
+from esap_spawner.site.profiles import Profile, default_profile, may_use
 
 ALLOWED_KEYS = ("profile", "dataset", "workflow", "ref", "filepath")
 
@@ -239,9 +239,7 @@ def _pick_profile(
 ) -> str:
     usable = [p for p in profiles if may_use(p, groups=groups, is_admin=is_admin)]
     if raw is None:
-        chosen = next((p for p in usable if p.default), None)
-        if chosen is None and len(usable) == 1:
-            chosen = usable[0]
+        chosen = default_profile(usable)
         if chosen is None:
             if not usable:
                 raise OptionsError(

@@ -46,7 +46,12 @@ from esap_spawner.capacity.model import Refusal, Reservation
 from esap_spawner.data.staging import StagingError
 from esap_spawner.observe import metrics
 from esap_spawner.site.model import Site, load_site
-from esap_spawner.site.profiles import Profile, kubespawner_profile, visible_profiles
+from esap_spawner.site.profiles import (
+    Profile,
+    default_profile,
+    kubespawner_profile,
+    visible_profiles,
+)
 from esap_spawner.spawn import objects
 from esap_spawner.spawn.data import DataSpawnerMixin
 from esap_spawner.spawn.options import (
@@ -366,9 +371,9 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         chosen = self._query_preselection()
         selected = chosen.get("profile")
         if selected not in {p.slug for p in profiles}:
-            selected = next((p.slug for p in profiles if p.default), None)
-        if selected is None and profiles:
-            selected = profiles[0].slug
+            # a radio group shows one choice checked: the default, else the first
+            preselected = default_profile(profiles) or next(iter(profiles), None)
+            selected = preselected.slug if preselected is not None else None
         datasets = chosen.get("dataset") or []
         if isinstance(datasets, str):
             datasets = [datasets]

@@ -12,6 +12,7 @@ from esap_spawner.site.profiles import (
     PROFILE_LABEL,
     Gpu,
     Profile,
+    default_profile,
     kubespawner_profile,
     may_use,
     server_requests,
@@ -219,3 +220,13 @@ def test_profiles_hash_and_compare() -> None:
     a = Profile(slug="a", display_name="A", node_selector={"x": "y"}, gpu=Gpu(1, "nvidia.com/gpu"))
     b = Profile(slug="a", display_name="A", node_selector={"x": "y"}, gpu=Gpu(1, "nvidia.com/gpu"))
     assert a == b and len({a, b}) == 1
+
+
+def test_default_profile_is_the_marked_one_else_the_only_one() -> None:
+    small, gpu, tuned, _ = SITE.profiles
+    assert default_profile(SITE.profiles) is small
+    assert default_profile((gpu, small)) is small  # marked wins wherever it stands
+    assert default_profile((tuned,)) is tuned  # the only one
+    assert default_profile((gpu, tuned)) is None  # two, none marked: the caller chooses
+    assert default_profile(()) is None
+    assert SITE.default_profile is small
