@@ -194,7 +194,7 @@ def _load_site() -> Any:
 def _body_of_model(site: Any, model: Any) -> bytes:
     from esap_spawner.service.views import profiles_body
 
-    availability = model.availability(site.profiles, limited_threshold=3)
+    availability = model.availability(site.profiles, limited_threshold=2)
     body = profiles_body(site.profiles, availability, as_of=model.as_of, stale=model.stale,
                          root="https://hub.example.org/", with_groups=True)  # fmt: skip
     return json.dumps(body, separators=(",", ":")).encode()
@@ -451,8 +451,8 @@ def check_agreement(sim_url: str, nodes: int) -> bool:
     listed.replace_all(listed_nodes, listed_pods)
     fed = ClusterModel()
     fed.replace_all(*api_objects(fixture(nodes)))
-    a = listed.availability(site.profiles, limited_threshold=3)
-    b = fed.availability(site.profiles, limited_threshold=3)
+    a = listed.availability(site.profiles, limited_threshold=2)
+    b = fed.availability(site.profiles, limited_threshold=2)
     return a == b
 
 
@@ -464,7 +464,7 @@ def model_cost(nodes: int, seconds: float = 1.5) -> tuple[float, float]:
     site = _load_site()
     model = ClusterModel()
     model.replace_all(*api_objects(fixture(nodes)))
-    model.availability(site.profiles, limited_threshold=3)  # the cold pass, as after a list
+    model.availability(site.profiles, limited_threshold=2)  # the cold pass, as after a list
     rng = random.Random(3)
     live: list[dict[str, Any]] = []
     times: list[float] = []
@@ -484,7 +484,7 @@ def model_cost(nodes: int, seconds: float = 1.5) -> tuple[float, float]:
                 model.apply("ADDED", live[-1])
         for _ in range(50):
             t = time.perf_counter()
-            model.availability(site.profiles, limited_threshold=3)
+            model.availability(site.profiles, limited_threshold=2)
             times.append(time.perf_counter() - t)
     p99 = statistics.quantiles(times, n=100, method="inclusive")[98]
     return statistics.median(times) * 1e6, p99 * 1e6

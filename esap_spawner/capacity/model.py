@@ -515,9 +515,13 @@ class ClusterModel:
         return count
 
     def availability(
-        self, profiles: Iterable[ProfileRequirements | Any], *, limited_threshold: int = 3
+        self, profiles: Iterable[ProfileRequirements | Any], *, limited_threshold: int = 2
     ) -> dict[str, Availability]:
-        """Availability of each profile, by slug; see :class:`Availability`."""
+        """Availability of each profile, by slug; see :class:`Availability`.
+
+        A profile is ``limited`` when at most ``limited_threshold`` more servers can start
+        (the site file's ``service.availability.limited_threshold``, passed as it is).
+        """
         self._expire_reservations()
         result: dict[str, Availability] = {}
         for profile in profiles:
@@ -535,7 +539,7 @@ class ClusterModel:
                 left = req.max_servers - running - self._reserved_quota.get(req.slug, 0)
                 can = max(0, min(count, left))
             status: Status = (
-                "full" if can == 0 else "limited" if can < limited_threshold else "available"
+                "full" if can == 0 else "limited" if can <= limited_threshold else "available"
             )
             result[req.slug] = Availability(
                 status, can, min(fast, can), running, req.max_servers, estimate

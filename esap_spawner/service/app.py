@@ -73,8 +73,10 @@ def make_app(
         hub_base_url=hub_base_url,
         service_name=service_name,
         allow_anonymous=allow_anonymous,
-        limited_threshold=limited_threshold,
-        max_dids=max_dids,
+        limited_threshold=(
+            site.service.limited_threshold if limited_threshold is None else limited_threshold
+        ),
+        max_dids=site.service.locality_max_dids if max_dids is None else max_dids,
         metrics_require_auth=metrics_require_auth,
         cluster_note=cluster_note,
         site_file=site_file,
@@ -403,7 +405,7 @@ class ESAPService(Application):
 
         async def sample() -> None:
             await sample_availability(
-                db, state.capacity, state.profiles, limited_threshold=state.below
+                db, state.capacity, state.profiles, limited_threshold=state.limited_threshold
             )
 
         async def run() -> None:
@@ -423,7 +425,7 @@ class ESAPService(Application):
         does not pay the full pass over the cluster (0.7 s at 10,000 nodes)."""
         if await watcher.wait_synced(timeout=None):
             state = app.settings["esap"]
-            state.capacity.availability(state.profiles, limited_threshold=state.below)
+            state.capacity.availability(state.profiles, limited_threshold=state.limited_threshold)
             self.log.info("cluster view synced")
 
     def start(self) -> None:

@@ -255,7 +255,7 @@ class ProfilesHandler(BaseHandler):
         state = self.state
         visible = self.visible(caller)
         capacity = state.capacity
-        availability = capacity.availability(visible, limited_threshold=state.below)
+        availability = capacity.availability(visible, limited_threshold=state.limited_threshold)
         as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
         key = ("profiles", caller.is_portal, as_of, stale, message,
                *_availability_key(visible, availability))  # fmt: skip
@@ -283,7 +283,7 @@ class ProfileHandler(BaseHandler):
         if not found:
             raise ApiError(404, "unknown_profile", f"no profile {slug!r} that this caller may see")
         capacity = state.capacity
-        availability = capacity.availability(found, limited_threshold=state.below)
+        availability = capacity.availability(found, limited_threshold=state.limited_threshold)
         as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
 
         def render() -> dict[str, Any]:
@@ -452,7 +452,7 @@ class MetricsHandler(BaseHandler):
                     f"metrics need a token with {PORTAL_SCOPE!r} or {METRICS_SCOPE!r}",
                 )
         state.metrics.set_profile_availability(
-            state.capacity.availability(state.profiles, limited_threshold=state.below)
+            state.capacity.availability(state.profiles, limited_threshold=state.limited_threshold)
         )
         body, content_type = state.metrics.exposition()
         self.set_header("Content-Type", content_type)

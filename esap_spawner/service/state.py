@@ -45,7 +45,8 @@ class ServiceState:
     ``site`` is an :class:`esap_spawner.site.model.Site`; ``may_use(profile, *, groups,
     is_admin)`` decides which profiles a user may start (from :mod:`esap_spawner.site.profiles`).
     ``limited_threshold`` (a profile is ``limited`` when at most this many more servers
-    can start) and ``max_dids`` default to the site file's ``service`` section.
+    can start) and ``max_dids`` are the site file's ``service`` section unless the
+    service's options say otherwise (:func:`~esap_spawner.service.app.make_app` picks).
     ``cluster_note`` says why there is no cluster view (no configuration: ``cluster_ok``
     stays True, the service is meant to run so; a configuration that failed to load:
     False, and health says so). ``auth`` is None when no strategy is configured: every
@@ -61,8 +62,8 @@ class ServiceState:
     hub_base_url: str = "/"
     service_name: str = "esap"
     allow_anonymous: bool = False
-    limited_threshold: int | None = None
-    max_dids: int | None = None
+    limited_threshold: int = 2
+    max_dids: int = 1000
     metrics_require_auth: bool = True
     cluster_note: str | None = None
     cluster_ok: bool = True
@@ -74,11 +75,6 @@ class ServiceState:
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
             raise ValueError(f"prefix must start and end with '/': {self.prefix!r}")
-        service = getattr(self.site, "service", None)
-        if self.limited_threshold is None:
-            self.limited_threshold = int(getattr(service, "limited_threshold", 2))
-        if self.max_dids is None:
-            self.max_dids = int(getattr(service, "locality_max_dids", 1000))
         if self.limited_threshold < 0:
             raise ValueError(f"limited_threshold must be at least 0: {self.limited_threshold!r}")
         if self.max_dids < 1:
@@ -93,11 +89,6 @@ class ServiceState:
             profiles=[p.slug for p in self.profiles],
             handlers=ROUTES,
         )
-
-    @property
-    def below(self) -> int:
-        """The capacity model's threshold: ``limited`` below it (we say "at most N")."""
-        return int(self.limited_threshold or 0) + 1
 
     @property
     def profiles(self) -> Sequence[Any]:

@@ -343,7 +343,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         if not self.admission:
             return None
         model = await hub_view().ensure_started(sync_timeout=self.admission_sync_timeout)
-        threshold = self.site.service.limited_threshold + 1  # "limited" at <= threshold
+        threshold = self.site.service.limited_threshold
         return dict(model.availability(self._visible(), limited_threshold=threshold))
 
     def _query_preselection(self) -> dict[str, Any]:

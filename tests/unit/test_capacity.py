@@ -339,7 +339,7 @@ def test_availability_table(
     pods = [pod("fill", "busy", "64", "0")]
     pods += [pod(f"r{i}", "busy", "0", "0", profile="small") for i in range(running)]
     req = profile(cpu="1", memory="1Gi", max_servers=max_servers)
-    got = model_of(nodes, pods).availability([req], limited_threshold=3)["small"]
+    got = model_of(nodes, pods).availability([req], limited_threshold=2)["small"]
     assert got == Availability(status, can, 0, running, max_servers, None)  # type: ignore[arg-type]
 
 

@@ -724,7 +724,7 @@ async def test_unexpected_exception_is_generic_json_500(
     service_factory: ServiceFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Broken(ClusterModel):
-        def availability(self, profiles: Any, *, limited_threshold: int = 3) -> Any:
+        def availability(self, profiles: Any, *, limited_threshold: int = 2) -> Any:
             raise RuntimeError("secret internal detail")
 
     service = await service_factory()

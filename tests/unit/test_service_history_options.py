@@ -109,10 +109,10 @@ async def test_availability_is_sampled_only_from_a_current_view() -> None:
 
     site = parse_site(SITE_YAML)
     db = FakeDatabase()
-    stored = await sample_availability(db, ClusterModel(), site.profiles, limited_threshold=3)  # type: ignore[arg-type]
+    stored = await sample_availability(db, ClusterModel(), site.profiles, limited_threshold=2)  # type: ignore[arg-type]
     assert stored == 0 and db.samples == []
     model = synced_model(Clock())
-    stored = await sample_availability(db, model, site.profiles, limited_threshold=3)  # type: ignore[arg-type]
+    stored = await sample_availability(db, model, site.profiles, limited_threshold=2)  # type: ignore[arg-type]
     assert stored == 2
     (sample,) = db.samples
     assert sample["small"].can_start_now == 4 and sample["small"].running == 1  # type: ignore[attr-defined]
