@@ -3,7 +3,9 @@
 
 This file runs inside the user's image, where esap-spawner is not installed: the spawner
 ships its source in the pod's ConfigMap and runs it as ``python3 /path/datalinks.py ...``.
-Keep it a single file that imports nothing but the standard library.
+It imports nothing but the standard library and the DID grammar
+(:mod:`esap_spawner.data.did`, stdlib only too), which the ConfigMap carries beside it as
+``esap_did.py``.
 
 ``links --plan PLAN --root MOUNT_ROOT [--rootfs DIR] [--strict]``
     For every dataset of the plan (JSON written by :mod:`esap_spawner.spawn.objects`) make
@@ -38,10 +40,13 @@ import subprocess
 import sys
 import tempfile
 
+try:  # in the pod: the grammar travels beside this program
+    from esap_did import DidError, parse_did
+except ImportError:  # imported from the installed package
+    from esap_spawner.data.did import DidError, parse_did
+
 MANIFEST_NAME = "manifest.json"
 PLAN_VERSION = 1
-_SCOPE = re.compile(r"^[A-Za-z0-9_.\-]{1,25}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}$")
 _SEGMENT = re.compile(r"^[^/\x00]{1,255}$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./\-]{0,254}$")
@@ -54,11 +59,10 @@ class Refused(Exception):
 # --- checking the plan ---------------------------------------------------------------------
 def split_did(did: object) -> tuple[str, str]:
     """``scope:name`` -> its two parts, both safe as one path segment each."""
-    if not isinstance(did, str):
-        raise Refused(f"dataset identifier {did!r} is not a string")
-    scope, sep, name = did.partition(":")
-    if not sep or not _SCOPE.match(scope) or scope in (".", "..") or not _NAME.match(name):
-        raise Refused(f"dataset identifier {did!r} is not a valid 'scope:name'")
+    try:
+        scope, name = parse_did(did)
+    except DidError as exc:
+        raise Refused(str(exc)) from None
     return scope, name
 
 

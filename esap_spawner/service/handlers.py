@@ -31,6 +31,7 @@ from typing import Any
 
 from tornado import web
 
+from esap_spawner.data.did import DidError, parse_did
 from esap_spawner.observe.metrics import CatalogueOperation, CatalogueStatus
 from esap_spawner.service.auth import (
     ANONYMOUS,
@@ -50,7 +51,6 @@ from esap_spawner.service.views import (
     profile_body,
     profiles_body,
 )
-from esap_spawner.spawn.options import validate_did
 
 __all__ = ["ApiError", "load_openapi", "routes"]
 
@@ -359,22 +359,11 @@ class LocalityHandler(BaseHandler):
                 f"{len(dids)} DIDs in one request; at most {max_dids} are accepted",
             )
         for i, did in enumerate(dids):
-            problem = did_problem(did)
-            if problem is not None:
-                raise ApiError(400, "invalid_did", f"dids[{i}]: {problem}")
+            try:
+                parse_did(did)  # the one grammar: a DID accepted here, the spawner accepts
+            except DidError as exc:
+                raise ApiError(400, "invalid_did", f"dids[{i}]: {exc}") from None
         return list(dict.fromkeys(dids))  # one result per distinct DID, first position wins
-
-
-def did_problem(did: Any) -> str | None:
-    """Why ``did`` is not a ``scope:name`` DID, or None when it is one (the spawn
-    options' validator, so a DID the service accepts is one the spawner accepts)."""
-    if not isinstance(did, str):
-        return f"must be a string 'scope:name', not {type(did).__name__}"
-    try:
-        validate_did(did)
-    except ValueError as exc:  # OptionsError, worded for the spawn form's dataset field
-        return str(exc)
-    return None
 
 
 class OpenAPIHandler(BaseHandler):

@@ -108,7 +108,10 @@ def _pattern_words(pattern: str, path: list[str | int]) -> str:
     if last == "image":
         return "an image with a tag or digest, such as 'quay.io/jupyter/scipy-notebook:2026-01-01'"
     if last == "did":
-        return "a DID written scope:name (scope up to 25 of A-Z a-z 0-9 _ . -)"
+        return (
+            "a DID written scope:name (scope: 1 to 25 of A-Z a-z 0-9 _ . -, not starting "
+            "with '.' or '-'; name: 1 to 250 of the same, starting with a letter or digit)"
+        )
     if last in {"url", "host", "auth_host"}:
         return "an http(s) URL such as 'https://hub.example.org/'"
     if last == "resource":

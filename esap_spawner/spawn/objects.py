@@ -41,8 +41,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from esap_spawner.data.catalogue.base import DidFiles, LocalRse, parse_did
+from esap_spawner.data.catalogue.base import DidFiles, LocalRse
 from esap_spawner.data.catalogue.locality import pod_path
+from esap_spawner.data.did import parse_did
 
 PLAN_VERSION = 1
 #: Bytes a ConfigMap may hold (Kubernetes allows 1 MiB; leave room for metadata).
@@ -50,6 +51,8 @@ CONFIG_MAP_LIMIT = 1_000_000
 DATALINKS_DIR = "/opt/esap"
 PLAN_KEY = "plan.json"
 SCRIPT_KEY = "datalinks.py"
+#: The DID grammar the program imports, beside it (:mod:`esap_spawner.data.did`).
+GRAMMAR_KEY = "esap_did.py"
 DATASETS_VOLUME = "esap-datasets"
 CONFIG_VOLUME = "esap-datalinks"
 WORKFLOW_VOLUME = "esap-workflow"
@@ -181,6 +184,11 @@ def datalinks_source() -> str:
     return resources.files("esap_spawner.data").joinpath("datalinks.py").read_text("utf-8")
 
 
+def did_grammar_source() -> str:
+    """The DID grammar the program imports (the source of :mod:`esap_spawner.data.did`)."""
+    return resources.files("esap_spawner.data").joinpath("did.py").read_text("utf-8")
+
+
 def datalinks_config_map(
     pod_name: str,
     plan: Mapping[str, Any],
@@ -189,10 +197,12 @@ def datalinks_config_map(
     owner: Mapping[str, Any] | None = None,
     script: str | None = None,
 ) -> dict[str, Any]:
-    """The ConfigMap holding the plan and the program; :class:`DataPlanError` when too big."""
+    """The ConfigMap holding the plan and the program (with the DID grammar it imports);
+    :class:`DataPlanError` when too big."""
     text = json.dumps(plan, separators=(",", ":"), sort_keys=True)
     source = datalinks_source() if script is None else script
-    size = len(text.encode()) + len(source.encode())
+    grammar = did_grammar_source()
+    size = len(text.encode()) + len(source.encode()) + len(grammar.encode())
     if size > CONFIG_MAP_LIMIT:
         files = sum(len(d["files"]) for d in plan.get("datasets", {}).values())
         raise DataPlanError(
@@ -207,7 +217,7 @@ def datalinks_config_map(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata,
-        "data": {PLAN_KEY: text, SCRIPT_KEY: source},
+        "data": {PLAN_KEY: text, SCRIPT_KEY: source, GRAMMAR_KEY: grammar},
     }
 
 

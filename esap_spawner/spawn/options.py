@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from esap_spawner.data.did import DidError, parse_did
 from esap_spawner.site.profiles import Profile, default_profile, may_use
 
 ALLOWED_KEYS = ("profile", "dataset", "workflow", "ref", "filepath")
 
-DID_SCOPE = re.compile(r"^[A-Za-z0-9_.\-]{1,25}$")
-DID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,249}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _URL_PATH = re.compile(r"^[A-Za-z0-9._~/%+\-@=]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -141,27 +140,12 @@ def _text(field: str, value: Any) -> str:
 
 
 def validate_did(did: Any) -> str:
-    """A DID written ``scope:name``, with Rucio's rules for each part."""
+    """A DID written ``scope:name`` (the grammar: :func:`esap_spawner.data.did.parse_did`)."""
     text = _text("dataset", did)
-    if any(c.isspace() for c in text):
-        raise OptionsError("dataset", f"dataset {text!r} must not contain spaces")
-    scope, sep, name = text.partition(":")
-    if not sep:
-        raise OptionsError(
-            "dataset", f"dataset {text!r} is not a DID: write it as scope:name, e.g. lofar:L123456"
-        )
-    if not DID_SCOPE.match(scope):
-        raise OptionsError(
-            "dataset",
-            f"dataset {text!r}: the scope {scope!r} must be 1 to 25 letters, digits, "
-            "'_', '.' or '-'",
-        )
-    if not DID_NAME.match(name):
-        raise OptionsError(
-            "dataset",
-            f"dataset {text!r}: the name {name!r} must start with a letter or digit and "
-            "hold at most 250 letters, digits, '.', '_' or '-'",
-        )
+    try:
+        parse_did(text)
+    except DidError as e:
+        raise OptionsError("dataset", f"dataset {e}") from None
     return text
 
 

@@ -1,4 +1,4 @@
-"""Locality arithmetic, PFN -> pod path mapping, DID parsing and progress wording (no I/O)."""
+"""Locality arithmetic, PFN -> pod path mapping, DID lists and progress wording (no I/O)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from esap_spawner.data.catalogue import (
     StagingState,
     check_dids,
     did_locality,
-    parse_did,
     pod_path,
 )
 from esap_spawner.data.catalogue.base import format_fraction
@@ -186,30 +185,6 @@ def test_pod_path_prefix_without_trailing_slash() -> None:
 def test_pod_path_refuses_anything_that_escapes(pfn: str) -> None:
     with pytest.raises(PathOutsideMount):
         pod_path(pfn, RSE)
-
-
-def test_parse_did() -> None:
-    assert parse_did("escape:crab-2020") == ("escape", "crab-2020")
-    assert parse_did("user.alice:L123_4.tar") == ("user.alice", "L123_4.tar")
-
-
-@pytest.mark.parametrize(
-    ("did", "words"),
-    [
-        ("nocolon", "has no ':'"),
-        (":name", "scope ''"),
-        ("scope:", "name ''"),
-        ("scope:../etc", "must start with a letter or digit"),
-        ("..:etc", "scope '..'"),
-        ("scope:a/b", "only letters"),
-        ("s" * 26 + ":n", "1-25"),
-        ("scope:" + "n" * 251, "at most 250"),
-    ],
-)
-def test_parse_did_refuses_with_words(did: str, words: str) -> None:
-    with pytest.raises(InvalidDid) as info:
-        parse_did(did)
-    assert words in str(info.value)
 
 
 def test_check_dids_lists_every_problem_and_dedups() -> None:

@@ -213,10 +213,11 @@ def test_config_map_holds_plan_and_script_and_refuses_oversize() -> None:
             ],
         },
         "data": {"plan.json": json.dumps(plan, separators=(",", ":"), sort_keys=True),
-                 "datalinks.py": "print(1)\n"},
+                 "datalinks.py": "print(1)\n", "esap_did.py": objects.did_grammar_source()},
     }  # fmt: skip
     real = objects.datalinks_config_map("p", plan)
     assert "import subprocess" in real["data"]["datalinks.py"]  # the real program is shipped
+    assert "def parse_did" in real["data"]["esap_did.py"]  # with the grammar it imports
     big: dict[str, Any] = {
         "version": 1,
         "datasets": {f"s:d{i}": {"files": [{"name": "x" * 200}] * 100} for i in range(100)},

@@ -1008,6 +1008,22 @@ async def test_locality_from_a_static_catalogue(
     assert len(sums) == 1 and 0 < float(sums[0].split()[-1]) < 10
 
 
+@pytest.mark.parametrize("did", ["..:d", ".:d", "lofar:..", "-x:d"])
+async def test_a_did_the_catalogue_would_refuse_is_400_not_500(
+    service_factory: ServiceFactory, tmp_path: Path, did: str
+) -> None:
+    """The body's DIDs are checked with the catalogue's own grammar (they once disagreed:
+    the scope '..' passed the handler's check and the catalogue's refusal became a 500)."""
+    from esap_spawner.service.catalogue import catalogue_from_site
+
+    service = await service_factory(catalogue=catalogue_from_site(static_site(tmp_path)))
+    r = await post_locality(service, {"dids": ["lofar:L123456", did]})
+    body = check_openapi("POST", "/api/v1/locality", r)
+    assert r.code == 400, body
+    assert body["error"]["code"] == "invalid_did"
+    assert body["error"]["message"].startswith("dids[1]: ")
+
+
 async def test_catalogue_that_cannot_answer_is_503(service_factory: ServiceFactory) -> None:
     from esap_spawner.data.catalogue import CatalogueUnavailable
     from esap_spawner.data.catalogue.static import StaticCatalogue

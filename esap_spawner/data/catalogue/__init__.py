@@ -24,7 +24,6 @@ from esap_spawner.data.catalogue.base import (
     StagingState,
     StagingStatus,
     check_dids,
-    parse_did,
 )
 from esap_spawner.data.catalogue.locality import PathOutsideMount, did_locality, pod_path
 
@@ -50,6 +49,5 @@ __all__ = [
     "StagingStatus",
     "check_dids",
     "did_locality",
-    "parse_did",
     "pod_path",
 ]

@@ -10,17 +10,15 @@ Everything here is plain data; the arithmetic (locality, PFN -> pod path) is in 
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-LocalityStatus = Literal["local", "partial", "remote", "not_found", "unknown"]
+from esap_spawner.data.did import DidError, parse_did
 
-_SCOPE = re.compile(r"^[A-Za-z0-9_.\-]{1,25}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}$")
+LocalityStatus = Literal["local", "partial", "remote", "not_found", "unknown"]
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -28,8 +26,9 @@ class CatalogueError(Exception):
     """Base class: ``str(error)`` is a sentence a user can read."""
 
 
-class InvalidDid(CatalogueError, ValueError):
-    """A DID that is not ``scope:name`` (checked before anything is asked of the catalogue)."""
+class InvalidDid(CatalogueError, DidError):
+    """DIDs that are not ``scope:name`` (checked by :func:`check_dids` before anything is
+    asked of the catalogue; the grammar is :func:`esap_spawner.data.did.parse_did`)."""
 
 
 class CatalogueUnavailable(CatalogueError):
@@ -55,30 +54,6 @@ class StagingFailed(CatalogueError):
 
 
 # --- DIDs ---------------------------------------------------------------------------------
-def parse_did(did: str) -> tuple[str, str]:
-    """``"scope:name"`` -> ``("scope", "name")``, or :class:`InvalidDid` saying what is wrong.
-
-    Scopes are 1-25 of ``[A-Za-z0-9_.-]``; names start with a letter or digit and continue with
-    ``[A-Za-z0-9_.-]`` (at most 250 characters): no slashes, so a DID is always a safe path.
-    """
-    if not isinstance(did, str):
-        raise InvalidDid(f"a dataset identifier must be a string like 'scope:name', not {did!r}")
-    scope, sep, name = did.partition(":")
-    if not sep:
-        raise InvalidDid(f"dataset identifier {did!r} has no ':' (expected 'scope:name')")
-    if not _SCOPE.match(scope) or scope in (".", ".."):
-        raise InvalidDid(
-            f"dataset identifier {did!r}: scope {scope!r} must be 1-25 letters, digits, '_', '.' "
-            "or '-'"
-        )
-    if not _NAME.match(name):
-        raise InvalidDid(
-            f"dataset identifier {did!r}: name {name!r} must start with a letter or digit and "
-            "hold only letters, digits, '_', '.' or '-' (at most 250 characters)"
-        )
-    return scope, name
-
-
 def check_dids(dids: Sequence[str], *, max_dids: int | None = None) -> list[str]:
     """Validate a list of DIDs (every problem in one error) and drop duplicates, keeping order."""
     if isinstance(dids, str):
@@ -87,7 +62,7 @@ def check_dids(dids: Sequence[str], *, max_dids: int | None = None) -> list[str]
     for did in dids:
         try:
             parse_did(did)
-        except InvalidDid as exc:
+        except DidError as exc:
             problems.append(str(exc))
     if problems:
         raise InvalidDid("; ".join(problems))

@@ -58,9 +58,9 @@ from esap_spawner.data.catalogue.base import (
     StagingRequest,
     StagingState,
     check_dids,
-    parse_did,
 )
 from esap_spawner.data.catalogue.rucio_client import RucioIdentity, make_client
+from esap_spawner.data.did import parse_did
 
 if TYPE_CHECKING:
     from esap_spawner.site.model import Site

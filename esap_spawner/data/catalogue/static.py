@@ -35,9 +35,9 @@ from esap_spawner.data.catalogue.base import (
     StagingRequest,
     StagingState,
     check_dids,
-    parse_did,
 )
 from esap_spawner.data.catalogue.locality import did_locality
+from esap_spawner.data.did import parse_did
 
 if TYPE_CHECKING:
     from esap_spawner.site.model import Site
@@ -106,7 +106,7 @@ class StaticCatalogue(Catalogue):
         scope, name = parse_did(did)
         if did in self.listing:
             rel = self.listing[did]
-        elif self.scan and scope not in (".", ".."):
+        elif self.scan:
             rel = PurePosixPath(scope, name)
         else:
             return None
