@@ -12,8 +12,9 @@ first plugin that rejects a node, as the scheduler does:
 2. NodeName: ``spec.nodeName`` set on the pod and different -> "node(s) didn't match the
    requested node name"
 3. TaintToleration: an untolerated NoSchedule/NoExecute taint -> "node(s) had untolerated
-   taint {key: value}". A node whose Ready condition is not True counts as carrying the
-   ``node.kubernetes.io/not-ready`` taint, as the node lifecycle controller would add it.
+   taint(s)" (kube-scheduler 1.36's words; older releases named the taint). A node whose Ready
+   condition is not True counts as carrying the ``node.kubernetes.io/not-ready`` taint, as the
+   node lifecycle controller would add it.
 4. NodeAffinity: ``nodeSelector`` and required node affinity -> "node(s) didn't match Pod's
    node affinity/selector"
 5. NodeResourcesFit: one reason per short resource -> "Insufficient cpu",
@@ -22,7 +23,9 @@ first plugin that rejects a node, as the scheduler does:
 :func:`failed_scheduling_message` words the FailedScheduling event like the scheduler:
 "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient
 cpu." The "count reason" parts are sorted as strings (Go's ``sort.Strings``), which is what
-kube-scheduler does. The scheduler's trailing "preemption: ..." sentence is left out.
+kube-scheduler does. The sentences kube-scheduler 1.36 appends after its PostFilter plugins ran
+("no new claims to deallocate, preemption: 0/3 nodes are available: ...") are left out: the
+first sentence is the one that says why (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ _FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
 REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 REASON_NODE_NAME = "node(s) didn't match the requested node name"
 REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+REASON_TAINT = "node(s) had untolerated taint(s)"
 REASON_TOO_MANY_PODS = "Too many pods"
 
 
@@ -210,11 +214,8 @@ def fit_reasons(pod_spec: Json, node: Json, used: Mapping[str, Decimal]) -> list
     wanted_name = pod_spec.get("nodeName")
     if wanted_name and wanted_name != metadata.get("name"):
         return [REASON_NODE_NAME]
-    taint = untolerated_taint(node, pod_spec.get("tolerations"))
-    if taint is not None:
-        return [
-            f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}"
-        ]
+    if untolerated_taint(node, pod_spec.get("tolerations")) is not None:
+        return [REASON_TAINT]
     labels = metadata.get("labels") or {}
     if not matches_node_selector(labels, pod_spec.get("nodeSelector")):
         return [REASON_AFFINITY]

@@ -212,8 +212,7 @@ async def test_unschedulable_pod_stays_pending_with_failed_scheduling(
     start = asyncio.ensure_future(spawner.start())
     try:
         expected = (
-            "0/3 nodes are available: 1 node(s) had untolerated taint "
-            "{nvidia.com/gpu: present}, 2 Insufficient cpu."
+            "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient cpu."
         )
 
         async def failed_scheduling() -> list[Any]:

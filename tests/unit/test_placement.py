@@ -139,7 +139,7 @@ CASES = [
         pod(),
         node(taints=[GPU_TAINT]),
         NOTHING,
-        ["node(s) had untolerated taint {nvidia.com/gpu: present}"],
+        ["node(s) had untolerated taint(s)"],
     ),
     ("taint tolerated", pod(tolerations=[GPU_TOLERATION]), node(taints=[GPU_TAINT]), NOTHING, []),
     (
@@ -154,7 +154,7 @@ CASES = [
         pod({"cpu": "99"}),
         node(taints=[GPU_TAINT]),
         NOTHING,
-        ["node(s) had untolerated taint {nvidia.com/gpu: present}"],
+        ["node(s) had untolerated taint(s)"],
     ),
     ("unschedulable", pod(), node(unschedulable=True), NOTHING, ["node(s) were unschedulable"]),
     (
@@ -162,7 +162,7 @@ CASES = [
         pod(),
         node(ready=False),
         NOTHING,
-        ["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"],
+        ["node(s) had untolerated taint(s)"],
     ),
     ("ready", pod(), node(ready=True), NOTHING, []),
     (
