@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.harness.sim",
+    "tests.harness.kube",
     "tests.harness.hub",
     "tests.harness.rucio_server",
 ]

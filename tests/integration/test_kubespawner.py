@@ -1,7 +1,13 @@
-"""The real, unmodified KubeSpawner against the session simulator (process kubelet).
+"""The real, unmodified KubeSpawner on both Kubernetes backends (tests/harness/kube.py).
+
+On the simulator (process kubelet) the pod's command really runs, on its own loopback address;
+on the real control plane (kwok nodes) the real API server validates every object, the real
+scheduler places the pod, the real garbage collector removes what the pod owned and a
+provisioner binds the claim, but no process runs. Checks of a running process are made where
+processes run.
 
 KubeSpawner is built the way its own tests build it (a ``Hub`` and a mock user, no hub
-process). Each test works in its own namespace (``sim_namespace``), which also stops the
+process). Each test works in its own namespace (``kube_namespace``), which also stops the
 class-level reflectors afterwards. Bind address: the pod runs with
 ``c.KubeSpawner.ip = "$(POD_IP)"`` and a downward-API ``POD_IP`` env var, the
 Kubernetes-faithful way to make a local process listen on its own pod IP.
@@ -22,7 +28,7 @@ from kubernetes_asyncio.client import ApiException
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
-from tests.harness.sim import k8s_api
+from tests.harness.kube import Backend
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +95,27 @@ async def http_status(url: str) -> int | None:
         return None
 
 
-async def test_start_with_pvc_and_service_poll_progress_stop(sim: Any, sim_namespace: str) -> None:
-    ns = sim_namespace
+async def _claim_bound(api: Any, name: str, ns: str) -> bool:
+    claim = await api.read_namespaced_persistent_volume_claim(name, ns)
+    return bool(claim.status.phase == "Bound")
+
+
+async def _gone(read: Any, *args: Any) -> bool:
+    try:
+        await read(*args)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+async def test_start_with_pvc_and_service_poll_progress_stop(
+    kube: Backend, kube_namespace: str
+) -> None:
+    ns = kube_namespace
     spawner = make_spawner(
         ns, storage_pvc_ensure=True, storage_capacity="1Gi", services_enabled=True
     )
-    api = k8s_api(sim)
+    api = kube.api()
     try:
         assert isinstance(await spawner.poll(), int)  # no pod yet
         url = await spawner.start()
@@ -102,55 +123,58 @@ async def test_start_with_pvc_and_service_poll_progress_stop(sim: Any, sim_names
 
         pod = await api.read_namespaced_pod(spawner.pod_name, ns)
         assert pod.status.phase == "Running"
-        assert pod.status.pod_ip.startswith("127.")
         assert await spawner.poll() is None
-        # the process really listens on its pod IP ($(POD_IP) expanded in args)
-        assert (
-            await wait_for(
-                lambda: http_status(f"http://{pod.status.pod_ip}:8888/"), what="the pod's server"
+        if kube.runs_processes:
+            assert pod.status.pod_ip.startswith("127.")
+            # the process really listens on its pod IP ($(POD_IP) expanded in args)
+            assert (
+                await wait_for(
+                    lambda: http_status(f"http://{pod.status.pod_ip}:8888/"),
+                    what="the pod's server",
+                )
+                == 200
             )
-            == 200
-        )
 
-        pvc = await api.read_namespaced_persistent_volume_claim(spawner.pvc_name, ns)
-        assert pvc.status.phase == "Bound"
+        # the pod was scheduled only once its claim was bound (the real scheduler insists)
+        assert await _claim_bound(api, spawner.pvc_name, ns)
         service = await api.read_namespaced_service(spawner.pod_name, ns)
         assert service.metadata.owner_references[0].uid == pod.metadata.uid
 
         messages = [event["message"] async for event in spawner.progress()]
         text = "\n".join(messages)
         assert f"Successfully assigned {ns}/{spawner.pod_name}" in text
-        assert 'Pulling image "python:3.11-slim"' in text
-        assert "Started container notebook" in text
+        assert "[Normal] Started " in text  # the kubelet's (or the node agent's) start
+        if kube.runs_processes:
+            assert 'Pulling image "python:3.11-slim"' in text
+            assert "Started container notebook" in text
 
         await spawner.stop()
         with pytest.raises(ApiException) as gone:
             await api.read_namespaced_pod(spawner.pod_name, ns)
         assert gone.value.status == 404
 
-        async def service_gone() -> bool:
-            try:
-                await api.read_namespaced_service(spawner.pod_name, ns)
-            except ApiException as exc:
-                return exc.status == 404
-            return False
-
-        await wait_for(service_gone, what="the service to be garbage-collected")
+        await wait_for(
+            lambda: _gone(api.read_namespaced_service, spawner.pod_name, ns),
+            what="the service to be garbage-collected",
+        )
         assert await spawner.poll() == 1
-        assert await http_status(f"http://{pod.status.pod_ip}:8888/") is None
+        if kube.runs_processes:
+            assert await http_status(f"http://{pod.status.pod_ip}:8888/") is None
         # the claim outlives the pod; delete_forever removes it
         await api.read_namespaced_persistent_volume_claim(spawner.pvc_name, ns)
         await spawner.delete_forever()
-        with pytest.raises(ApiException):
-            await api.read_namespaced_persistent_volume_claim(spawner.pvc_name, ns)
+        await wait_for(
+            lambda: _gone(api.read_namespaced_persistent_volume_claim, spawner.pvc_name, ns),
+            what="the claim to be deleted",
+        )
     finally:
         await api.api_client.close()
 
 
-async def test_restart_over_a_stale_pod(sim: Any, sim_namespace: str) -> None:
-    ns = sim_namespace
+async def test_restart_over_a_stale_pod(kube: Backend, kube_namespace: str) -> None:
+    ns = kube_namespace
     spawner = make_spawner(ns, user="bob")
-    api = k8s_api(sim)
+    api = kube.api()
     try:
         stale = await api.create_namespaced_pod(
             ns,
@@ -186,6 +210,7 @@ async def _phase(api: Any, ns: str, name: str, phase: str) -> bool:
 
 
 async def test_exit_code_is_seen_by_poll(sim: Any, sim_namespace: str) -> None:
+    """Process kubelet only: on kwok nodes no process runs, so none exits."""
     spawner = make_spawner(
         sim_namespace,
         user="carol",
@@ -204,13 +229,15 @@ async def test_exit_code_is_seen_by_poll(sim: Any, sim_namespace: str) -> None:
 
 
 async def test_unschedulable_pod_stays_pending_with_failed_scheduling(
-    sim: Any, sim_namespace: str
+    kube: Backend, kube_namespace: str
 ) -> None:
-    ns = sim_namespace
+    ns = kube_namespace
     spawner = make_spawner(ns, user="dave", cpu_guarantee=100, start_timeout=60)
-    api = k8s_api(sim)
+    api = kube.api()
     start = asyncio.ensure_future(spawner.start())
     try:
+        # kube-scheduler appends its preemption findings after this sentence; the simulator
+        # does not (docs/simulator.md)
         expected = (
             "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient cpu."
         )
@@ -222,7 +249,7 @@ async def test_unschedulable_pod_stays_pending_with_failed_scheduling(
             return events.items
 
         events = await wait_for(failed_scheduling, what="a FailedScheduling event")
-        assert events[0].message == expected
+        assert events[0].message.startswith(expected)
         assert events[0].type == "Warning"
         assert events[0].involved_object.name == spawner.pod_name
         pod = await api.read_namespaced_pod(spawner.pod_name, ns)
