@@ -116,7 +116,9 @@ def node_ready(kubeconfig: Path, name: str) -> bool:
     return conditions.get("Ready") == "True" and not lifecycle
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name
+)
 def test_kube_up_serves_then_stops_leaving_nothing(
     binaries: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
