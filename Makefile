@@ -8,20 +8,30 @@ RUCIO_VERSION := 41.5.1
 CHP_VERSION := 5.3.0
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint typecheck pytest setup setup-python setup-proxy setup-browser setup-rucio bench docs clean
+.PHONY: demo test lint typecheck pytest setup setup-demo setup-python setup-proxy setup-browser setup-rucio bench docs clean
 
-demo: setup-python setup-proxy setup-rucio
+demo: setup-demo setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
 
 test: setup lint typecheck pytest
 
 setup: setup-python setup-proxy setup-browser setup-rucio
 
-setup-python: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,rucio,report]'
+# The venv's pip must know dependency groups (PEP 735, pip 25.1+).
+PIP_UPGRADE = (test -x $(BIN)/python || $(PY) -m venv $(VENV)) && $(BIN)/pip install -q --upgrade 'pip>=25.1'
+
+# The demo: the product and its demo extra, no test tools.
+setup-demo: $(VENV)/.installed-demo
+$(VENV)/.installed-demo: pyproject.toml
+	$(PIP_UPGRADE)
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@
+
+# Tests: the product with the extras the tests run, and the dev group (test, lint, docs tools).
+setup-python: $(VENV)/.installed-test
+$(VENV)/.installed-test: pyproject.toml
+	$(PIP_UPGRADE)
+	$(BIN)/pip install -q -e '.[demo,rucio,report]' --group dev
 	touch $@
 
 # configurable-http-proxy from npm, the proxy JupyterHub talks to.
@@ -58,7 +68,6 @@ bench: setup
 	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 docs: setup-python
-	$(BIN)/pip install -q -e '.[docs]'
 	$(BIN)/python helm/generate_schema.py --check
 	$(BIN)/mkdocs build --strict --site-dir site
 

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from esap_spawner import __version__
+
 # subcommand -> (module, help). Each module provides ``add_arguments(parser)`` and
 # ``run(args) -> int``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(chosen: str | None) -> argparse.ArgumentParser:
     """The parser; only the chosen subcommand's module is imported for its arguments."""
     parser = argparse.ArgumentParser(prog="esap-spawner", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)

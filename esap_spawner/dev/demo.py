@@ -49,9 +49,12 @@ from esap_spawner.dev.local import (
     local_hub_config,
     simulator_hub_config,
 )
+from esap_spawner.dev.prerequisites import missing_demo_packages
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "site" / "examples"
 NAMESPACE = "esap-demo"
+# Left in the work folder the demo makes: only a folder holding it is wiped at the next start.
+WORKDIR_MARK = ".esap-demo-workdir"
 
 DEMO_CLUSTER: dict[str, Any] = {
     "nodes": [
@@ -96,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir",
         default=".demo",
-        help="folder for the demo's state, logs and data (.demo; emptied at start)",
+        help="folder for the demo's state, logs and data (.demo); emptied at start if the "
+        "demo made it, refused if it holds anything else",
     )
     parser.add_argument(
         "--service-port", type=int, default=0, help="port of the esap service (0: any free)"
@@ -214,6 +218,27 @@ def find_snippets() -> Path:
     raise DemoError("the jupyterhub_config.d snippets were not found next to the package")
 
 
+def prepare_workdir(workdir: Path) -> None:
+    """Make ``workdir`` empty and marked as the demo's, refusing to wipe a folder it did not make.
+
+    A missing or empty folder is taken; a folder holding the demo's mark (from an earlier run)
+    is emptied; anything else is refused, whatever it holds.
+    """
+    if workdir.is_symlink() or (workdir.exists() and not workdir.is_dir()):
+        raise DemoError(f"--workdir {workdir} is not a folder: choose a folder for the demo")
+    if workdir.is_dir() and any(workdir.iterdir()):
+        if not (workdir / WORKDIR_MARK).is_file():
+            raise DemoError(
+                f"--workdir {workdir} holds files the demo did not make, and the demo empties "
+                "its work folder at start: choose a new or empty folder"
+            )
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / WORKDIR_MARK).write_text(
+        "Made by `esap-spawner demo`, which empties this folder when it starts again.\n"
+    )
+
+
 def write_datasets(archive: Path) -> None:
     for did, files in DEMO_DATASETS.items():
         folder = archive.joinpath(*did.split(":"))
@@ -261,6 +286,12 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from esap_spawner.dev.sim import SimulatorThread
 
+    missing = missing_demo_packages()
+    if missing:
+        raise DemoError(
+            f"the demo needs {', '.join(missing)}, not installed here: "
+            "pip install 'esap-spawner[demo]' (or run `make demo` in a checkout)"
+        )
     check_port_free(args.port, "--port, the hub")
     if args.service_port:
         check_port_free(args.service_port, "--service-port, the esap service")
@@ -273,10 +304,8 @@ def _run(args: argparse.Namespace) -> int:
     if not shutil.which("git"):
         raise DemoError("git is not installed: the demo's workflow is a git repository it serves")
     snippets = find_snippets()
-    workdir = Path(args.workdir).resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir = Path(args.workdir).absolute()
+    prepare_workdir(workdir)
     password = args.password or secrets.token_urlsafe(9)
     portal_token = secrets.token_hex(16)
     archive = workdir / "archive"

@@ -138,3 +138,39 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
         demo = Demo(tmp_path, port)
         assert demo.proc.wait(60) == 1
     assert f"port {port}" in demo.text() and "already in use" in demo.text()
+
+
+def test_a_folder_the_demo_did_not_make_is_never_wiped(tmp_path: Path) -> None:
+    foreign = tmp_path / "state"  # Demo's --workdir
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    demo = Demo(tmp_path, free_port())
+    assert demo.proc.wait(60) == 1
+    assert "holds files the demo did not make" in demo.text()
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]
+
+
+def test_the_demo_empties_only_its_own_folder(tmp_path: Path) -> None:
+    from esap_spawner.dev.demo import WORKDIR_MARK, DemoError, prepare_workdir
+
+    workdir = tmp_path / "made-by-demo"
+    prepare_workdir(workdir)  # new: made and marked
+    assert (workdir / WORKDIR_MARK).is_file()
+    (workdir / "old.log").write_text("from the last run")
+    prepare_workdir(workdir)  # marked: emptied
+    assert sorted(p.name for p in workdir.iterdir()) == [WORKDIR_MARK]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_workdir(empty)  # empty: taken
+    assert (empty / WORKDIR_MARK).is_file()
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    link = tmp_path / "link"
+    link.symlink_to(workdir)
+    for refused in (a_file, link):
+        with pytest.raises(DemoError, match="not a folder"):
+            prepare_workdir(refused)
+    assert a_file.read_text() == "x" and (workdir / WORKDIR_MARK).is_file()
