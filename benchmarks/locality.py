@@ -32,8 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from esap_spawner.data.catalogue import LocalRse  # noqa: E402
 from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings  # noqa: E402
+from esap_spawner.site.model import LocalRSE  # noqa: E402
 from tests.harness.rucio_server import (  # noqa: E402
     LOCAL_RSE,
     REMOTE_RSE,
@@ -64,7 +64,7 @@ def catalogue(server: RucioServer) -> RucioCatalogue:
             host=server.url,
             identity=server.identity("alice"),
             local_rses=(
-                LocalRse(LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path="/rucio"),
+                LocalRSE(LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path="/rucio"),
             ),
             throughput=50e6,
         )

@@ -85,12 +85,19 @@ class Facility:
 
 @dataclass(frozen=True)
 class LocalRSE:
-    """An RSE whose storage this cluster mounts; ``volume`` is a Kubernetes volume source."""
+    """Storage this cluster's pods can mount: a Rucio RSE, or the static catalogue's volume.
+
+    The one type from the site file to the mount: catalogues report locality against it,
+    the plan maps PFNs into pods with it (a PFN path under ``pfn_prefix`` is the same file
+    under ``mount_path``) and the pod mounts ``volume``, a Kubernetes volume source exactly
+    as the site file gives it. ``volume`` is None only for an RSE a catalogue was built
+    with by hand (tests, tools): datasets there cannot be mounted.
+    """
 
     name: str
     pfn_prefix: str
     mount_path: str
-    volume: Mapping[str, Any]
+    volume: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

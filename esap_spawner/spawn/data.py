@@ -5,8 +5,8 @@ wires :mod:`esap_spawner.data.staging` (the orchestration) and
 :mod:`esap_spawner.spawn.objects` (the
 pure pod parts) into KubeSpawner's seams:
 
-- ``site_catalogue``, ``site_storage``: the site's catalogue, built once per process, and the
-  storage pods may mount;
+- ``site_catalogue``: the site's catalogue, built once per process; its ``local_rses`` are
+  the storage pods may mount;
 - ``_prepare_data(options)``, called by ``ESAPSpawner.load_user_options`` after admission:
   resolves and stages the requested datasets (one bulk resolve; rules created or reused;
   polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
@@ -44,10 +44,9 @@ from traitlets import default
 from esap_spawner.data import staging
 from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles, StagingStatus
 from esap_spawner.data.staging import StagingError
-from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, Site
+from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
-from esap_spawner.spawn.objects import StorageMount
 from esap_spawner.spawn.options import UserOptions
 from esap_spawner.spawn.records import database
 
@@ -79,23 +78,6 @@ def site_catalogue(site: Site) -> Catalogue | None:
         catalogue = StaticCatalogue.from_site(site)
     _catalogues[site.source] = (site, catalogue)
     return catalogue
-
-
-def site_storage(site: Site, catalogue: Catalogue | None) -> list[StorageMount]:
-    """The storage pods may mount, with the site file's volume sources."""
-    if catalogue is None:
-        return []
-    if site.data.catalogue == "static" and site.data.static is not None:
-        volume = site.data.static.volume
-        return [
-            StorageMount(r.name, r.pfn_prefix, r.mount_path, volume) for r in catalogue.local_rses
-        ]
-    if site.data.rucio is None:
-        return []
-    return [
-        StorageMount(r.name, r.pfn_prefix, r.mount_path, r.volume)
-        for r in site.data.rucio.local_rses
-    ]
 
 
 def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
@@ -131,7 +113,7 @@ class DataSpawnerMixin(_Base):
     options."""
 
     _esap_plan: dict[str, Any] | None = None
-    _esap_storage: tuple[objects.StorageMount, ...] = ()
+    _esap_storage: tuple[LocalRSE, ...] = ()
     _esap_stager: staging.Stager | None = None
     _esap_saved_staging: dict[str, Any] | None = None
     _esap_messages: list[dict[str, Any]] | None = None
@@ -225,14 +207,15 @@ class DataSpawnerMixin(_Base):
         return resolved
 
     def _plan(self, resolved: dict[str, DidFiles]) -> dict[str, Any]:
-        storage = site_storage(self.site, site_catalogue(self.site))
+        catalogue = site_catalogue(self.site)
+        storage = catalogue.local_rses if catalogue is not None else ()
         try:
             plan = objects.dataset_plan(resolved, storage, self.site.data.mount_root)
         except ValueError as e:  # DataPlanError, PathOutsideMount
             raise StagingError(
                 500, f"The datasets cannot be mounted: {e}", StagingStatus.failure
             ) from None
-        self._esap_storage = tuple(storage)
+        self._esap_storage = storage
         return plan
 
     async def _create_config_map(self, plan: dict[str, Any]) -> None:

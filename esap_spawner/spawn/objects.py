@@ -41,9 +41,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from esap_spawner.data.catalogue.base import DidFiles, LocalRse
+from esap_spawner.data.catalogue.base import DidFiles
 from esap_spawner.data.catalogue.locality import pod_path
 from esap_spawner.data.did import parse_did
+from esap_spawner.site.model import LocalRSE
 
 PLAN_VERSION = 1
 #: Bytes a ConfigMap may hold (Kubernetes allows 1 MiB; leave room for metadata).
@@ -68,20 +69,6 @@ class DataPlanError(ValueError):
     """The datasets cannot be laid out in the pod (not local, escaping a mount, too many)."""
 
 
-@dataclass(frozen=True)
-class StorageMount:
-    """Storage the pod may mount: a local RSE, or the static catalogue's volume."""
-
-    rse: str
-    pfn_prefix: str
-    mount_path: str
-    volume: Mapping[str, Any]
-
-    @property
-    def local_rse(self) -> LocalRse:
-        return LocalRse(name=self.rse, pfn_prefix=self.pfn_prefix, mount_path=self.mount_path)
-
-
 def volume_name(prefix: str, name: str) -> str:
     """A DNS-label volume name ``<prefix>-<name>`` (lower case, ``[a-z0-9-]``, <= 63)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "x"
@@ -90,7 +77,7 @@ def volume_name(prefix: str, name: str) -> str:
 
 # --- the plan ------------------------------------------------------------------------------
 def dataset_plan(
-    resolved: Mapping[str, DidFiles], storage: Sequence[StorageMount], mount_root: str
+    resolved: Mapping[str, DidFiles], storage: Sequence[LocalRSE], mount_root: str
 ) -> dict[str, Any]:
     """DID -> files with their replica paths in the pod, for the links init container.
 
@@ -98,7 +85,7 @@ def dataset_plan(
     names the first that has none); a PFN outside its RSE's prefix or escaping the mount is
     refused (:class:`~esap_spawner.data.catalogue.locality.PathOutsideMount`, a ``ValueError``).
     """
-    by_rse = {s.rse: s for s in storage}
+    by_rse = {s.name: s for s in storage}
     names = frozenset(by_rse)
     used: set[str] = set()
     datasets: dict[str, Any] = {}
@@ -113,7 +100,9 @@ def dataset_plan(
                     f"({', '.join(sorted(names)) or 'none configured'})"
                 )
             mount = by_rse[replica.rse]
-            used.add(mount.rse)
+            if mount.volume is None:
+                raise DataPlanError(f"{did}: the hub's storage {mount.name} has no volume to mount")
+            used.add(mount.name)
             entries.append(
                 {
                     "name": _file_name(f.scope, f.name, did),
@@ -121,7 +110,7 @@ def dataset_plan(
                     "adler32": f.adler32,
                     "md5": f.md5,
                     "rse": replica.rse,
-                    "path": pod_path(replica.pfn, mount.local_rse),
+                    "path": pod_path(replica.pfn, mount),
                 }
             )
         datasets[did] = {"files": entries, "bytes_total": files.bytes}
@@ -145,16 +134,17 @@ def _file_name(scope: str, name: str, did: str) -> str:
 
 # --- volumes and mounts --------------------------------------------------------------------
 def storage_volumes(
-    storage: Sequence[StorageMount], used: Sequence[str]
+    storage: Sequence[LocalRSE], used: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and READ-ONLY mounts of the storage in ``used`` (RSE names), in ``storage``
-    order; the volume source is copied from the site file as is."""
+    order; the volume source is copied from the site file as is (a plan never uses an
+    RSE without one: :func:`dataset_plan` refuses it)."""
     volumes, mounts = [], []
     wanted = set(used)
     for s in storage:
-        if s.rse not in wanted:
+        if s.name not in wanted or s.volume is None:
             continue
-        name = volume_name("esap-rse", s.rse)
+        name = volume_name("esap-rse", s.name)
         volumes.append({"name": name, **json.loads(json.dumps(dict(s.volume)))})
         mounts.append({"name": name, "mountPath": s.mount_path, "readOnly": True})
     return volumes, mounts
@@ -424,7 +414,7 @@ def pod_data(
     uid: int | None,
     hub_environment: Mapping[str, str],
     plan: Mapping[str, Any] | None,
-    storage: Sequence[StorageMount],
+    storage: Sequence[LocalRSE],
     workflow: str | None,
     ref: str | None,
     home: str,

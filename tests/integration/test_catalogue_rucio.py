@@ -18,7 +18,6 @@ from esap_spawner.data.catalogue import (
     AccessDenied,
     CatalogueUnavailable,
     DidNotFound,
-    LocalRse,
     QuotaExceeded,
     StagingFailed,
     StagingState,
@@ -26,6 +25,7 @@ from esap_spawner.data.catalogue import (
 )
 from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings
 from esap_spawner.data.catalogue.rucio_client import RucioIdentity
+from esap_spawner.site.model import LocalRSE
 from tests.harness.rucio_server import (
     ALICE_PASSWORD,
     LOCAL_RSE,
@@ -80,7 +80,7 @@ def settings(server: RucioServer, account: str = "alice", **overrides: object) -
         "host": server.url,
         "identity": server.identity(account),
         "local_rses": (
-            LocalRse(name=LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path=MOUNT),
+            LocalRSE(name=LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path=MOUNT),
         ),
         "destination_rse": LOCAL_RSE,
         "rule_lifetime": 3600,
@@ -425,6 +425,7 @@ data:
     cat = RucioCatalogue.from_site(site)
     try:
         assert cat.settings.rule_lifetime == 7200
+        assert cat.local_rses == site.data.rucio.local_rses  # one type, volume included
         assert repr(cat.settings.identity) == "RucioIdentity(account='alice', auth_type='userpass')"
         local, partial = await cat.locality([seeded.did("local"), seeded.did("partial")])
         assert (local.status, partial.status) == ("local", "partial")

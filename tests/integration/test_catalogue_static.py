@@ -155,3 +155,6 @@ data:
     cat = StaticCatalogue.from_site(site)
     listed, scanned = await cat.locality(["escape:crab-2020", "lofar:L123"])
     assert (listed.status, listed.bytes_total, scanned.files_total) == ("local", 7, 2)
+    # the volume the pods mount travels with the catalogue's one local RSE
+    (rse,) = cat.local_rses
+    assert (rse.mount_path, rse.volume) == (str(tree), {"hostPath": {"path": str(tree)}})

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from esap_spawner.data.catalogue import CatalogueUnavailable, LocalRse
+from esap_spawner.data.catalogue import CatalogueUnavailable
 from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings
 from esap_spawner.data.staging import Stager, StagingError, StagingSettings
 from esap_spawner.observe.db import Database
+from esap_spawner.site.model import LocalRSE
 from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def catalogue(server: RucioServer) -> RucioCatalogue:
             host=server.url,
             identity=server.identity("alice"),
             local_rses=(
-                LocalRse(
+                LocalRSE(
                     name=LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path="/rucio"
                 ),
             ),

@@ -426,13 +426,14 @@ def esap_pod(
     tmp_path: Path, *, datasets: bool, workflow: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pod with the real datasets/checkout init containers and their ConfigMap."""
+    from esap_spawner.site.model import LocalRSE
     from esap_spawner.spawn import objects
 
     archive = tmp_path / "archive"
     (archive / "lofar" / "L1" / "sub").mkdir(parents=True)
     (archive / "lofar" / "L1" / "a.fits").write_text("AAA")
     (archive / "lofar" / "L1" / "sub" / "b.fits").write_text("BBB")
-    storage = objects.StorageMount(
+    storage = LocalRSE(
         "static", "/archive/", "/archive", {"hostPath": {"path": str(archive), "type": "Directory"}}
     )
     files = [

@@ -8,7 +8,6 @@ from esap_spawner.data.catalogue import (
     DidFiles,
     FileReplica,
     InvalidDid,
-    LocalRse,
     PathOutsideMount,
     Replica,
     StagingFailed,
@@ -20,6 +19,7 @@ from esap_spawner.data.catalogue import (
     pod_path,
 )
 from esap_spawner.data.catalogue.base import format_fraction
+from esap_spawner.site.model import LocalRSE
 
 LOCAL = {"HUB_LOCAL_DISK", "HUB_SCRATCH"}
 
@@ -142,7 +142,7 @@ def test_locality_json_has_the_api_fields() -> None:
     assert data["local_rses"] == []
 
 
-RSE = LocalRse(name="HUB_LOCAL_DISK", pfn_prefix="/data/rucio/", mount_path="/rucio/hub-local")
+RSE = LocalRSE(name="HUB_LOCAL_DISK", pfn_prefix="/data/rucio/", mount_path="/rucio/hub-local")
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_pod_path(pfn: str, expected: str | None) -> None:
 
 
 def test_pod_path_prefix_without_trailing_slash() -> None:
-    rse = LocalRse(name="X", pfn_prefix="/data/rucio", mount_path="/mnt/x/")
+    rse = LocalRSE(name="X", pfn_prefix="/data/rucio", mount_path="/mnt/x/")
     assert pod_path("file:///data/rucio/s/f", rse) == "/mnt/x/s/f"
     with pytest.raises(PathOutsideMount, match="not under"):
         pod_path("file:///data/rucio-other/s/f", rse)  # shares the prefix's letters only

@@ -8,18 +8,19 @@ from typing import Any
 import pytest
 
 from esap_spawner.data.catalogue import DidFiles, FileReplica, PathOutsideMount, Replica
+from esap_spawner.site.model import LocalRSE
 from esap_spawner.spawn import objects
-from esap_spawner.spawn.objects import DataPlanError, HomeVolume, StorageMount
+from esap_spawner.spawn.objects import DataPlanError, HomeVolume
 
 PREFIX = "/data/rucio/"
-LOCAL = StorageMount(
-    rse="HUB_LOCAL_DISK",
+LOCAL = LocalRSE(
+    name="HUB_LOCAL_DISK",
     pfn_prefix=PREFIX,
     mount_path="/rucio/hub-local",
     volume={"persistentVolumeClaim": {"claimName": "rucio-hub-local"}},
 )
-NFS = StorageMount(
-    rse="NFS_RSE",
+NFS = LocalRSE(
+    name="NFS_RSE",
     pfn_prefix="/export/",
     mount_path="/rucio/nfs",
     volume={"nfs": {"server": "nfs.example.org", "path": "/export"}},
@@ -42,6 +43,13 @@ def replica_file(name: str, pfn: str, rse: str = "HUB_LOCAL_DISK", size: int = 1
 
 def resolved(*files: FileReplica, did: str = "escape:crab-2020") -> dict[str, DidFiles]:
     return {did: DidFiles(did=did, did_type="DATASET", files=files)}
+
+
+def test_plan_refuses_storage_without_a_volume() -> None:
+    bare = LocalRSE(name="HUB_LOCAL_DISK", pfn_prefix=PREFIX, mount_path="/rucio/hub-local")
+    files = resolved(replica_file("c.0", "file:///data/rucio/escape/ab/cd/c.0"))
+    with pytest.raises(DataPlanError, match="HUB_LOCAL_DISK has no volume to mount"):
+        objects.dataset_plan(files, [bare], "/home/jovyan/datasets")
 
 
 def test_plan_maps_pfns_into_the_mounts() -> None:
@@ -90,7 +98,7 @@ def test_plan_refuses_escaping_pfns_and_files_not_local() -> None:
 
 
 def test_storage_volumes_read_only_only_the_used_ones_and_any_volume_source() -> None:
-    csi = StorageMount("CSI_RSE", "/c/", "/rucio/csi", {"csi": {"driver": "x.csi.io"}})
+    csi = LocalRSE("CSI_RSE", "/c/", "/rucio/csi", {"csi": {"driver": "x.csi.io"}})
     volumes, mounts = objects.storage_volumes([LOCAL, NFS, csi], ["NFS_RSE", "CSI_RSE"])
     assert volumes == [
         {"name": "esap-rse-nfs-rse", "nfs": {"server": "nfs.example.org", "path": "/export"}},

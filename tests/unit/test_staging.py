@@ -18,7 +18,6 @@ from esap_spawner.data.catalogue import (
     DidFiles,
     FileReplica,
     Locality,
-    LocalRse,
     Replica,
     StagingProgress,
     StagingRequest,
@@ -34,6 +33,7 @@ from esap_spawner.data.staging import (
     staging_deadline,
 )
 from esap_spawner.observe import metrics
+from esap_spawner.site.model import LocalRSE
 
 DID = "escape:crab-2020"
 LOCAL = "HUB_LOCAL_DISK"
@@ -44,7 +44,7 @@ class MemoryCatalogue(Catalogue):
     files done (the last repeats); ``ok`` files are AVAILABLE at LOCAL once done."""
 
     def __init__(self, script: Sequence[int | str], *, local: bool = False) -> None:
-        self.local_rses = (LocalRse(LOCAL, "/data/", "/rucio/local"),)
+        self.local_rses = (LocalRSE(LOCAL, "/data/", "/rucio/local"),)
         self.script = list(script)
         self.polls = 0
         self.calls: Counter[str] = Counter()

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from esap_spawner.data.did import DidError, parse_did
+from esap_spawner.site.model import LocalRSE
 
 LocalityStatus = Literal["local", "partial", "remote", "not_found", "unknown"]
 
@@ -122,16 +123,6 @@ class DidFiles:
     @property
     def bytes(self) -> int:
         return sum(f.bytes for f in self.files)
-
-
-@dataclass(frozen=True)
-class LocalRse:
-    """An RSE whose storage the hub's pods can mount: PFN paths under ``pfn_prefix`` are files
-    under ``mount_path`` in the pod."""
-
-    name: str
-    pfn_prefix: str
-    mount_path: str
 
 
 @dataclass(frozen=True)
@@ -286,7 +277,7 @@ class Catalogue(ABC):
     """A data catalogue. All methods are coroutines and never block the event loop."""
 
     #: RSEs whose storage the hub mounts (for static: one pseudo-RSE for the volume).
-    local_rses: tuple[LocalRse, ...] = ()
+    local_rses: tuple[LocalRSE, ...] = ()
 
     @abstractmethod
     async def resolve(self, dids: Sequence[str]) -> dict[str, DidFiles | None]:

@@ -15,7 +15,8 @@ import posixpath
 from collections.abc import Iterable
 from urllib.parse import urlparse
 
-from esap_spawner.data.catalogue.base import DidFiles, Locality, LocalityStatus, LocalRse
+from esap_spawner.data.catalogue.base import DidFiles, Locality, LocalityStatus
+from esap_spawner.site.model import LocalRSE
 from esap_spawner.site.quantity import format_bytes
 
 
@@ -91,7 +92,7 @@ class PathOutsideMount(ValueError):
     """A PFN that is not under the RSE's prefix, or that would escape the mount path."""
 
 
-def pod_path(pfn: str, rse: LocalRse) -> str:
+def pod_path(pfn: str, rse: LocalRSE) -> str:
     """The path inside a pod of the file behind ``pfn`` at local RSE ``rse``.
 
     ``urlparse(pfn).path`` minus ``rse.pfn_prefix``, joined onto ``rse.mount_path``. Refuses

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from esap_spawner.data.catalogue import locality as _locality
 from esap_spawner.data.catalogue.base import (
@@ -50,7 +50,6 @@ from esap_spawner.data.catalogue.base import (
     DidNotFound,
     FileReplica,
     Locality,
-    LocalRse,
     QuotaExceeded,
     Replica,
     StagingFailed,
@@ -61,9 +60,7 @@ from esap_spawner.data.catalogue.base import (
 )
 from esap_spawner.data.catalogue.rucio_client import RucioIdentity, make_client
 from esap_spawner.data.did import parse_did
-
-if TYPE_CHECKING:
-    from esap_spawner.site.model import Site
+from esap_spawner.site.model import LocalRSE, Site
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ class RucioSettings:
     host: str
     identity: RucioIdentity
     auth_host: str | None = None
-    local_rses: tuple[LocalRse, ...] = ()
+    local_rses: tuple[LocalRSE, ...] = ()
     destination_rse: str | None = None
     rule_lifetime: int = 7 * 24 * 3600
     vo: str | None = None
@@ -200,10 +197,7 @@ class RucioCatalogue(Catalogue):
             identity=identity,
             vo=rucio.vo,
             ca_cert=rucio.ca_cert_file,
-            local_rses=tuple(
-                LocalRse(name=r.name, pfn_prefix=r.pfn_prefix, mount_path=r.mount_path)
-                for r in rucio.local_rses
-            ),
+            local_rses=rucio.local_rses,
             destination_rse=rucio.staging.destination_rse,
             rule_lifetime=rucio.staging.rule_lifetime,
         )

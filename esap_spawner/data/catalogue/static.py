@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import Any
 
 from esap_spawner.data.catalogue.base import (
     Catalogue,
@@ -29,7 +29,6 @@ from esap_spawner.data.catalogue.base import (
     DidNotFound,
     FileReplica,
     Locality,
-    LocalRse,
     Replica,
     StagingProgress,
     StagingRequest,
@@ -38,9 +37,7 @@ from esap_spawner.data.catalogue.base import (
 )
 from esap_spawner.data.catalogue.locality import did_locality
 from esap_spawner.data.did import parse_did
-
-if TYPE_CHECKING:
-    from esap_spawner.site.model import Site
+from esap_spawner.site.model import LocalRSE, Site
 
 STATIC_RSE = "STATIC"
 
@@ -67,6 +64,7 @@ class StaticCatalogue(Catalogue):
         *,
         root: str | Path,
         mount_path: str,
+        volume: Mapping[str, Any] | None = None,
         datasets: Sequence[tuple[str, str]] = (),
         scan: bool = True,
         cache_ttl: float = 30.0,
@@ -83,7 +81,9 @@ class StaticCatalogue(Catalogue):
             parse_did(did)
             self.listing[did] = _relative(path, did)
         self.local_rses = (
-            LocalRse(name=STATIC_RSE, pfn_prefix=f"{self.root}/", mount_path=mount_path),
+            LocalRSE(
+                name=STATIC_RSE, pfn_prefix=f"{self.root}/", mount_path=mount_path, volume=volume
+            ),
         )
 
     @classmethod
@@ -97,6 +97,7 @@ class StaticCatalogue(Catalogue):
         return cls(
             root=root if root is not None else static.mount_path,
             mount_path=static.mount_path,
+            volume=static.volume,
             datasets=[(d.did, d.path) for d in static.datasets],
             scan=scan,
         )
