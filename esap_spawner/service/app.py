@@ -25,7 +25,7 @@ from traitlets import Bool, Float, Integer, TraitError, Unicode, default, valida
 from traitlets.config import Application
 
 from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
-from esap_spawner.service.catalogue import catalogue_from_site
+from esap_spawner.service.catalogue import locality_backend
 from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
 from esap_spawner.service.history import SpawnHistory, every, sample_availability
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
@@ -285,7 +285,7 @@ class ESAPService(Application):
             raise ValueError("no site file: pass --site-file FILE")
         site = load_site(self.site_file)
         auth = self._auth()
-        catalogue = catalogue_from_site(site)
+        catalogue = locality_backend(site)
         self.history: SpawnHistory | None = None
         if self.db_url:
             from esap_spawner.observe.db import Database

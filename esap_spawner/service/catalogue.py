@@ -1,11 +1,12 @@
 """The data catalogue behind ``POST api/v1/locality``, chosen by the site file.
 
-``data.catalogue: none`` -> :class:`~.interfaces.NoCatalogue` (every DID ``unknown``, saying
-why); ``static`` or ``rucio`` -> :class:`CatalogueLocality` over
-:class:`esap_spawner.data.catalogue.static.StaticCatalogue` or
-:class:`esap_spawner.data.catalogue.rucio.RucioCatalogue`. A catalogue that cannot be built (the
-``rucio`` extra missing, unreadable credentials) does not stop the service: it answers
-``unknown`` with the reason and fails the ``catalogue`` health check.
+The catalogue comes from the package's one factory,
+:func:`esap_spawner.data.catalogue.factory.catalogue_from_site` (the hub uses it too);
+:func:`locality_backend` adapts it: ``data.catalogue: none`` ->
+:class:`~.interfaces.NoCatalogue` (every DID ``unknown``, saying why); ``static`` or
+``rucio`` -> :class:`CatalogueLocality`. A catalogue that cannot be built (the ``rucio``
+extra missing, a section it cannot use) does not stop the service: it answers ``unknown``
+with the reason and fails the ``catalogue`` health check.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, InvalidDid
+from esap_spawner.data.catalogue.factory import catalogue_from_site
 from esap_spawner.service.interfaces import (
     CheckResult,
     LocalityCatalogue,
     LocalityUnavailable,
     NoCatalogue,
 )
+from esap_spawner.site.model import Site
 
-__all__ = ["BrokenCatalogue", "CatalogueLocality", "catalogue_from_site"]
+__all__ = ["BrokenCatalogue", "CatalogueLocality", "locality_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +33,10 @@ log = logging.getLogger(__name__)
 class CatalogueLocality:
     """An :class:`esap_spawner.data.catalogue.Catalogue` as the service's locality backend."""
 
-    def __init__(self, catalogue: Any) -> None:
+    def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
 
     async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:
-        from esap_spawner.data.catalogue import CatalogueError, InvalidDid
-
         try:
             results: list[dict[str, Any]] = await self.catalogue.locality_json(dids)
         except InvalidDid:
@@ -71,20 +73,13 @@ class BrokenCatalogue:
         return CheckResult(False, self.reason)
 
 
-def catalogue_from_site(site: Any) -> LocalityCatalogue:
-    """The locality backend the site file's ``data.catalogue`` names."""
-    kind = site.data.catalogue
+def locality_backend(site: Site) -> LocalityCatalogue:
+    """The locality backend for the catalogue the site file's ``data.catalogue`` names."""
     try:
-        if kind == "static":
-            from esap_spawner.data.catalogue.static import StaticCatalogue
-
-            return CatalogueLocality(StaticCatalogue.from_site(site))
-        if kind == "rucio":
-            from esap_spawner.data.catalogue.rucio import RucioCatalogue  # needs rucio-clients
-
-            return CatalogueLocality(RucioCatalogue.from_site(site))
-    except Exception as exc:  # missing extra, unreadable secret: advertise profiles anyway
+        catalogue = catalogue_from_site(site)
+    except Exception as exc:  # missing extra, unusable section: advertise profiles anyway
+        kind = site.data.catalogue
         reason = f"the {kind} data catalogue could not be set up ({exc}): locality is unknown"
         log.error("%s", reason)
         return BrokenCatalogue(reason)
-    return NoCatalogue()
+    return NoCatalogue() if catalogue is None else CatalogueLocality(catalogue)

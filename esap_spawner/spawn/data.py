@@ -43,6 +43,7 @@ from traitlets import default
 
 from esap_spawner.data import staging
 from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles, StagingStatus
+from esap_spawner.data.catalogue.factory import catalogue_from_site
 from esap_spawner.data.staging import StagingError
 from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
@@ -66,16 +67,7 @@ def site_catalogue(site: Site) -> Catalogue | None:
     hit = _catalogues.get(site.source)
     if hit is not None and hit[0] is site:
         return hit[1]
-    catalogue: Catalogue | None = None
-    kind = site.data.catalogue
-    if kind == "rucio" and site.data.rucio is not None:
-        from esap_spawner.data.catalogue.rucio import RucioCatalogue
-
-        catalogue = RucioCatalogue.from_site(site)
-    elif kind == "static" and site.data.static is not None:
-        from esap_spawner.data.catalogue.static import StaticCatalogue
-
-        catalogue = StaticCatalogue.from_site(site)
+    catalogue = catalogue_from_site(site)
     _catalogues[site.source] = (site, catalogue)
     return catalogue
 

@@ -985,9 +985,9 @@ data:
 async def test_locality_from_a_static_catalogue(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:
-    from esap_spawner.service.catalogue import CatalogueLocality, catalogue_from_site
+    from esap_spawner.service.catalogue import CatalogueLocality, locality_backend
 
-    catalogue = catalogue_from_site(static_site(tmp_path))
+    catalogue = locality_backend(static_site(tmp_path))
     assert isinstance(catalogue, CatalogueLocality)
     service = await service_factory(catalogue=catalogue)
     r = await post_locality(
@@ -1095,11 +1095,11 @@ async def test_no_catalogue_is_not_timed(service: Service) -> None:
 async def test_catalogue_that_cannot_be_built_is_reported(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:
-    from esap_spawner.service.catalogue import BrokenCatalogue, catalogue_from_site
+    from esap_spawner.service.catalogue import BrokenCatalogue, locality_backend
 
     site = static_site(tmp_path)
     broken_data = type(site.data)(catalogue="static", static=None)  # no data.static section
-    catalogue = catalogue_from_site(type(site)(facility=site.facility, profiles=site.profiles,
+    catalogue = locality_backend(type(site)(facility=site.facility, profiles=site.profiles,
                                                data=broken_data))  # fmt: skip
     assert isinstance(catalogue, BrokenCatalogue)
     service = await service_factory(catalogue=catalogue)
@@ -1113,8 +1113,8 @@ async def test_catalogue_that_cannot_be_built_is_reported(
 
 
 def test_no_catalogue_in_the_site_file_means_none() -> None:
-    from esap_spawner.service.catalogue import catalogue_from_site
+    from esap_spawner.service.catalogue import locality_backend
     from esap_spawner.service.interfaces import NoCatalogue
     from esap_spawner.site.model import parse_site
 
-    assert isinstance(catalogue_from_site(parse_site(SITE_YAML)), NoCatalogue)
+    assert isinstance(locality_backend(parse_site(SITE_YAML)), NoCatalogue)
