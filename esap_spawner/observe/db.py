@@ -1,24 +1,10 @@
 """What esap-spawner remembers across restarts: spawns, staging requests, availability.
 
-SQLAlchemy 2 models and one :class:`Database` object per URL. SQLite is the default
+One :class:`Database` object per URL over the tables of :mod:`esap_spawner.observe.tables`
+(spawns, staging requests, availability samples, settings). SQLite is the default
 (``sqlite:///esap.sqlite``, WAL journal so the hub, the service and ``report`` can read
 while the spawner writes); PostgreSQL works by URL
 (``postgresql+psycopg://user:pass@host/db``, the ``postgresql`` extra).
-
-Tables:
-
-- ``esap_spawns`` (:class:`SpawnRecord`): one row per spawn that ended: profile, a salted
-  hash of the user name (never the name), outcome, failure reason, seconds per phase,
-  number of datasets, pod name. Feeds ``estimated_start_seconds`` and the report. (The
-  pod name is whatever the spawner chose: KubeSpawner's default template contains the
-  escaped user name; pass ``pod_name=None`` where that matters.)
-- ``esap_staging`` (:class:`StagingRecord`): one row per staging request, updated while
-  it runs. Partial unique indexes on ``rule_id`` and on (user, DID, RSE) among rows still
-  in flight make a restarted hub find its request instead of creating a second; a finished
-  row keeps its rule id, so a retry that reuses the rule gets a row of its own.
-- ``esap_availability`` (:class:`AvailabilitySample`): per profile over time.
-- ``esap_settings``: the per-site salt for user hashes, generated on first use unless the
-  administrator gives one.
 
 The spawner's calls, one line each::
 
@@ -26,7 +12,6 @@ The spawner's calls, one line each::
     db.record_spawn(profile="gpu", user="alice", outcome="success", started_at=t0,
                     finished_at=t1, phases=phases, datasets=2, pod_name=pod)
     db.recent_spawn_durations("gpu")                          # -> [seconds, ...]
-    ClusterModel(spawn_durations=RecentDurations(db))         # cached, for the model
     db.record_availability(model_availability_by_slug)
     rec = db.start_staging(user="alice", did="lofar:L1", destination_rse="HUB_DISK")
     db.update_staging(rec.id, rule_id=..., state="REPLICATING", files_done=3, bytes_done=...)
@@ -44,31 +29,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from esap_spawner.data.catalogue.base import StagingStatus
+from esap_spawner.observe.tables import (
+    AvailabilitySample,
+    Base,
+    Setting,
+    SpawnRecord,
+    StagingRecord,
+)
 from esap_spawner.spawn.status import Phase, SpawnStatus
 
 __all__ = [
@@ -76,7 +53,6 @@ __all__ = [
     "AvailabilitySample",
     "Base",
     "Database",
-    "RecentDurations",
     "SpawnRecord",
     "StagingRecord",
     "hash_user",
@@ -105,115 +81,6 @@ def _now() -> datetime:
 def hash_user(name: str, salt: str) -> str:
     """A stable pseudonym for a user: HMAC-SHA256 of the name keyed with the site's salt."""
     return hmac.new(salt.encode(), name.encode(), hashlib.sha256).hexdigest()
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Setting(Base):
-    __tablename__ = "esap_settings"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class SpawnRecord(Base):
-    """One finished spawn. Phase columns are None when the phase was not measured."""
-
-    __tablename__ = "esap_spawns"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime, index=True)
-    finished_at: Mapped[datetime] = mapped_column(DateTime)
-    duration_seconds: Mapped[float] = mapped_column(Float)
-    profile: Mapped[str] = mapped_column(String(63))
-    user_hash: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(16))
-    failure_reason: Mapped[str | None] = mapped_column(Text)
-    validate_seconds: Mapped[float | None] = mapped_column(Float)
-    staging_seconds: Mapped[float | None] = mapped_column(Float)
-    scheduling_seconds: Mapped[float | None] = mapped_column(Float)
-    image_seconds: Mapped[float | None] = mapped_column(Float)
-    startup_seconds: Mapped[float | None] = mapped_column(Float)
-    datasets: Mapped[int] = mapped_column(Integer, default=0)
-    pod_name: Mapped[str | None] = mapped_column(String(253))
-
-    __table_args__ = (Index("ix_esap_spawns_profile_outcome", "profile", "outcome", "started_at"),)
-
-    def phase_seconds(self) -> dict[Phase, float]:
-        """The measured phases of this spawn."""
-        found = {phase: getattr(self, f"{phase.value}_seconds") for phase in Phase}
-        return {phase: float(v) for phase, v in found.items() if v is not None}
-
-
-IN_FLIGHT = "finished_at IS NULL"
-
-
-class StagingRecord(Base):
-    """One staging request (one DID to one RSE), from creation to its outcome."""
-
-    __tablename__ = "esap_staging"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    spawn_id: Mapped[int | None] = mapped_column(ForeignKey("esap_spawns.id", ondelete="SET NULL"))
-    user_hash: Mapped[str] = mapped_column(String(64))
-    did: Mapped[str] = mapped_column(String(512))
-    destination_rse: Mapped[str] = mapped_column(String(255))
-    rule_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    state: Mapped[str | None] = mapped_column(String(32))
-    files_total: Mapped[int] = mapped_column(Integer, default=0)
-    files_done: Mapped[int] = mapped_column(Integer, default=0)
-    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
-    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
-    outcome: Mapped[str | None] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (
-        Index(
-            "uq_esap_staging_in_flight",
-            "user_hash",
-            "did",
-            "destination_rse",
-            unique=True,
-            sqlite_where=text(IN_FLIGHT),
-            postgresql_where=text(IN_FLIGHT),
-        ),
-        # One rule serves one request at a time, but may serve several over time: a spawn
-        # retried after a failed one (Rucio down) reuses the rule the first one made.
-        Index(
-            "uq_esap_staging_rule_in_flight",
-            "rule_id",
-            unique=True,
-            sqlite_where=text(IN_FLIGHT),
-            postgresql_where=text(IN_FLIGHT),
-        ),
-    )
-
-    @property
-    def seconds(self) -> float | None:
-        """Time from request to outcome (None while in flight)."""
-        if self.finished_at is None:
-            return None
-        return (self.finished_at - self.created_at).total_seconds()
-
-
-class AvailabilitySample(Base):
-    """What one profile could start at one moment."""
-
-    __tablename__ = "esap_availability"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    time: Mapped[datetime] = mapped_column(DateTime)
-    profile: Mapped[str] = mapped_column(String(63))
-    can_start_now: Mapped[int | None] = mapped_column(Integer)
-    running: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-
-    __table_args__ = (Index("ix_esap_availability_profile_time", "profile", "time"),)
 
 
 _STAGING_FIELDS = frozenset(
@@ -510,39 +377,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
     finally:
         cursor.close()
-
-
-class RecentDurations:
-    """``recent_spawn_durations`` per profile, cached for ``ttl`` seconds.
-
-    Pass it as ``ClusterModel(spawn_durations=RecentDurations(db))``: the model asks per
-    profile on every availability answer, and a database round trip each time would put
-    I/O in the service's request path. ``record`` adds a fresh duration without waiting
-    for the cache to expire (the spawner's own spawns show at once).
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        *,
-        ttl: float = 60.0,
-        limit: int = 50,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.db, self.ttl, self.limit, self.clock = db, ttl, limit, clock
-        self._cache: dict[str, tuple[float, list[float]]] = {}
-
-    def __call__(self, slug: str) -> Sequence[float]:
-        now = self.clock()
-        cached = self._cache.get(slug)
-        if cached is None or now - cached[0] >= self.ttl:
-            cached = (now, self.db.recent_spawn_durations(slug, self.limit))
-            self._cache[slug] = cached
-        return cached[1]
-
-    def record(self, slug: str, seconds: float) -> None:
-        """Put a just-finished spawn's duration in front (newest first)."""
-        cached = self._cache.get(slug)
-        if cached is not None:
-            cached[1].insert(0, float(seconds))
-            del cached[1][self.limit :]

@@ -6,8 +6,8 @@ Two jobs, both off the request path (the database is only touched in worker thre
   re-read every ``refresh_seconds``; the service's
   :class:`~esap_spawner.capacity.model.ClusterModel` reads it as ``spawn_durations``, so
   ``estimated_start_seconds`` is the median of the spawns the hub recorded. It is a
-  snapshot rather than :class:`esap_spawner.observe.db.RecentDurations`, whose cache reads the
-  database in the caller's thread when an entry expires: here that would be a request.
+  snapshot refreshed in a worker thread: reading the database when an answer needs it
+  would put I/O in a request.
 - :func:`sample_availability` stores what each profile can start now
   (:meth:`esap_spawner.observe.db.Database.record_availability`), every
   ``availability_sample_seconds``,

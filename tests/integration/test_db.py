@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from esap_spawner.observe.db import Base, Database, RecentDurations, StagingRecord, hash_user
+from esap_spawner.observe.db import Base, Database, StagingRecord, hash_user
 from esap_spawner.spawn.status import Phase
 
 pytestmark = pytest.mark.integration
@@ -235,19 +235,3 @@ def test_staging_bad_input(db: Database) -> None:
         db.finish_staging(rec.id, outcome="done")
     with pytest.raises(KeyError, match="no staging record with id 999"):
         db.update_staging(999, state="OK")
-
-
-def test_recent_durations_cache(db: Database) -> None:
-    now = [0.0]
-    recent = RecentDurations(db, ttl=60, limit=3, clock=lambda: now[0])
-    assert recent("small") == []
-    db.record_spawn(profile="small", user="a", outcome="success", started_at=T0,
-                    finished_at=T0 + timedelta(seconds=12))  # fmt: skip
-    assert recent("small") == []  # cached
-    recent.record("small", 7.0)
-    assert recent("small") == [7.0]
-    now[0] = 61.0
-    assert recent("small") == [12.0]  # expired: read again from the database
-    for seconds in (1.0, 2.0, 3.0):
-        recent.record("small", seconds)
-    assert recent("small") == [3.0, 2.0, 1.0]
