@@ -5,10 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUCIO_VENV := .rucio-venv
 RUCIO_VERSION := 41.5.1
-CHP_VERSION := 5.3.0
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint typecheck pytest setup setup-demo setup-python setup-proxy setup-browser setup-rucio bench docs clean
+.PHONY: demo test lint typecheck pytest setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean
 
 demo: setup-demo setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
@@ -34,10 +33,24 @@ $(VENV)/.installed-test: pyproject.toml
 	$(BIN)/pip install -q -e '.[demo,rucio,report]' --group dev
 	touch $@
 
-# configurable-http-proxy from npm, the proxy JupyterHub talks to.
-setup-proxy: node_modules/.bin/configurable-http-proxy
-node_modules/.bin/configurable-http-proxy:
-	npm install --no-save --no-audit --no-fund --loglevel=error configurable-http-proxy@$(CHP_VERSION)
+# configurable-http-proxy from npm, the proxy JupyterHub talks to: package.json and
+# package-lock.json pin it and every package under it; `npm ci` installs exactly those into
+# ./node_modules, wherever the checkout sits. Skipped while node_modules matches the lock.
+# A node_modules that is a link (to another checkout's) is used as it is: npm ci would
+# empty the folder it points to.
+NODE_MIN := 20
+setup-proxy: check-node
+	@if [ -L node_modules ]; then \
+	  test -x node_modules/.bin/configurable-http-proxy || { echo "node_modules links to $$(readlink node_modules), which has no configurable-http-proxy"; exit 1; }; \
+	elif ! cmp -s package-lock.json node_modules/.esap-package-lock.json; then \
+	  npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.esap-package-lock.json; \
+	fi
+
+check-node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "Node.js $(NODE_MIN) or newer and npm are needed (for configurable-http-proxy): install them, e.g. from your distribution (Debian 13, Ubuntu 25.04 or newer: apt-get install nodejs npm) or nodejs.org"; exit 1; }
+	@major=$$(node -p 'process.versions.node.split(".")[0]'); [ "$$major" -ge $(NODE_MIN) ] || { \
+	  echo "Node.js $(NODE_MIN) or newer is needed, this is $$(node --version): older distributions (Debian 12, Ubuntu 24.04) ship Node 18; install Node $(NODE_MIN)+ from nodejs.org or NodeSource"; exit 1; }
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 setup-browser:

@@ -28,7 +28,8 @@ class ProxyNotFound(FileNotFoundError):
 
 
 def find_proxy() -> str:
-    """configurable-http-proxy from ``node_modules`` (here or the repository's), else PATH."""
+    """configurable-http-proxy from ``node_modules`` (here or the checkout's, where ``npm ci``
+    installs the version ``package-lock.json`` pins), else from PATH."""
     candidates = [
         Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy",
         Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "configurable-http-proxy",
@@ -39,8 +40,9 @@ def find_proxy() -> str:
     found = shutil.which("configurable-http-proxy")
     if found is None:
         raise ProxyNotFound(
-            "configurable-http-proxy is not installed: run `make demo` or `make test` "
-            "(they install it), or `npm install configurable-http-proxy`"
+            "configurable-http-proxy is not installed: in a checkout, `npm ci` (or `make demo`, "
+            "`make test`) installs it into node_modules; elsewhere put it on PATH with "
+            "`npm install --global configurable-http-proxy` (Node.js 20 or newer)"
         )
     return found
 

@@ -159,7 +159,7 @@ def test_the_sdist_holds_what_a_packager_rebuilds_and_tests_from(
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for needed in (
-        "LICENSE", "README.md", "pyproject.toml",
+        "LICENSE", "README.md", "pyproject.toml", "package.json", "package-lock.json",
         "jupyterhub_config.d/10-esap-spawner.py", "esap_spawner/__init__.py",
         "tests/conftest.py", "tests/unit/test_site.py",
     ):  # fmt: skip
