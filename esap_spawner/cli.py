@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "service": ("esap_spawner.service.cli", "run the advertising service"),
     "demo": ("esap_spawner.dev.demo", "run the whole product on this machine"),
     "report": ("esap_spawner.observe.report", "write the performance-assessment report"),
+    "db": ("esap_spawner.observe.db_cli", "create, upgrade or check the database's esap tables"),
 }
 
 

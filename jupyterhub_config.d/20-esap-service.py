@@ -24,7 +24,8 @@ ESAP_DATABASE_URL
     ``c.ESAPSpawner.db_url`` and is handed to the managed service, so the spawner writes
     what the service reads (and ``esap-spawner report`` reads it by default too).
     Unset: a ``c.ESAPSpawner.db_url`` this snippet can see is handed on, else both keep
-    the default ``sqlite:///esap.sqlite`` in the hub's working directory.
+    the default ``sqlite:///esap.sqlite`` in the hub's working directory. (Read here and
+    in 15-esap-database.py alike: ``load_subconfig`` gives each snippet a config of its own.)
 ESAP_PORTAL_API_TOKEN
     Registers the token-only hub service ESAP_PORTAL_SERVICE_NAME (default
     ``esap-portal``) with this token; ESAP (or another portal) calls the API with it.

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.kube",
     "tests.harness.hub",
     "tests.harness.rucio_server",
+    "tests.harness.database",
 ]

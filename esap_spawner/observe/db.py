@@ -8,7 +8,7 @@ while the spawner writes); PostgreSQL works by URL
 
 The spawner's calls, one line each::
 
-    db = Database(url); db.create_all()                       # at start
+    db = Database(url); db.ensure_schema()                    # at start (see .schema)
     db.record_spawn(profile="gpu", user="alice", outcome="success", started_at=t0,
                     finished_at=t1, phases=phases, datasets=2, pod_name=pod)
     db.recent_spawn_durations("gpu")                          # -> [seconds, ...]
@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from esap_spawner.data.catalogue.base import StagingStatus
+from esap_spawner.observe import schema
 from esap_spawner.observe.tables import (
     AvailabilitySample,
     Base,
@@ -56,13 +58,21 @@ __all__ = [
     "SpawnRecord",
     "StagingRecord",
     "hash_user",
+    "url_from_environment",
     "utc",
 ]
 
 DEFAULT_URL = "sqlite:///esap.sqlite"
+URL_VARIABLE = "ESAP_DATABASE_URL"
 SALT_KEY = "user_hash_salt"
 
 Moment = datetime | float | int
+
+
+def url_from_environment() -> str:
+    """The database URL a command uses unless told: ``ESAP_DATABASE_URL``, else the
+    spawner's default (``sqlite:///esap.sqlite``, in the working directory)."""
+    return os.environ.get(URL_VARIABLE) or DEFAULT_URL
 
 
 def utc(moment: Moment) -> datetime:
@@ -114,13 +124,11 @@ class Database:
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    def create_all(self) -> None:
-        """Create missing tables (existing ones are left as they are)."""
-        Base.metadata.create_all(self.engine)
-
-    def has_tables(self) -> bool:
-        """Whether the spawn table exists (``report`` reads without creating anything)."""
-        return inspect(self.engine).has_table(SpawnRecord.__tablename__)
+    def ensure_schema(self, *, upgrade: bool = False, hint: str = "") -> schema.SchemaStatus:
+        """Create the tables on an empty database; on one written by an older esap-spawner,
+        upgrade them when ``upgrade`` is true, else raise :class:`.SchemaError` naming
+        ``esap-spawner db upgrade`` (see :func:`esap_spawner.observe.schema.ensure_schema`)."""
+        return schema.ensure_schema(self.engine.url, upgrade=upgrade, hint=hint)
 
     def dispose(self) -> None:
         self.engine.dispose()

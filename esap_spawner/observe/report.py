@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import html
 import math
-import os
 import re
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from esap_spawner.observe.db import url_from_environment
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn.status import Phase
 
@@ -416,7 +416,7 @@ def write_report(data: ReportData, out: Path, *, generated: datetime) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        default=os.environ.get("ESAP_DATABASE_URL", "sqlite:///esap.sqlite"),
+        default=url_from_environment(),
         help="database URL (default: $ESAP_DATABASE_URL or sqlite:///esap.sqlite)",
     )
     parser.add_argument(
@@ -441,14 +441,17 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from esap_spawner.observe.db import Database
+    from esap_spawner.observe.schema import SchemaError, SchemaState, check_status, schema_status
 
     sqlite_path = args.db.removeprefix("sqlite:///") if args.db.startswith("sqlite:///") else None
     if sqlite_path and sqlite_path != ":memory:" and not Path(sqlite_path).exists():
         print(f"esap-spawner report: no database file at {sqlite_path!r}", file=sys.stderr)
         return 1
     try:
+        status = schema_status(args.db)  # read only: an older schema is named, not upgraded
+        check_status(status, args.db)
         db = Database(args.db)
-        if db.has_tables():
+        if status.state is SchemaState.current:
             data = ReportData(
                 since,
                 now,
@@ -459,6 +462,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             data = ReportData(since, now, [], [], [])
         db.dispose()
+    except SchemaError as exc:
+        print(f"esap-spawner report: {exc}", file=sys.stderr)
+        return 1
     except (SQLAlchemyError, ImportError) as exc:
         print(f"esap-spawner report: cannot read {args.db!r}: {exc}", file=sys.stderr)
         return 1

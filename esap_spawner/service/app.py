@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import tornado.web
@@ -30,6 +30,9 @@ from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
 from esap_spawner.service.history import SpawnHistory, every, sample_availability
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from esap_spawner.service.state import ServiceState
+
+if TYPE_CHECKING:
+    from esap_spawner.observe.db import Database
 
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
 
@@ -249,9 +252,16 @@ class ESAPService(Application):
 
     @default("db_url")
     def _default_db_url(self) -> str:
-        from esap_spawner.observe.db import DEFAULT_URL  # ESAPSpawner.db_url's default too
+        from esap_spawner.observe.db import url_from_environment  # the spawner's default too
 
-        return os.environ.get("ESAP_DATABASE_URL", DEFAULT_URL)
+        return url_from_environment()
+
+    db_upgrade_on_start = Bool(
+        False,
+        help="""Upgrade the database's esap tables to this esap-spawner's schema at start.
+        False (the default): the service refuses to start on an out-of-date schema and
+        names ``esap-spawner db upgrade``. An empty database gets its tables either way.""",
+    ).tag(config=True)
 
     availability_sample_seconds = Float(
         60.0,
@@ -291,6 +301,7 @@ class ESAPService(Application):
             from esap_spawner.observe.db import Database
 
             db = Database(self.db_url)
+            self._check_schema(db)
             self.log.info("spawn history and availability samples in %r", db)
             self.history = SpawnHistory(db, [p.slug for p in site.profiles])
         else:
@@ -320,6 +331,23 @@ class ESAPService(Application):
             site_file=self.site_file,
         )
         return app, watch
+
+    def _check_schema(self, db: Database) -> None:
+        """Create the tables on an empty database, refuse an out-of-date one (raises
+        :class:`~esap_spawner.observe.schema.SchemaError`) unless told to upgrade it."""
+        from esap_spawner.observe.schema import SchemaError
+
+        try:
+            status = db.ensure_schema(
+                upgrade=self.db_upgrade_on_start,
+                hint="set ESAPService.db_upgrade_on_start to upgrade them at start",
+            )
+        except SchemaError:
+            raise
+        except Exception as exc:  # unreachable: the history jobs retry and log
+            self.log.warning("cannot check the esap tables in %r: %s", db, exc)
+        else:
+            self.log.info("esap tables in %r: %s", db, status.describe())
 
     def _auth(self) -> AuthStrategy | None:
         if os.environ.get("JUPYTERHUB_API_TOKEN"):
@@ -397,19 +425,12 @@ class ESAPService(Application):
         state = app.settings["esap"]
         db = history.db
 
-        async def prepare() -> None:  # the service may start before the hub made the tables
-            try:
-                await asyncio.to_thread(db.create_all)
-            except Exception as exc:
-                self.log.warning("cannot create the history tables in %r: %s", db, exc)
-
         async def sample() -> None:
             await sample_availability(
                 db, state.capacity, state.profiles, limited_threshold=state.limited_threshold
             )
 
         async def run() -> None:
-            await prepare()
             jobs = [every(self.history_refresh_seconds, history.refresh_in_thread,
                           what="reading the spawn history")]  # fmt: skip
             if self.availability_sample_seconds > 0:

@@ -90,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esap_spawner.observe.schema import SchemaError
     from esap_spawner.service.app import ESAPService
     from esap_spawner.site.model import SiteError
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         service.update_config(config_from_args(args))
         service.log_level = str(args.log_level).upper()
         service.start()
-    except (ValueError, TraitError, SiteError) as exc:
+    except (ValueError, TraitError, SiteError, SchemaError) as exc:
         print(f"esap-spawner service: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -25,6 +25,7 @@ from esap_spawner.capacity.model import SpawnDurations
 from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
+from esap_spawner.observe.schema import SchemaError, display_url
 from esap_spawner.spawn.status import Phase, SpawnStatus
 
 log = logging.getLogger(__name__)
@@ -81,16 +82,34 @@ def reason_in_words(error: BaseException) -> str:
 
 
 _databases: dict[str, Database] = {}
+UPGRADE_HINT = "set c.ESAPSpawner.db_upgrade_on_start = True (ESAP_DATABASE_UPGRADE=true)"
 
 
-def database(url: str) -> Database:
-    """One :class:`Database` per URL and process, its tables created on first use."""
+def database(url: str, *, upgrade: bool = False) -> Database:
+    """One :class:`Database` per URL and process, its schema checked on first use: tables
+    created on an empty database, upgraded when ``upgrade`` says so, else an older schema
+    raises :class:`~esap_spawner.observe.schema.SchemaError`. Blocks: call it in a thread."""
     db = _databases.get(url)
     if db is None:
         db = Database(url)
-        db.create_all()
+        db.ensure_schema(upgrade=upgrade, hint=UPGRADE_HINT)
         _databases[url] = db
     return db
+
+
+async def open_database(url: str | None, *, upgrade: bool) -> Database | None:
+    """:func:`database` in a worker thread; None without a URL or when the database cannot
+    be reached (logged: a spawn goes on without its history). An out-of-date schema raises
+    :class:`~esap_spawner.observe.schema.SchemaError`."""
+    if not url:
+        return None
+    try:
+        return await asyncio.to_thread(database, url, upgrade=upgrade)
+    except SchemaError:
+        raise
+    except Exception as exc:
+        log.warning("esap: cannot open the database %s: %s", display_url(url), exc)
+        return None
 
 
 async def record_spawn(

@@ -45,6 +45,7 @@ from esap_spawner.capacity.hub_view import hub_view
 from esap_spawner.capacity.model import Refusal, Reservation
 from esap_spawner.data.staging import StagingError
 from esap_spawner.observe import metrics
+from esap_spawner.observe.schema import SchemaError
 from esap_spawner.site.model import Site, load_site
 from esap_spawner.site.profiles import (
     Profile,
@@ -61,9 +62,19 @@ from esap_spawner.spawn.options import (
     options_from_query,
     validate_options,
 )
-from esap_spawner.spawn.records import SpawnAttempt, outcome_of, reason_in_words, record_spawn
+from esap_spawner.spawn.records import (
+    SpawnAttempt,
+    open_database,
+    outcome_of,
+    reason_in_words,
+    record_spawn,
+)
 
 ANNOTATION_PREFIX = "esap.escape.eu"
+DATABASE_OUT_OF_DATE = (
+    "This hub's database must be upgraded before servers can start: "
+    "an administrator runs `esap-spawner db upgrade`."
+)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _templates = Environment(
@@ -200,6 +211,16 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         by the service for `estimated_start_seconds`. SQLite by default (a file in the
         hub's working directory), or PostgreSQL, e.g. `postgresql+psycopg://u:p@db/esap`.
         Empty disables the history (metrics still work).
+        """,
+    )
+
+    db_upgrade_on_start = Bool(
+        False,
+        config=True,
+        help="""
+        Upgrade the database's esap tables to this esap-spawner's schema when the hub
+        starts (`jupyterhub_config.d/15-esap-database.py`) or first uses them. False (the
+        default): an out-of-date schema stops the hub, naming `esap-spawner db upgrade`.
         """,
     )
 
@@ -444,6 +465,11 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         attempt.datasets = len(options.datasets)
         attempt.validated = time.time()
         await super().load_user_options()
+        try:
+            await open_database(self.db_url, upgrade=self.db_upgrade_on_start)
+        except SchemaError as e:  # the hub's snippet refuses to start on it; without it:
+            self.log.error("esap: %s", e)
+            raise refusal(503, DATABASE_OUT_OF_DATE) from None
         await self._admit(self.site.profile(options.profile))
         try:
             await self._prepare_data(options)

@@ -37,6 +37,8 @@ ENV_KEYS = (
     "ESAP_AUTHENTICATE_PROMETHEUS",
     "ESAP_PROMETHEUS_API_TOKEN",
     "ESAP_PROMETHEUS_SERVICE_NAME",
+    "ESAP_DATABASE_URL",
+    "ESAP_DATABASE_UPGRADE",
 )
 
 # what a plain hub's jupyterhub_config.py adds to load the snippets (as the docs say)
@@ -56,9 +58,10 @@ for _path in sorted(glob.glob({str(CONFIG_D)!r} + "/*.py")):
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     for key in ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)  # the default database, sqlite:///esap.sqlite, lands here
     yield monkeypatch
 
 
@@ -81,7 +84,12 @@ def roles_by_name(config: Config) -> dict[str, dict[str, Any]]:
 
 def test_snippets_are_numbered_and_sorted() -> None:
     names = sorted(p.name for p in CONFIG_D.glob("*.py"))
-    assert names == ["10-esap-spawner.py", "20-esap-service.py", "30-esap-metrics.py"]
+    assert names == [
+        "10-esap-spawner.py",
+        "15-esap-database.py",
+        "20-esap-service.py",
+        "30-esap-metrics.py",
+    ]
 
 
 def test_external_service_with_portal_and_prometheus(
@@ -199,6 +207,7 @@ def test_the_documented_plain_hub_config_loads_the_snippets(
         ({"ESAP_SERVICE_MODE": "sideways"}, "expected auto, managed, external or off"),
         ({"ESAP_USER_ACCESS": "perhaps"}, "ESAP_USER_ACCESS='perhaps'"),
         ({"ESAP_AUTHENTICATE_PROMETHEUS": "2"}, "ESAP_AUTHENTICATE_PROMETHEUS='2'"),
+        ({"ESAP_DATABASE_UPGRADE": "maybe"}, "ESAP_DATABASE_UPGRADE='maybe'"),
         ({"ESAP_SITE_FILE": "/nonexistent/site.yaml"}, "cannot"),
     ],
 )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,12 +13,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from esap_spawner.observe.db import Base, Database, StagingRecord, hash_user
+from esap_spawner.observe.db import Database, StagingRecord, hash_user
 from esap_spawner.spawn.status import Phase
 
 pytestmark = pytest.mark.integration
 
-URLS = ["sqlite"] + (["postgresql"] if os.environ.get("ESAP_TEST_DATABASE_URL") else [])
 T0 = datetime(2026, 11, 20, 12, 0, 0)
 
 
@@ -30,23 +28,16 @@ class Avail:
     status: str
 
 
-@pytest.fixture(params=URLS)
-def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'esap.sqlite'}"
-        return
-    pg = os.environ["ESAP_TEST_DATABASE_URL"]
-    clean = Database(pg)
-    Base.metadata.drop_all(clean.engine)
-    yield pg
-    Base.metadata.drop_all(clean.engine)
-    clean.dispose()
+@pytest.fixture
+def url(database_url: str) -> str:
+    """An empty database (tests/harness/database.py)."""
+    return database_url
 
 
 @pytest.fixture
 def db(url: str) -> Iterator[Database]:
     database = Database(url)
-    database.create_all()
+    database.ensure_schema()
     yield database
     database.dispose()
 
@@ -54,7 +45,7 @@ def db(url: str) -> Iterator[Database]:
 def test_sqlite_uses_wal(tmp_path) -> None:
     path = tmp_path / "wal.sqlite"
     database = Database(f"sqlite:///{path}")
-    database.create_all()
+    database.ensure_schema()
     database.dispose()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -88,7 +79,7 @@ def test_record_spawn_round_trip_and_no_user_name_stored(db: Database, url: str)
 
 def test_user_hash_is_salted_and_stable_across_restarts(url: str) -> None:
     one = Database(url)
-    one.create_all()
+    one.ensure_schema()
     first = one.user_hash("alice")
     one.dispose()
     two = Database(url)
@@ -172,7 +163,7 @@ def test_staging_lifecycle(db: Database) -> None:
 
 def test_restart_finds_the_in_flight_request_instead_of_a_second(url: str) -> None:
     first = Database(url)
-    first.create_all()
+    first.ensure_schema()
     rec = first.start_staging(user="alice", did="lofar:L1", destination_rse="HUB_DISK",
                               rule_id="r1")  # fmt: skip
     first.dispose()
@@ -202,7 +193,7 @@ def test_the_database_itself_refuses_duplicates(db: Database) -> None:
 
 def test_concurrent_start_staging_creates_one_row(url: str) -> None:
     setup = Database(url)
-    setup.create_all()
+    setup.ensure_schema()
     setup.user_hash("x")  # create the salt before the race
     setup.dispose()
     ids: list[int] = []

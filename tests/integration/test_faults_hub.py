@@ -201,7 +201,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         for user in ("ann", "ben", "cat", "dan"):
             hub.create_user(user)
         db = Database(f"sqlite:///{hub.workdir}/esap.sqlite")
-        db.create_all()
+        db.ensure_schema()
         yield Env(sim=sim, hub=hub, db=db, started=time.time())
     finally:
         hub.stop()

@@ -129,7 +129,7 @@ async def test_staging_cut_by_an_outage_then_retried_reuses_the_rule_and_records
     rucio_server.upload_dataset(scope, "set", files, REMOTE_RSE)
     did = f"{scope}:set"
     db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
-    db.create_all()
+    db.ensure_schema()
     cat = catalogue(rucio_server)
     messages: list[str] = []
 

@@ -85,7 +85,7 @@ def test_hub_restart_during_staging(hub: HubProcess, rucio_server: RucioServer, 
     rucio_server.complete_transfer(LOCAL_RSE, files[:1])
 
     def one_file_recorded() -> bool:
-        db.create_all()
+        db.ensure_schema()
         return any(s.files_done == 1 for s in db.staging_between(started - 1))
 
     wait(one_file_recorded, "1/3 files in the staging row")

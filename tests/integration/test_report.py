@@ -73,7 +73,7 @@ def recorded(tmp_path: Path) -> tuple[str, dict[str, list[float]]]:
     """A database with known spawns of three profiles, staging and availability."""
     url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
     db = Database(url)
-    db.create_all()
+    db.ensure_schema()
     rng = random.Random(42)
     base = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
     durations: dict[str, list[float]] = {"small": [], "gpu": []}
@@ -172,7 +172,7 @@ def test_empty_database_still_writes_a_page(tmp_path: Path, create_tables: bool)
     path = tmp_path / "empty.sqlite"
     db = Database(f"sqlite:///{path}")
     if create_tables:
-        db.create_all()
+        db.ensure_schema()
     else:
         path.touch()
     db.dispose()

@@ -42,7 +42,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def fill(db: Database) -> None:
     """small: successes of 10, 40, 20 s (median 20) and a failure; gpu: 5 and 7 s."""
-    db.create_all()
+    db.ensure_schema()
     spawns = [("small", 10, "success"), ("small", 999, "failure"), ("small", 40, "success"),
               ("small", 20, "success"), ("gpu", 5, "success"), ("gpu", 7, "success")]  # fmt: skip
     for i, (profile, seconds, outcome) in enumerate(spawns):
@@ -135,8 +135,9 @@ def test_the_managed_service_gets_the_spawners_database(
 ) -> None:
     from tests.integration import test_config_d as snippets
 
-    for key in (*snippets.ENV_KEYS, "ESAP_DATABASE_URL"):
+    for key in snippets.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)  # the default database, sqlite:///esap.sqlite, lands here
     monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
     url = "postgresql+psycopg://esap:secret@db/esap"
     if how == "environment":

@@ -1,0 +1,1 @@
+"""Alembic migrations of the ``esap_*`` tables; run through :mod:`esap_spawner.observe.schema`."""

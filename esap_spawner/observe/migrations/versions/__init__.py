@@ -1,0 +1,1 @@
+"""One file per revision, in one linear history (see docs/operations.md)."""
