@@ -46,6 +46,7 @@ __all__ = [
     "StagingConfig",
     "StaticCatalogue",
     "StaticDataset",
+    "WorkflowConfig",
     "format_path",
     "load_site",
     "parse_site",
@@ -164,6 +165,13 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class WorkflowConfig:
+    """Where workflows may come from: ``allowed_hosts`` empty means any https host."""
+
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     limited_threshold: int = 2
     locality_max_dids: int = 1000
@@ -177,6 +185,7 @@ class Site:
     profiles: tuple[Profile, ...]
     data: DataConfig = field(default_factory=DataConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    workflows: WorkflowConfig = field(default_factory=WorkflowConfig)
     source: str = "site.yaml"
 
     def profile(self, slug: str) -> Profile:
@@ -425,6 +434,9 @@ def _build(data: Mapping[str, Any], *, source: str) -> Site:
         service=ServiceConfig(
             limited_threshold=mapping(service.get("availability")).get("limited_threshold", 2),
             locality_max_dids=mapping(service.get("locality")).get("max_dids", 1000),
+        ),
+        workflows=WorkflowConfig(
+            allowed_hosts=tuple(mapping(data.get("workflows")).get("allowed_hosts") or ())
         ),
         source=source,
     )

@@ -1,17 +1,28 @@
-"""User options: the one validator that the spawn form, ESAP deep links and the REST API meet.
+"""User options, declared once: the form, the JSON Schema and the validator come from one list.
+
+:data:`OPTIONS` declares every option a user may send (``profile``, ``dataset``,
+``workflow``, ``ref``, ``filepath``): its name (the form field, the query argument and the
+JSON key), its label and help for the form, the JSON Schema of its value, and the check
+that turns a raw value into a valid one. Everything else is derived from that list, as
+dask-gateway's ``options.py`` does:
+
+- :func:`options_schema`: the JSON Schema of the options (``additionalProperties: false``),
+  kept as ``UserOptions`` in the service's ``openapi.json`` and served, narrowed to the
+  caller's profiles, at ``GET api/v1/options``;
+- :func:`form_fields`: the fields of the spawn form (``templates/form.html``);
+- :func:`validate_options`: the one validator that the spawn form, ESAP deep links and the
+  REST API meet. Only declared keys survive, so nothing a user sends can set an image, a
+  volume, a resource or any other pod field. Every refusal is an :class:`OptionsError`
+  naming the field and saying what was wrong in words a user understands.
 
 Three ways in, one way through:
 
 - :func:`options_from_form_data` shapes the spawn form's fields,
-- :func:`options_from_query` shapes the query string of an ESAP deep link
-  (``/hub/spawn?profile=<slug>&dataset=<scope:name>&dataset=...&workflow=<https-url>&ref=<ref>&filepath=<path>``),
-- the JSON body of ``POST /hub/api/users/{name}/server`` is used as it is,
-
-and all three go through :func:`validate_options`, which accepts only the keys ``profile``,
-``dataset``, ``workflow``, ``ref`` and ``filepath`` and returns a :class:`UserOptions`. No other
-key survives, so nothing a user sends can set an image, a volume, a resource or any other pod
-field. Every refusal is an :class:`OptionsError` naming the field and saying what was wrong in
-words a user understands.
+- :func:`options_from_query` shapes the query string of a deep link, in JupyterHub 6's
+  style (``/hub/spawn?opt-profile=<slug>&opt-dataset=<scope:name>&opt-workflow=...``) or
+  the older one without ``opt-`` (the rule is JupyterHub 6's: when any argument starts
+  with ``opt-``, only those count),
+- the JSON body of ``POST /hub/api/users/{name}/server`` is used as it is.
 
 Decisions:
 
@@ -21,41 +32,59 @@ Decisions:
   list of strings, taken as given (no splitting).
 - A DID asked for twice is kept once (first position wins): asking twice is harmless.
 - Empty strings and JSON ``null`` mean "not given".
+- ``ref=HEAD`` means the repository's default branch, as git and ESAP use it: the same as
+  no ref.
+- A site may list the hosts workflows may come from (``workflows.allowed_hosts`` in the
+  site file); a workflow from any other host is refused.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
-from esap_spawner.data.did import DidError, parse_did
+from esap_spawner.data.did import DID_PATTERN
 from esap_spawner.site.profiles import Profile, default_profile, may_use
+from esap_spawner.spawn.option_values import (
+    MAX_FILEPATH,
+    MAX_REF,
+    MAX_URL,
+    REF_CHARS,
+    OptionsError,
+    host_allowed,
+    text_value,
+    validate_did,
+    validate_filepath,
+    validate_ref,
+    validate_workflow,
+    workflow_host,
+)
 
-ALLOWED_KEYS = ("profile", "dataset", "workflow", "ref", "filepath")
+__all__ = [
+    "ALLOWED_KEYS",
+    "OPTIONS",
+    "Option",
+    "OptionsError",
+    "UserOptions",
+    "form_fields",
+    "host_allowed",
+    "options_from_form_data",
+    "options_from_query",
+    "options_schema",
+    "query_options",
+    "validate_did",
+    "validate_filepath",
+    "validate_options",
+    "validate_ref",
+    "validate_workflow",
+]
 
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
-_URL_PATH = re.compile(r"^[A-Za-z0-9._~/%+\-@=]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# What the checkout init program (datalinks.py) accepts: refuse the rest here, at once.
-_REF_CHARS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./\-]*$")
 _SPLIT = re.compile(r"[\s,]+")
-MAX_URL = 2000
-MAX_REF = 255
-MAX_FILEPATH = 1024
 
-
-class OptionsError(ValueError):
-    """User options refused. ``field`` names the option; ``forbidden`` marks a refusal on
-    permission (a profile the user may not use), which callers answer with 403."""
-
-    def __init__(self, field: str, message: str, *, forbidden: bool = False) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.forbidden = forbidden
+QUERY_PREFIX = "opt-"
+DEFAULT_BRANCH = "HEAD"
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,212 @@ class UserOptions:
             ref=data.get("ref"),
             filepath=data.get("filepath"),
         )
+
+    @property
+    def asks_to_run_code(self) -> bool:
+        """True when these options bring someone else's code or data into the server: a
+        link carrying them opens the form to confirm instead of starting at once."""
+        return bool(self.workflow or self.datasets)
+
+
+# -- the declaration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the checks need to know about the site and the user."""
+
+    profiles: Sequence[Profile]
+    groups: Sequence[str] = ()
+    is_admin: bool = False
+    max_datasets: int = 100
+    workflow_hosts: Sequence[str] = ()
+
+
+def _check_profile(raw: Any, ctx: Context) -> str:
+    usable = [p for p in ctx.profiles if may_use(p, groups=ctx.groups, is_admin=ctx.is_admin)]
+    if raw is None:
+        chosen = default_profile(usable)
+        if chosen is None:
+            if not usable:
+                raise OptionsError(
+                    "profile",
+                    "there is no profile you may use; ask the hub's administrators",
+                    forbidden=True,
+                )
+            names = ", ".join(p.slug for p in usable)
+            raise OptionsError("profile", f"choose a profile: {names}")
+        return chosen.slug
+    slug = text_value("profile", raw)
+    profile = next((p for p in ctx.profiles if p.slug == slug), None)
+    if profile is None:
+        names = ", ".join(p.slug for p in usable) or "none"
+        raise OptionsError("profile", f"no profile {slug[:80]!r}; available: {names}")
+    if profile not in usable:
+        raise OptionsError(
+            "profile",
+            f"you may not use the profile {slug!r}: it is for members of "
+            f"{', '.join(profile.allowed_groups)}",
+            forbidden=True,
+        )
+    return slug
+
+
+def _check_datasets(raw: Any, ctx: Context) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple):
+        raise OptionsError(
+            "dataset", f"dataset must be a DID or a list of DIDs, got {type(raw).__name__}"
+        )
+    dids = tuple(dict.fromkeys(validate_did(d) for d in items))
+    if len(dids) > ctx.max_datasets:
+        raise OptionsError(
+            "dataset",
+            f"too many datasets: {len(dids)} asked, at most {ctx.max_datasets} per server",
+        )
+    return dids
+
+
+def _check_workflow(raw: Any, ctx: Context) -> str | None:
+    if raw is None:
+        return None
+    url = validate_workflow(raw)
+    host = workflow_host(url)
+    if not host_allowed(host, ctx.workflow_hosts):
+        raise OptionsError(
+            "workflow",
+            f"this hub does not start workflows from {host}; allowed hosts: "
+            f"{', '.join(ctx.workflow_hosts)}",
+            forbidden=True,
+        )
+    return url
+
+
+def _check_ref(raw: Any, ctx: Context) -> str | None:
+    if raw is None:
+        return None
+    ref = validate_ref(raw)
+    return None if ref == DEFAULT_BRANCH else ref
+
+
+def _check_filepath(raw: Any, ctx: Context) -> str | None:
+    return None if raw is None else validate_filepath(raw)
+
+
+Widget = Literal["profiles", "textarea", "url", "text"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user option: where it shows, what it accepts, how it is checked.
+
+    ``schema`` is the JSON Schema of the value as the REST API takes it; ``check`` turns a
+    raw value (None when not given) into the valid one or raises :class:`OptionsError`;
+    ``needs`` names an option that must be given too.
+    """
+
+    name: str
+    label: str
+    help: str
+    schema: Mapping[str, Any]
+    check: Callable[[Any, Context], Any]
+    widget: Widget
+    placeholder: str = ""
+    needs: str | None = None
+
+
+_DID_SCHEMA = {"type": "string", "pattern": DID_PATTERN, "examples": ["lofar:L123456"]}
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        name="profile",
+        label="Compute profile",
+        help="The slug of a compute profile you may use; the site's default profile when "
+        "not given.",
+        schema={"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"},
+        check=_check_profile,
+        widget="profiles",
+    ),
+    Option(
+        name="dataset",
+        label="Datasets",
+        help="Rucio DIDs (scope:name), mounted read-only under ~/datasets; one per line "
+        "on the form.",
+        schema={"oneOf": [_DID_SCHEMA, {"type": "array", "items": _DID_SCHEMA}]},
+        check=_check_datasets,
+        widget="textarea",
+        placeholder="lofar:L123456",
+    ),
+    Option(
+        name="workflow",
+        label="Workflow",
+        help="An https git repository, checked out into your home.",
+        schema={"type": "string", "format": "uri", "pattern": "^https://", "maxLength": MAX_URL},
+        check=_check_workflow,
+        widget="url",
+        placeholder="https://git.example.org/group/notebooks.git",
+    ),
+    Option(
+        name="ref",
+        label="Git ref",
+        help="Branch, tag or commit of the workflow; its default branch when not given (or HEAD).",
+        schema={"type": "string", "pattern": REF_CHARS.pattern, "maxLength": MAX_REF},
+        check=_check_ref,
+        widget="text",
+        needs="workflow",
+    ),
+    Option(
+        name="filepath",
+        label="File to open",
+        help="A path inside the workflow's repository, opened in JupyterLab.",
+        schema={"type": "string", "maxLength": MAX_FILEPATH},
+        check=_check_filepath,
+        widget="text",
+        needs="workflow",
+    ),
+)
+ALLOWED_KEYS = tuple(o.name for o in OPTIONS)
+
+
+def options_schema(profiles: Sequence[Profile] | None = None) -> dict[str, Any]:
+    """The JSON Schema of the options; with ``profiles``, ``profile`` is one of theirs (and
+    defaults to the default one), as ``GET api/v1/options`` answers a caller."""
+    properties: dict[str, Any] = {}
+    for option in OPTIONS:
+        properties[option.name] = {"title": option.label, "description": option.help,
+                                   **option.schema}  # fmt: skip
+    if profiles is not None:
+        slugs = [p.slug for p in profiles]
+        properties["profile"] = {**properties["profile"], "enum": slugs}
+        default = default_profile(profiles)
+        if default is not None:
+            properties["profile"]["default"] = default.slug
+    return {
+        "title": "UserOptions",
+        "description": "Options of one spawn: the spawn form's fields, the deep link's query "
+        "arguments (opt-<name>) and the REST body of POST /hub/api/users/{name}/server.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "dependentRequired": {o.name: [o.needs] for o in OPTIONS if o.needs},
+    }
+
+
+def form_fields(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The form's fields after the profiles, each with the text it is prefilled with."""
+    fields = []
+    for option in OPTIONS:
+        if option.widget == "profiles":
+            continue
+        value = values.get(option.name)
+        if isinstance(value, list | tuple):
+            text = "\n".join(str(v) for v in value)
+        else:
+            text = value if isinstance(value, str) else ""
+        fields.append({"option": option, "value": text})
+    return fields
 
 
 # -- shaping form and query input ------------------------------------------------------
@@ -123,146 +358,32 @@ def options_from_form_data(form: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     return _shape(form, drop=("_xsrf",))
 
 
+def query_options(query: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
+    """The options in a ``/hub/spawn`` query string, by JupyterHub 6's rule: when any
+    argument starts with ``opt-``, only those are options (the prefix removed); otherwise
+    every argument but the hub's own (``_xsrf``, ``next``, ``display_name``) is one.
+    JupyterHub 6 applies the rule before the spawner sees the query; JupyterHub 5 and the
+    form's prefill do not, so it is applied here too (it changes nothing the second time).
+    """
+    prefixed = {k[len(QUERY_PREFIX) :]: v for k, v in query.items() if k.startswith(QUERY_PREFIX)}
+    if prefixed:
+        return prefixed
+    return {k: v for k, v in query.items() if k not in ("_xsrf", "next", "display_name")}
+
+
 def options_from_query(query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """Raw options from a deep link's query string (``{name: [values]}``), as the form."""
-    return _shape(query, drop=("_xsrf", "next"))
+    return _shape(query_options(query), drop=())
 
 
-# -- validators, one per field ---------------------------------------------------------
-
-
-def _text(field: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise OptionsError(field, f"{field} must be text, got {type(value).__name__}")
-    if _CONTROL.search(value):
-        raise OptionsError(field, f"{field} must not contain control characters")
-    return value
-
-
-def validate_did(did: Any) -> str:
-    """A DID written ``scope:name`` (the grammar: :func:`esap_spawner.data.did.parse_did`)."""
-    text = _text("dataset", did)
-    try:
-        parse_did(text)
-    except DidError as e:
-        raise OptionsError("dataset", f"dataset {e}") from None
-    return text
-
-
-def validate_workflow(url: Any) -> str:
-    """An ``https://host/path`` git URL without credentials, query or shell characters."""
-    text = _text("workflow", url).strip()
-    refuse = "workflow must be an https URL of a git repository, e.g. https://git.example.org/group/repo.git"
-    if len(text) > MAX_URL:
-        raise OptionsError("workflow", f"workflow URL is longer than {MAX_URL} characters")
-    if not text.lower().startswith("https://"):
-        raise OptionsError("workflow", f"{refuse}; got {text[:80]!r}")
-    parts = urlsplit(text)
-    if "@" in parts.netloc:
-        raise OptionsError("workflow", "workflow URL must not carry a user name or password")
-    if not _HOST.match(parts.netloc):
-        raise OptionsError("workflow", f"{refuse}; the host {parts.netloc!r} is not valid")
-    if parts.query or parts.fragment or not _URL_PATH.match(parts.path):
-        raise OptionsError(
-            "workflow", f"{refuse}; it may not contain spaces, quotes, '?', '#' or shell characters"
-        )
-    if ".." in parts.path.split("/"):
-        raise OptionsError("workflow", "workflow URL must not contain '..' segments")
-    if parts.path.strip("/") == "":
-        raise OptionsError("workflow", f"{refuse}; the repository path is missing")
-    return text
-
-
-def validate_ref(ref: Any) -> str:
-    """A git branch, tag or commit following ``git check-ref-format`` rules."""
-    text = _text("ref", ref)
-    problem = None
-    if len(text) > MAX_REF:
-        problem = f"at most {MAX_REF} characters"
-    elif text.startswith("-"):
-        problem = "must not start with '-'"
-    elif any(c.isspace() for c in text) or any(c in text for c in "~^:?*[\\"):
-        problem = "must not contain spaces or any of ~ ^ : ? * [ \\"
-    elif ".." in text or "@{" in text or "//" in text or text == "@":
-        problem = "must not contain '..', '@{' or '//', nor be '@'"
-    elif text.startswith(("/", ".")) or text.endswith(("/", ".", ".lock")):
-        problem = "must not start with '/' or '.', nor end with '/', '.' or '.lock'"
-    elif any(part.startswith(".") or part.endswith(".lock") for part in text.split("/")):
-        problem = "no part may start with '.' or end with '.lock'"
-    elif not _REF_CHARS.match(text):
-        problem = (
-            "only letters, digits, '_', '.', '/' and '-' are accepted, "
-            "starting with a letter, digit or '_'"
-        )
-    if problem:
-        raise OptionsError("ref", f"ref {text[:80]!r} is not a valid git ref: {problem}")
-    return text
-
-
-def validate_filepath(path: Any) -> str:
-    """A path relative to the repository, without ``..`` segments or backslashes."""
-    text = _text("filepath", path)
-    if len(text) > MAX_FILEPATH:
-        raise OptionsError("filepath", f"filepath is longer than {MAX_FILEPATH} characters")
-    if text.startswith("/"):
-        raise OptionsError(
-            "filepath", "filepath must be relative to the repository, not start with '/'"
-        )
-    if "\\" in text:
-        raise OptionsError("filepath", "filepath must use '/' between folders, not '\\'")
-    if ".." in text.split("/"):
-        raise OptionsError("filepath", "filepath must not contain '..'")
-    return text
+def query_string_keys(style: Literal["opt", "plain"]) -> dict[str, str]:
+    """The query argument of each option in a hub's style: ``opt-profile`` (JupyterHub 6)
+    or ``profile`` (JupyterHub 5)."""
+    prefix = QUERY_PREFIX if style == "opt" else ""
+    return {name: prefix + name for name in ALLOWED_KEYS}
 
 
 # -- the validator ---------------------------------------------------------------------
-
-
-def _pick_profile(
-    raw: Any, profiles: Sequence[Profile], *, groups: Sequence[str], is_admin: bool
-) -> str:
-    usable = [p for p in profiles if may_use(p, groups=groups, is_admin=is_admin)]
-    if raw is None:
-        chosen = default_profile(usable)
-        if chosen is None:
-            if not usable:
-                raise OptionsError(
-                    "profile",
-                    "there is no profile you may use; ask the hub's administrators",
-                    forbidden=True,
-                )
-            names = ", ".join(p.slug for p in usable)
-            raise OptionsError("profile", f"choose a profile: {names}")
-        return chosen.slug
-    slug = _text("profile", raw)
-    profile = next((p for p in profiles if p.slug == slug), None)
-    if profile is None:
-        names = ", ".join(p.slug for p in usable) or "none"
-        raise OptionsError("profile", f"no profile {slug[:80]!r}; available: {names}")
-    if profile not in usable:
-        raise OptionsError(
-            "profile",
-            f"you may not use the profile {slug!r}: it is for members of "
-            f"{', '.join(profile.allowed_groups)}",
-            forbidden=True,
-        )
-    return slug
-
-
-def _datasets(raw: Any, max_datasets: int) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple):
-        raise OptionsError(
-            "dataset", f"dataset must be a DID or a list of DIDs, got {type(raw).__name__}"
-        )
-    dids = tuple(dict.fromkeys(validate_did(d) for d in items))
-    if len(dids) > max_datasets:
-        raise OptionsError(
-            "dataset", f"too many datasets: {len(dids)} asked, at most {max_datasets} per server"
-        )
-    return dids
 
 
 def validate_options(
@@ -272,8 +393,10 @@ def validate_options(
     groups: Iterable[str],
     is_admin: bool,
     max_datasets: int,
+    workflow_hosts: Sequence[str] = (),
 ) -> UserOptions:
-    """Check raw user options and return them typed, or raise :class:`OptionsError`."""
+    """Check raw user options against :data:`OPTIONS` and return them typed, or raise
+    :class:`OptionsError`."""
     if not isinstance(raw, Mapping):
         raise OptionsError("options", f"options must be a JSON object, got {type(raw).__name__}")
     for key in raw:
@@ -282,24 +405,35 @@ def validate_options(
             raise OptionsError(
                 str(shown), f"unknown option {shown!r}; allowed: {', '.join(ALLOWED_KEYS)}"
             )
+    ctx = Context(
+        profiles=site_profiles,
+        groups=list(groups),
+        is_admin=is_admin,
+        max_datasets=max_datasets,
+        workflow_hosts=workflow_hosts,
+    )
 
     def given(key: str) -> Any:
         value = raw.get(key)
         return None if value == "" else value
 
-    group_list = list(groups)
-    profile = _pick_profile(given("profile"), site_profiles, groups=group_list, is_admin=is_admin)
-    datasets = _datasets(given("dataset"), max_datasets)
-    workflow = given("workflow")
-    ref, filepath = given("ref"), given("filepath")
-    if workflow is None:
-        for key, value in (("ref", ref), ("filepath", filepath)):
-            if value is not None:
-                raise OptionsError(key, f"{key} needs a workflow (the repository it belongs to)")
+    for option in OPTIONS:
+        if option.needs and given(option.name) is not None and given(option.needs) is None:
+            raise OptionsError(
+                option.name,
+                f"{option.name} needs a {option.needs} (the repository it belongs to)",
+            )
+    checked = {option.name: option.check(given(option.name), ctx) for option in OPTIONS}
     return UserOptions(
-        profile=profile,
-        datasets=datasets,
-        workflow=None if workflow is None else validate_workflow(workflow),
-        ref=None if ref is None else validate_ref(ref),
-        filepath=None if filepath is None else validate_filepath(filepath),
+        profile=checked["profile"],
+        datasets=checked["dataset"],
+        workflow=checked["workflow"],
+        ref=checked["ref"],
+        filepath=checked["filepath"],
     )
+
+
+if __name__ == "__main__":  # the schema kept in the service's openapi.json
+    import json
+
+    print(json.dumps(options_schema(), indent=2))

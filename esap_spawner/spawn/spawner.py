@@ -54,10 +54,18 @@ from esap_spawner.site.profiles import (
     visible_profiles,
 )
 from esap_spawner.spawn import objects
-from esap_spawner.spawn.data import DataSpawnerMixin
+from esap_spawner.spawn.confirm import (
+    ConfirmFirst,
+    dataset_localities,
+    quiet_confirmations,
+    summary,
+)
+from esap_spawner.spawn.data import DataSpawnerMixin, site_catalogue
 from esap_spawner.spawn.options import (
+    OPTIONS,
     OptionsError,
     UserOptions,
+    form_fields,
     options_from_form_data,
     options_from_query,
     validate_options,
@@ -160,6 +168,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
     _esap_attempt: SpawnAttempt | None = None
     _esap_reservation: Reservation | None = None
     _esap_query: dict[str, list[str]] | None = None
+    _esap_confirm: dict[str, Any] | None = None
 
     site_file = Unicode(
         "/etc/esap/site.yaml",
@@ -221,6 +230,16 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         Upgrade the database's esap tables to this esap-spawner's schema when the hub
         starts (`jupyterhub_config.d/15-esap-database.py`) or first uses them. False (the
         default): an out-of-date schema stops the hub, naming `esap-spawner db upgrade`.
+        """,
+    )
+
+    link_locality_timeout = Float(
+        10.0,
+        config=True,
+        help="""
+        Seconds the confirmation of a spawn link waits for the data catalogue to say where
+        the link's datasets are; past it the form says "locality unknown" (the spawn
+        itself still stages what is missing).
         """,
     )
 
@@ -395,14 +414,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             # a radio group shows one choice checked: the default, else the first
             preselected = default_profile(profiles) or next(iter(profiles), None)
             selected = preselected.slug if preselected is not None else None
-        datasets = chosen.get("dataset") or []
-        if isinstance(datasets, str):
-            datasets = [datasets]
-
-        def text(key: str) -> str:
-            value = chosen.get(key)
-            return value if isinstance(value, str) else ""
-
+        confirm, self._esap_confirm = self._esap_confirm, None
         return _templates.get_template("form.html").render(
             profiles=[
                 {
@@ -412,11 +424,10 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
                 }
                 for p in profiles
             ],
+            profile_option=OPTIONS[0],
             selected=selected,
-            datasets="\n".join(str(d) for d in datasets),
-            workflow=text("workflow"),
-            ref=text("ref"),
-            filepath=text("filepath"),
+            fields=form_fields(chosen),
+            confirm=confirm,
         )
 
     # -- the one validator, three ways in -----------------------------------------------
@@ -430,6 +441,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
                 groups=self._user_groups(),
                 is_admin=self._is_admin(),
                 max_datasets=self._max_datasets(),
+                workflow_hosts=self.site.workflows.allowed_hosts,
             )
         except OptionsError as e:
             status = 403 if getattr(e, "forbidden", False) else 400
@@ -446,13 +458,26 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             raise refusal(400, str(e)) from None
         return self._validated(raw).to_dict()
 
-    def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
-        self._esap_query = query_data  # for the form, if this link is refused
+    async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
+        """A link's options; one with a workflow or datasets is confirmed on the form first
+        (see :mod:`esap_spawner.spawn.confirm`), a dataset not in the catalogue refused."""
+        self._esap_query = query_data  # for the form, if this link is refused or confirmed
         try:
             raw = options_from_query(query_data)
         except OptionsError as e:
             raise refusal(400, str(e)) from None
-        return self._validated(raw).to_dict()
+        options = self._validated(raw)
+        if not options.asks_to_run_code:
+            return options.to_dict()
+        localities = await dataset_localities(
+            site_catalogue(self.site), options.datasets, timeout=self.link_locality_timeout
+        )
+        missing = [loc.message for loc in localities.values() if loc.status == "not_found"]
+        if missing:
+            raise refusal(404, "; ".join(missing))
+        self._esap_confirm = summary(options, self.site.profile(options.profile), localities)
+        quiet_confirmations(self.log)
+        raise ConfirmFirst(options)
 
     async def load_user_options(self) -> None:
         # The REST API stores whatever JSON it was sent: validate it here, before

@@ -16,6 +16,7 @@ the form and the deep-link query: each is refused with a 400 naming it.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,9 @@ async def test_no_user_option_reaches_the_pod(
     text = value if isinstance(value, str) else str(value)
     for shape in (spawner.options_from_form, spawner.options_from_query):
         with pytest.raises(web.HTTPError) as refused:
-            shape({"profile": ["small"], key: [text]})
+            shaped = shape({"profile": ["small"], key: [text]})
+            if inspect.isawaitable(shaped):  # options_from_query is a coroutine
+                await shaped
         assert refused.value.status_code == 400
         assert key[:40] in str(refused.value.log_message)
 

@@ -219,10 +219,24 @@ def test_form_lists_only_usable_profiles_and_shows_refusals(hub: HubProcess, sim
     assert user_pods(sim, hub, "fred") == []
 
 
-def test_query_link_spawns_with_profile(hub: HubProcess, sim: Any) -> None:
+def test_query_link_with_a_dataset_asks_first(hub: HubProcess, sim: Any) -> None:
+    """A link with a dataset opens the prefilled form with the summary; only the form's
+    POST (the Start button) starts the server. A profile-only link starts at once."""
     hub.create_user("quinn")
     browser = hub.login("quinn")
-    r = browser.get(f"{hub.url}/hub/spawn?profile=small&dataset=lofar:L1", timeout=30)
+    r = browser.get(f"{hub.url}/hub/spawn?opt-profile=small&opt-dataset=lofar:L1", timeout=30)
+    assert r.status_code == 200
+    assert 'id="esap-confirm"' in r.text and "<code>lofar:L1</code>" in r.text
+    assert "lofar:L1</textarea>" in r.text
+    assert "Error" not in r.text.split('id="esap-confirm"')[0].split("<form")[-1]
+    assert hub.api("GET", "/users/quinn").json()["servers"] == {}
+    assert user_pods(sim, hub, "quinn") == []
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    r = browser.post(
+        f"{hub.url}/hub/spawn",
+        data={"profile": "small", "dataset": "lofar:L1", "_xsrf": xsrf},
+        timeout=30,
+    )
     assert r.status_code == 200
     hub.wait_for_server("quinn")
     (pod,) = user_pods(sim, hub, "quinn")

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from esap_spawner.site.profiles import Profile
 from esap_spawner.spawn.options import (
     ALLOWED_KEYS,
+    OPTIONS,
     OptionsError,
     UserOptions,
+    form_fields,
     options_from_form_data,
     options_from_query,
+    options_schema,
+    query_options,
+    query_string_keys,
     validate_did,
     validate_filepath,
     validate_options,
@@ -27,6 +35,7 @@ SMALL = Profile(slug="small", display_name="Small", default=True)
 CASA = Profile(slug="casa", display_name="CASA")
 GPU = Profile(slug="gpu", display_name="GPU", allowed_groups=("gpu-users", "ml"))
 PROFILES = (SMALL, CASA, GPU)
+OPENAPI = Path(__file__).resolve().parents[2] / "esap_spawner" / "service" / "openapi.json"
 
 
 def check(
@@ -370,3 +379,142 @@ def test_any_form_is_shaped_or_refused(form: dict[str, list[str]]) -> None:
     assert all(v != "" for v in raw.values())
     with contextlib.suppress(OptionsError):
         check(raw)
+
+
+# -- declared once: the query styles, the schema, the form ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # JupyterHub 6's style
+        (
+            {"opt-profile": ["casa"], "opt-dataset": ["a:b"], "next": ["/x"]},
+            {"profile": ["casa"], "dataset": ["a:b"]},
+        ),
+        # the older style, the hub's own arguments left out
+        (
+            {"profile": ["casa"], "_xsrf": ["t"], "next": ["/x"], "display_name": ["d"]},
+            {"profile": ["casa"]},
+        ),
+        # mixed: as JupyterHub 6 does, the un-prefixed ones are ignored
+        ({"opt-profile": ["casa"], "image": ["evil:1"]}, {"profile": ["casa"]}),
+        # already stripped by JupyterHub 6: applying the rule again changes nothing
+        (
+            {"profile": ["casa"], "workflow": ["https://h.org/r"]},
+            {"profile": ["casa"], "workflow": ["https://h.org/r"]},
+        ),
+    ],
+)
+def test_query_options_follow_jupyterhub_6(
+    query: dict[str, list[str]], expected: dict[str, list[str]]
+) -> None:
+    assert query_options(query) == expected
+
+
+def test_prefixed_query_is_validated_like_the_plain_one() -> None:
+    plain = options_from_query({"profile": ["casa"], "dataset": ["a:b,c:d"], **{"ref": []}})
+    prefixed = options_from_query({"opt-profile": ["casa"], "opt-dataset": ["a:b", "c:d"]})
+    assert check(plain) == check(prefixed) == UserOptions("casa", ("a:b", "c:d"))
+    with pytest.raises(OptionsError, match="unknown option 'image'"):
+        check(options_from_query({"opt-profile": ["casa"], "opt-image": ["evil:1"]}))
+
+
+def test_query_keys_in_each_style() -> None:
+    assert query_string_keys("opt")["workflow"] == "opt-workflow"
+    assert query_string_keys("plain")["workflow"] == "workflow"
+    assert set(query_string_keys("opt")) == set(ALLOWED_KEYS)
+
+
+@pytest.mark.parametrize("ref", ["HEAD", ""])
+def test_head_means_the_default_branch(ref: str) -> None:
+    options = check({**W, "ref": ref})
+    assert options.ref is None
+    assert "ref" not in options.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("url", "hosts", "allowed"),
+    [
+        ("https://github.com/a/b", (), True),
+        ("https://github.com/a/b", ("github.com",), True),
+        ("https://GitHub.com:443/a/b", ("github.com",), True),
+        ("https://gitlab.com/a/b", ("github.com",), False),
+        ("https://git.astron.nl/a/b", ("*.astron.nl",), True),
+        ("https://a.b.astron.nl/a/b", ("*.astron.nl",), True),
+        ("https://astron.nl/a/b", ("*.astron.nl",), False),
+        ("https://evilastron.nl/a/b", ("*.astron.nl",), False),
+        ("https://github.com.evil.org/a/b", ("github.com",), False),
+    ],
+)
+def test_workflow_hosts_allowlist(url: str, hosts: tuple[str, ...], allowed: bool) -> None:
+    raw = {"workflow": url}
+    if allowed:
+        assert check_hosts(raw, hosts).workflow == url
+        return
+    with pytest.raises(OptionsError, match="this hub does not start workflows from") as caught:
+        check_hosts(raw, hosts)
+    assert caught.value.field == "workflow" and caught.value.forbidden
+    assert ", ".join(hosts) in str(caught.value)
+
+
+def check_hosts(raw: dict[str, Any], hosts: tuple[str, ...]) -> UserOptions:
+    return validate_options(
+        raw,
+        site_profiles=PROFILES,
+        groups=(),
+        is_admin=False,
+        max_datasets=5,
+        workflow_hosts=hosts,
+    )
+
+
+def test_schema_is_the_declaration() -> None:
+    schema = options_schema()
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == list(ALLOWED_KEYS) == [o.name for o in OPTIONS]
+    assert schema["dependentRequired"] == {"ref": ["workflow"], "filepath": ["workflow"]}
+    for option in OPTIONS:
+        assert schema["properties"][option.name]["description"] == option.help
+    # narrowed to a caller's profiles, as GET api/v1/options answers
+    narrowed = options_schema([SMALL, CASA])["properties"]["profile"]
+    assert narrowed["enum"] == ["small", "casa"] and narrowed["default"] == "small"
+
+
+def test_the_schema_accepts_what_the_validator_accepts() -> None:
+    """Valid options, stored as user_options, are valid JSON for the schema; unknown keys
+    and dependent keys are refused by both."""
+    validator = Draft202012Validator(options_schema())
+    accepted = check(
+        {
+            "profile": "casa",
+            "dataset": ["lofar:L1", "a.b:c-d_e.f"],
+            **W,
+            "ref": "v1",
+            "filepath": "nb/a.ipynb",
+        }
+    ).to_dict()
+    assert list(validator.iter_errors(accepted)) == []
+    assert list(validator.iter_errors({"profile": "small", "image": "x"}))
+    assert list(validator.iter_errors({"ref": "main"}))
+    assert list(validator.iter_errors({"dataset": ["no-scope"]}))
+
+
+def test_openapi_keeps_the_declared_schema() -> None:
+    doc = json.loads(OPENAPI.read_text())
+    assert doc["components"]["schemas"]["UserOptions"] == options_schema(), (
+        "esap_spawner/service/openapi.json: components.schemas.UserOptions differs from the "
+        "declaration; replace it with the output of `python -m esap_spawner.spawn.options`"
+    )
+
+
+def test_form_fields_follow_the_declaration() -> None:
+    fields = form_fields({"dataset": ["a:b", "c:d"], "workflow": "https://h.org/r", "ref": 3})
+    assert [f["option"].name for f in fields] == ["dataset", "workflow", "ref", "filepath"]
+    values = {f["option"].name: f["value"] for f in fields}
+    assert values == {
+        "dataset": "a:b\nc:d",
+        "workflow": "https://h.org/r",
+        "ref": "",
+        "filepath": "",
+    }
