@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("esap_spawner.dev.demo", "run the whole product on this machine"),
     "report": ("esap_spawner.observe.report", "write the performance-assessment report"),
     "db": ("esap_spawner.observe.db_cli", "create, upgrade or check the database's esap tables"),
+    "esap-fixture": (
+        "esap_spawner.service.fixture_cli",
+        "print ESAP's facility fixture (YAML) from live hubs",
+    ),
 }
 
 

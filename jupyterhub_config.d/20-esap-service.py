@@ -31,6 +31,9 @@ ESAP_PORTAL_API_TOKEN
     ``esap-portal``) with this token; ESAP (or another portal) calls the API with it.
 ESAP_PORTAL_GROUPS, ESAP_PORTAL_USERS
     Comma-separated hub groups and users who also get the portal role.
+GIT_SSL_CAINFO
+    A CA bundle for workflow repositories' certificates, handed on to the managed
+    service (its launch route looks up default branches over https).
 ESAP_USER_ACCESS
     ``true`` (default): every user may call the service with their own token
     (``access:services!service=esap``) and sees the profiles they may start.
@@ -112,12 +115,19 @@ elif _esap_mode == "managed":
     if not _esap_port.isdigit():
         _esap_fatal(f"ESAP_SERVICE_PORT={_esap_port!r}: expected a port number")
     # JupyterHub passes managed services a minimal environment: hand on where the
-    # cluster is, so the service's cluster view follows the same cluster as the hub, and
+    # cluster is, so the service's cluster view follows the same cluster as the hub, the
+    # CA bundle git uses (the launch route asks workflow repositories for their default
+    # branch over https), and
     # the spawner's database (in the environment: a URL may hold a password, which a
     # command line would show to every local user).
     _esap_env = {
         name: os.environ[name]
-        for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        for name in (
+            "KUBECONFIG",
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "GIT_SSL_CAINFO",
+        )
         if os.environ.get(name)
     }
     if _esap_db_url:

@@ -21,15 +21,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import tornado.web
-from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
 from esap_spawner.service.catalogue import locality_backend
+from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
 from esap_spawner.service.history import SpawnHistory, every, sample_availability
+from esap_spawner.service.hub_version import installed_query_style, running_hub_query_style
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+from esap_spawner.service.launch import launch_routes
+from esap_spawner.service.portal import portal_routes
 from esap_spawner.service.state import ServiceState
+from esap_spawner.service.views import QueryStyle
 
 if TYPE_CHECKING:
     from esap_spawner.observe.db import Database
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
 
 log = logging.getLogger(__name__)
+
+_STYLES: dict[str, QueryStyle] = {"opt": "opt", "plain": "plain"}  # "auto": None
 
 
 def make_app(
@@ -55,12 +62,14 @@ def make_app(
     metrics_require_auth: bool = True,
     cluster_note: str | None = None,
     site_file: str | None = None,
+    query_style: QueryStyle | None = None,
+    default_branches: DefaultBranches | None = None,
 ) -> tornado.web.Application:
     """The service's tornado Application; see :mod:`esap_spawner.service.handlers`.
 
     ``may_use`` defaults to :func:`esap_spawner.site.profiles.may_use`. ``cluster_note`` says
     why availability is unknown when no cluster is configured (shown in answers and in
-    ``health``).
+    ``health``). ``query_style`` defaults to the style of the JupyterHub installed here.
     """
     if may_use is None:
         from esap_spawner.site.profiles import may_use as site_may_use
@@ -83,9 +92,11 @@ def make_app(
         metrics_require_auth=metrics_require_auth,
         cluster_note=cluster_note,
         site_file=site_file,
+        query_style=query_style or installed_query_style(),
+        default_branches=default_branches,
     )
     return tornado.web.Application(
-        routes(prefix),
+        routes(prefix) + portal_routes(prefix) + launch_routes(prefix),
         esap=state,
         esap_openapi=load_openapi(),
         default_handler_class=NotFoundHandler,
@@ -286,6 +297,32 @@ class ESAPService(Application):
             raise TraitError("history_refresh_seconds must be more than 0")
         return value
 
+    workflow_ca_file = Unicode(
+        help="""A CA bundle (PEM) for the https certificates of workflow repositories, used
+        when a launch link (``v2/git/...``) asks for ``HEAD`` and the service looks up the
+        repository's default branch, e.g. ``/etc/ssl/site-ca.pem``. Default:
+        ``GIT_SSL_CAINFO`` when set (git's own variable), else the system's CAs.""",
+    ).tag(config=True)
+
+    @default("workflow_ca_file")
+    def _default_workflow_ca_file(self) -> str:
+        return os.environ.get("GIT_SSL_CAINFO", "")
+
+    workflow_lookup_timeout = Float(
+        10.0,
+        help="""Seconds a launch link waits for a repository to name its default branch,
+        e.g. ``10``; past it the link gets a 504 page.""",
+    ).tag(config=True)
+
+    hub_query_style = Enum(
+        ["auto", "opt", "plain"],
+        "auto",
+        help="""How the published spawn links pass options to the hub: ``opt``
+        (``hub/spawn?opt-profile=small``, JupyterHub 6), ``plain`` (``?profile=small``,
+        JupyterHub 5), or ``auto``: asked from the running hub's API at start
+        (``JUPYTERHUB_API_URL``), else the JupyterHub installed beside the service.""",
+    ).tag(config=True)
+
     def build(self) -> tuple[tornado.web.Application, bool]:
         """The tornado app, and whether a cluster is configured to watch."""
         from esap_spawner.capacity.model import ClusterModel
@@ -329,6 +366,12 @@ class ESAPService(Application):
             metrics_require_auth=self.metrics_require_auth,
             cluster_note=note,
             site_file=self.site_file,
+            query_style=_STYLES.get(self.hub_query_style),
+            default_branches=DefaultBranches(
+                timeout=self.workflow_lookup_timeout,
+                ca_file=self.workflow_ca_file or None,
+                allowed_hosts=site.workflows.allowed_hosts,
+            ),
         )
         return app, watch
 
@@ -389,6 +432,9 @@ class ESAPService(Application):
                 )
                 await watcher.start()
                 warm = asyncio.create_task(self._warm(app, watcher))
+        api_url = os.environ.get("JUPYTERHUB_API_URL")
+        if self.hub_query_style == "auto" and api_url:
+            app.settings["esap"].query_style = await running_hub_query_style(api_url)
         background = self._start_history(app)
         server = app.listen(self.port, address=self.ip, xheaders=True)
         self.log.info("ESAP service listening on http://%s:%i%s", self.ip, self.port, self.prefix)

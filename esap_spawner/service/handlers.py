@@ -46,7 +46,6 @@ from esap_spawner.service.interfaces import CheckResult, LocalityUnavailable
 from esap_spawner.service.state import ServiceState
 from esap_spawner.service.views import (
     facility_body,
-    hub_root,
     iso_utc,
     profile_body,
     profiles_body,
@@ -204,7 +203,7 @@ class BaseHandler(web.RequestHandler):
 
     @property
     def hub_root(self) -> str:
-        return hub_root(self.state.site.facility.url, self.state.hub_base_url)
+        return self.state.hub_root
 
     def availability_message(self) -> str | None:
         state = self.state
@@ -243,7 +242,13 @@ class FacilityHandler(BaseHandler):
         state = self.state
         self.write_cached(
             ("facility",),
-            lambda: facility_body(state.site.facility, root=self.hub_root, prefix=state.prefix),
+            lambda: facility_body(
+                state.site.facility,
+                root=self.hub_root,
+                prefix=state.prefix,
+                launch_root=state.esap_url,
+                style=state.query_style,
+            ),
         )
 
 
@@ -269,6 +274,7 @@ class ProfilesHandler(BaseHandler):
                 root=self.hub_root,
                 with_groups=caller.is_portal,
                 message=message,
+                style=state.query_style,
             ),
         )
 
@@ -291,7 +297,11 @@ class ProfileHandler(BaseHandler):
                 "as_of": iso_utc(as_of),
                 "stale": stale,
                 "profile": profile_body(
-                    found[0], availability[slug], root=self.hub_root, with_groups=caller.is_portal
+                    found[0],
+                    availability[slug],
+                    root=self.hub_root,
+                    with_groups=caller.is_portal,
+                    style=state.query_style,
                 ),
             }
             if message:

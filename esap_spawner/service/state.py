@@ -14,11 +14,14 @@ from typing import Any
 
 from esap_spawner.observe.metrics import ServiceMetrics
 from esap_spawner.service.auth import AuthStrategy
+from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
+from esap_spawner.service.views import QueryStyle, esap_url, hub_root
 
 __all__ = ["ROUTES", "ServiceState"]
 
-ROUTES = ("facility", "profiles", "profile", "locality", "openapi", "health", "metrics", "other")
+ROUTES = ("facility", "profiles", "profile", "locality", "openapi", "options", "esap_fixture",
+          "launch", "health", "metrics", "other")  # fmt: skip
 
 
 class AnswerCache:
@@ -51,6 +54,9 @@ class ServiceState:
     stays True, the service is meant to run so; a configuration that failed to load:
     False, and health says so). ``auth`` is None when no strategy is configured: every
     token is then refused (401) and only anonymous access (if allowed) works.
+    ``query_style`` is how the running hub wants spawn options in a query string
+    (``opt``: ``opt-profile=``, JupyterHub 6; ``plain``: ``profile=``); the launch route
+    looks default branches up with ``default_branches`` (one with defaults when None).
     """
 
     site: Any
@@ -69,6 +75,8 @@ class ServiceState:
     cluster_ok: bool = True
     site_file: str | None = None
     site_mtime: float | None = None
+    query_style: QueryStyle = "opt"
+    default_branches: DefaultBranches | None = None
     metrics: ServiceMetrics = field(init=False)
     answers: AnswerCache = field(init=False, default_factory=AnswerCache)
 
@@ -84,6 +92,9 @@ class ServiceState:
                 self.site_mtime = os.stat(self.site_file).st_mtime
             except OSError:
                 self.site_mtime = None
+        if self.default_branches is None:
+            hosts = getattr(getattr(self.site, "workflows", None), "allowed_hosts", ())
+            self.default_branches = DefaultBranches(allowed_hosts=hosts)
         self.metrics = ServiceMetrics(
             view_age=self.capacity.view_age_seconds,
             profiles=[p.slug for p in self.profiles],
@@ -93,3 +104,13 @@ class ServiceState:
     @property
     def profiles(self) -> Sequence[Any]:
         return tuple(self.site.profiles)
+
+    @property
+    def hub_root(self) -> str:
+        """Where ``hub/...`` links start (the hub's public URL, else its base path)."""
+        return hub_root(self.site.facility.url, self.hub_base_url)
+
+    @property
+    def esap_url(self) -> str:
+        """What ESAP stores as this facility's ``url`` (see :func:`.views.esap_url`)."""
+        return esap_url(self.hub_root, prefix=self.prefix, hub_base_url=self.hub_base_url)

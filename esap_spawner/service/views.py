@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from esap_spawner.site.quantity import parse_bytes, parse_quantity
+from esap_spawner.spawn.options import query_string_keys
 
 __all__ = [
     "API_VERSION",
+    "esap_url",
     "facility_body",
     "iso_utc",
     "profile_body",
@@ -23,9 +25,17 @@ __all__ = [
 ]
 
 API_VERSION = "1.0"
-SPAWN_QUERY = (
-    "hub/spawn?profile={profile}&dataset={did}&workflow={workflow}&ref={ref}&filepath={filepath}"
-)
+QueryStyle = Literal["opt", "plain"]
+LAUNCH_TEMPLATE = "v2/git/{repo}/{ref}?urlpath=lab/tree/{filepath}"
+
+
+def spawn_query(style: QueryStyle) -> str:
+    """The deep-link template's query, in the style the running hub wants (``opt-profile=``
+    for JupyterHub 6, ``profile=`` before)."""
+    keys = query_string_keys(style)
+    values = {"profile": "{profile}", "dataset": "{did}", "workflow": "{workflow}",
+              "ref": "{ref}", "filepath": "{filepath}"}  # fmt: skip
+    return "hub/spawn?" + "&".join(f"{keys[name]}={values[name]}" for name in values)
 
 
 def iso_utc(timestamp: float | None) -> str | None:
@@ -42,18 +52,35 @@ def hub_root(facility_url: str | None, hub_base_url: str) -> str:
     return root if root.endswith("/") else root + "/"
 
 
-def spawn_url(profile_slug: str, *, root: str) -> str:
+def esap_url(root: str, *, prefix: str, hub_base_url: str) -> str:
+    """The URL ESAP stores as this facility's ``url``: its Deploy button appends
+    ``v2/git/...`` to it as it is, which must land on this service's launch route, so it is
+    the hub's public URL plus the service's path below the hub's base URL (with the
+    trailing ``/``): ``https://hub.example.org/services/esap/``."""
+    base = hub_base_url if hub_base_url.endswith("/") else hub_base_url + "/"
+    below = prefix[len(base) :] if prefix.startswith(base) else prefix.lstrip("/")
+    return root + below
+
+
+def spawn_url(profile_slug: str, *, root: str, style: QueryStyle = "plain") -> str:
     """The hub's deep link that opens the spawn page with this profile chosen."""
-    return f"{root}hub/spawn?profile={quote(profile_slug, safe='')}"
+    key = query_string_keys(style)["profile"]
+    return f"{root}hub/spawn?{key}={quote(profile_slug, safe='')}"
 
 
-def facility_body(facility: Any, *, root: str, prefix: str) -> dict[str, Any]:
-    """``GET api/v1/facility``: ESAP's Facility fields plus what a portal needs to link."""
+def facility_body(
+    facility: Any, *, root: str, prefix: str, launch_root: str, style: QueryStyle = "plain"
+) -> dict[str, Any]:
+    """``GET api/v1/facility``: ESAP's Facility fields plus what a portal needs to link.
+
+    ``url`` is ``launch_root`` (see :func:`esap_url`), what ESAP must store; ``hub_url`` is
+    the hub's own public URL."""
     api = f"{prefix}api/v1/"
     return {
         "name": facility.name,
         "description": facility.description,
-        "url": facility.url,
+        "url": launch_root,
+        "hub_url": root,
         "facilitytype": "jupyterhub",
         "keywords": list(facility.keywords),
         "api_version": API_VERSION,
@@ -63,10 +90,13 @@ def facility_body(facility: Any, *, root: str, prefix: str) -> dict[str, Any]:
             "profile": f"{api}profiles/{{slug}}",
             "locality": f"{api}locality",
             "openapi": f"{api}openapi.json",
+            "options": f"{api}options",
+            "esap_fixture": f"{api}esap/fixture",
             "health": f"{prefix}health",
             "metrics": f"{prefix}metrics",
         },
-        "spawn_url_template": root + SPAWN_QUERY,
+        "spawn_url_template": root + spawn_query(style),
+        "launch_url_template": launch_root + LAUNCH_TEMPLATE,
     }
 
 
@@ -114,7 +144,7 @@ def availability_body(availability: Any) -> dict[str, Any]:
 
 
 def profile_body(
-    profile: Any, availability: Any, *, root: str, with_groups: bool
+    profile: Any, availability: Any, *, root: str, with_groups: bool, style: QueryStyle = "plain"
 ) -> dict[str, Any]:
     """One profile as the API shows it; ``allowed_groups`` only for portal callers."""
     body: dict[str, Any] = {
@@ -125,7 +155,7 @@ def profile_body(
         "image": profile.image,
         "hardware_capabilities": list(profile.hardware_capabilities),
         "availability": availability_body(availability),
-        "spawn_url": spawn_url(profile.slug, root=root),
+        "spawn_url": spawn_url(profile.slug, root=root, style=style),
     }
     if with_groups:
         body["allowed_groups"] = sorted(profile.allowed_groups)
@@ -141,13 +171,14 @@ def profiles_body(
     root: str,
     with_groups: bool,
     message: str | None = None,
+    style: QueryStyle = "plain",
 ) -> dict[str, Any]:
     """``GET api/v1/profiles``: every visible profile with its live availability."""
     body: dict[str, Any] = {
         "as_of": iso_utc(as_of),
         "stale": stale,
         "profiles": [
-            profile_body(p, availability[p.slug], root=root, with_groups=with_groups)
+            profile_body(p, availability[p.slug], root=root, with_groups=with_groups, style=style)
             for p in profiles
         ],
     }

@@ -305,13 +305,20 @@ async def test_facility(service: Service) -> None:
     body = check_openapi("GET", "/api/v1/facility", r)
     assert body["name"] == "Test Hub"
     assert body["facilitytype"] == "jupyterhub"
-    assert body["url"] == "https://hub.example.org/"
+    # what ESAP stores: its Deploy appends v2/git/... and lands on this service
+    assert body["url"] == "https://hub.example.org/services/esap/"
+    assert body["hub_url"] == "https://hub.example.org/"
     assert body["keywords"] == ["radio", "gpu"]
     assert body["links"]["profiles"] == f"{PREFIX}api/v1/profiles"
     assert body["links"]["profile"] == f"{PREFIX}api/v1/profiles/{{slug}}"
+    assert body["links"]["options"] == f"{PREFIX}api/v1/options"
+    # the installed JupyterHub is 6: its query style
     assert body["spawn_url_template"] == (
-        "https://hub.example.org/hub/spawn?profile={profile}&dataset={did}"
-        "&workflow={workflow}&ref={ref}&filepath={filepath}"
+        "https://hub.example.org/hub/spawn?opt-profile={profile}&opt-dataset={did}"
+        "&opt-workflow={workflow}&opt-ref={ref}&opt-filepath={filepath}"
+    )
+    assert body["launch_url_template"] == (
+        "https://hub.example.org/services/esap/v2/git/{repo}/{ref}?urlpath=lab/tree/{filepath}"
     )
     assert r.headers["Cache-Control"] == "no-cache"
     assert r.headers["Content-Type"].startswith("application/json")
@@ -330,7 +337,7 @@ async def test_portal_sees_every_profile_with_groups(service: Service) -> None:
     assert body["stale"] is False
     assert body["as_of"] == "2026-01-01T00:00:00.000Z"
     assert "message" not in body
-    assert small["spawn_url"] == "https://hub.example.org/hub/spawn?profile=small"
+    assert small["spawn_url"] == "https://hub.example.org/hub/spawn?opt-profile=small"
     assert small["resources"] == {
         "cpu": {"guarantee": 1.0, "limit": 2.0},
         "memory": {

@@ -1,0 +1,314 @@
+"""The BinderHub-style launch route: real-world links parsed, hostile ones refused, redirects.
+
+The table holds links as ESAP's Deploy builds them (its f-string with ``quote_plus``,
+replicated here, not our helpers), as mybinder.org's form writes them, and as people type
+them; then hostile ones. The route itself runs in-process (the service's unit harness); the
+default-branch lookup over the network is tested in tests/integration/test_launch_hub.py.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from esap_spawner.service.binder import Launch, LaunchError, filepath_from_urlpath, parse_launch
+from esap_spawner.service.git_remote import RemoteError, default_branch
+from esap_spawner.service.hub_version import query_style_for
+from esap_spawner.service.launch import spawn_redirect
+from esap_spawner.service.views import esap_url
+from tests.unit import test_service_handlers as harness
+from tests.unit.test_service_handlers import PREFIX, Service, ServiceFactory, check_openapi
+
+# the service's in-process harness (fixtures)
+service_factory, site_file, token_file = (
+    harness.service_factory, harness.site_file, harness.token_file
+)  # fmt: skip
+
+REPO = "https://git.astron.nl/astron-sdc/escape-wp5/workflows/muse-demo.git"
+V2 = "https://h.org/services/esap/v2/"
+R = quote_plus("https://h.org/r.git")
+
+
+def esap_deploy(facility_url: str, repo: str, ref: str, filepath: str) -> str:
+    """ESAP's Deploy redirect (esap-api-gateway ida_views.py), replicated as written."""
+    return f"{facility_url}v2/git/{quote_plus(repo)}/{ref}?urlpath=lab" + (
+        "/tree/" + quote_plus(filepath) if filepath else ""
+    )
+
+
+def parse(link: str) -> Launch:
+    """Parse a link as the route does: the raw path after v2/<provider>/, the query."""
+    parts = urlsplit(link)
+    provider, _, spec = parts.path.split("/v2/", 1)[1].partition("/")
+    return parse_launch(provider, spec, parse_qs(parts.query, keep_blank_values=True))
+
+
+ACCEPTED: list[tuple[str, Launch]] = [
+    (esap_deploy("https://hub.example.org/services/esap/", REPO, "HEAD", ""), Launch(REPO)),
+    (
+        esap_deploy("https://h.org/services/esap/", REPO, "main", "notebooks/analysis.ipynb"),
+        Launch(REPO, "main", "notebooks/analysis.ipynb"),
+    ),
+    (
+        esap_deploy("https://h.org/services/esap/", REPO, "feature/x-1", "a b/c+d.ipynb"),
+        Launch(REPO, "feature/x-1", "a b/c+d.ipynb"),
+    ),
+    # mybinder.org's own form: quote(url, safe='') and urlpath encoded once
+    (
+        V2 + "git/"
+        + quote("https://gitlab.com/g/sub/r", safe="")
+        + "/v1.0?urlpath=%2Flab%2Ftree%2Findex.ipynb",
+        Launch("https://gitlab.com/g/sub/r", "v1.0", "index.ipynb"),
+    ),
+    # the repository URL encoded twice on the way
+    (
+        V2 + "git/" + quote(quote("https://h.org/r.git", safe=""), safe="")
+        + "/main",
+        Launch("https://h.org/r.git", "main"),
+    ),
+    # not encoded at all: the ref follows .git/, else it is the last segment
+    (V2 + "git/https://h.org/g/r.git/dev/x", Launch("https://h.org/g/r.git", "dev/x")),
+    (V2 + "git/https:/h.org/g/r/main", Launch("https://h.org/g/r", "main")),
+    # GitHub and GitLab shortcuts
+    (V2 + "gh/escape2020/school2021/HEAD?urlpath=tree/README.md",
+     Launch("https://github.com/escape2020/school2021", "HEAD", "README.md")),
+    (V2 + "gh/a/b/release/2.0?labpath=nb/x.ipynb",
+     Launch("https://github.com/a/b", "release/2.0", "nb/x.ipynb")),
+    (V2 + "gl/" + quote("group/sub/repo", safe="") + "/main?filepath=/x.ipynb",
+     Launch("https://gitlab.com/group/sub/repo", "main", "x.ipynb")),
+    # urlpath as Binder users write it
+    (V2 + "gh/a/b/main?urlpath=lab", Launch("https://github.com/a/b", "main")),
+    (V2 + "gh/a/b/main?urlpath=notebooks/n.ipynb",
+     Launch("https://github.com/a/b", "main", "n.ipynb")),
+    (V2 + "gh/a/b/main?urlpath=%2Fdoc%2Ftree%2Fn.ipynb",
+     Launch("https://github.com/a/b", "main", "n.ipynb")),
+    (V2 + "gh/a/b", Launch("https://github.com/a/b")),
+    # ours on top: a profile and datasets, plain or opt- prefixed
+    (V2 + "gh/a/b/main?profile=small&dataset=lofar:L1,lofar:L2",
+     Launch("https://github.com/a/b", "main", profile="small", datasets=("lofar:L1", "lofar:L2"))),
+    (V2 + "gh/a/b/main?opt-profile=gpu&opt-dataset=a:b&opt-dataset=a:b",
+     Launch("https://github.com/a/b", "main", profile="gpu", datasets=("a:b",))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("link", "expected"), ACCEPTED, ids=[a[0][:90] for a in ACCEPTED])
+def test_real_world_links(link: str, expected: Launch) -> None:
+    assert parse(link) == expected
+
+
+HOSTILE: list[tuple[str, str, str]] = [
+    # link tail after /v2/, the part named, a fragment of the message
+    ("git/" + quote_plus("http://h.org/r.git") + "/main", "repository", "https URL"),
+    ("git/" + quote_plus("file:///etc/passwd") + "/main", "repository", "https URL"),
+    ("git/" + quote_plus("ext::sh -c touch% /tmp/x") + "/main", "repository", "https URL"),
+    ("git/" + quote_plus("git@github.com:a/b.git") + "/main", "repository", "https URL"),
+    ("git/" + quote_plus("https://user:pw@h.org/r.git") + "/main", "repository", "password"),
+    ("git/" + quote_plus("https://h.org/r.git;id") + "/main", "repository", "shell"),
+    ("git/" + quote_plus("https://h.org/a/../b") + "/main", "repository", "'..'"),
+    ("git/" + quote_plus("https://h.org/") + "/main", "repository", "path is missing"),
+    ("git/" + quote_plus("https://h.org/r\n") + "/main", "repository", "control"),
+    ("git/notaurl/main", "repository", "https URL"),
+    (f"git/{R}/--upload-pack=touch", "ref", "'-'"),
+    (f"git/{R}/-x", "ref", "must not start with '-'"),
+    (f"git/{R}/a..b", "ref", "'..'"),
+    (f"git/{R}/a%20b", "ref", "spaces"),
+    (f"git/{R}/main?urlpath=lab/tree/../../etc/passwd",
+     "filepath", "'..'"),
+    (f"git/{R}/main?urlpath=lab/tree/" + quote_plus("a/../../x"),
+     "filepath", "'..'"),
+    (f"git/{R}/main?labpath=../x", "filepath", "'..'"),
+    (f"git/{R}/main?urlpath=voila/render/x.ipynb",
+     "urlpath", "not one this hub opens"),
+    (f"git/{R}/main?urlpath=lab&labpath=x", "labpath", "once"),
+    (f"git/{R}/main?image=evil:1", "image", "unknown query"),
+    (f"git/{R}/main?dataset=no-scope", "dataset", "scope:name"),
+    (f"git/{R}/main?profile=a&profile=b", "profile", "once"),
+    ("gh/a/b;c/main", "repository", "not a GitHub repository"),
+    ("gh/a", "repository", "not a GitHub repository"),
+    ("gl/" + quote("../etc", safe="") + "/main", "repository", "GitLab project"),
+    ("svn/x/main", "provider", "unknown provider"),
+    ("git/" + "a" * 5000, "repository", "longer than"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tail", "part", "fragment"), HOSTILE, ids=[h[0][:70] for h in HOSTILE])
+def test_hostile_links_are_refused(tail: str, part: str, fragment: str) -> None:
+    with pytest.raises(LaunchError) as caught:
+        parse(V2 + tail)
+    assert caught.value.part == part
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize("urlpath", ["lab/", "/lab", "tree", "", "lab/tree/"])
+def test_urlpaths_that_open_the_launcher(urlpath: str) -> None:
+    assert filepath_from_urlpath(urlpath) is None
+
+
+# -- what the route answers with --------------------------------------------------------
+
+
+def test_spawn_redirect_in_each_style() -> None:
+    launch = Launch(REPO, "main", "nb/a b.ipynb", "small", ("a:b",))
+    opt = spawn_redirect("/", launch, style="opt")
+    assert opt.startswith("/hub/spawn?opt-profile=small&opt-dataset=a%3Ab&opt-workflow=")
+    assert parse_qs(urlsplit(opt).query) == {
+        "opt-profile": ["small"], "opt-dataset": ["a:b"], "opt-workflow": [REPO],
+        "opt-ref": ["main"], "opt-filepath": ["nb/a b.ipynb"],
+    }  # fmt: skip
+    plain = spawn_redirect("/jhub", Launch(REPO), style="plain")
+    assert plain == "/jhub/hub/spawn?workflow=" + quote_plus(REPO)
+
+
+@pytest.mark.parametrize(
+    ("root", "prefix", "base", "expected"),
+    [
+        ("https://h.org/", "/services/esap/", "/", "https://h.org/services/esap/"),
+        ("https://h.org/jhub/", "/jhub/services/esap/", "/jhub/", "https://h.org/jhub/services/esap/"),
+        ("https://h.org/jhub/", "/jhub/services/esap/", "/jhub", "https://h.org/jhub/services/esap/"),
+        ("https://h.org/", "/", "/", "https://h.org/"),  # a service alone, without a hub
+    ],
+)  # fmt: skip
+def test_esap_url_is_where_the_deploy_lands(
+    root: str, prefix: str, base: str, expected: str
+) -> None:
+    assert esap_url(root, prefix=prefix, hub_base_url=base) == expected
+    deploy = esap_deploy(expected, REPO, "HEAD", "")
+    assert urlsplit(deploy).path.startswith(urlsplit(expected).path + "v2/git/")
+
+
+@pytest.mark.parametrize(
+    ("version", "style"),
+    [
+        ("6.1.1", "opt"),
+        ("7.0.0b1", "opt"),
+        ("5.2.1", "plain"),
+        ("4.1.6", "plain"),
+        ("dev", "plain"),
+    ],
+)
+def test_query_style_follows_the_hub_version(version: str, style: str) -> None:
+    assert query_style_for(version) == style
+
+
+# -- default branch from a ref advertisement ----------------------------------------------
+
+
+def pkt(line: bytes) -> bytes:
+    return b"%04x" % (len(line) + 4) + line
+
+
+SHA, OTHER = b"a" * 40, b"b" * 40
+
+
+def advertisement(*lines: bytes) -> bytes:
+    return pkt(b"# service=git-upload-pack\n") + b"0000" + b"".join(pkt(x) for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("data", "branch"),
+    [
+        (advertisement(SHA + b" HEAD\0multi_ack symref=HEAD:refs/heads/trunk agent=git/2\n",
+                       SHA + b" refs/heads/trunk\n"), "trunk"),
+        # no symref capability (old servers): the branch at HEAD's commit, main first
+        (advertisement(SHA + b" HEAD\0multi_ack\n", SHA + b" refs/heads/dev\n",
+                       SHA + b" refs/heads/main\n", OTHER + b" refs/heads/x\n"), "main"),
+        (advertisement(SHA + b" HEAD\0\n", SHA + b" refs/heads/zeta\n"), "zeta"),
+        # an empty repository
+        (advertisement(b"0" * 40 + b" capabilities^{}\0multi_ack\n"), None),
+    ],
+)  # fmt: skip
+def test_default_branch_of_an_advertisement(data: bytes, branch: str | None) -> None:
+    assert default_branch(data) == branch
+
+
+@pytest.mark.parametrize("data", [b"<html>not git</html>", b"0002xx", advertisement()[:-2]])
+def test_not_git_is_refused(data: bytes) -> None:
+    with pytest.raises(RemoteError) as caught:
+        default_branch(data)
+    assert caught.value.status == 502
+
+
+# -- the route in-process -------------------------------------------------------------------
+
+
+class FixedBranches:
+    """The default-branch lookup of a repository that always says ``trunk``."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def lookup(self, repo: str) -> str:
+        self.asked.append(repo)
+        return "trunk"
+
+
+async def launch(service: Service, tail: str, accept: str = "text/html") -> HTTPResponse:
+    return await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{service.port}{PREFIX}v2/{tail}",
+        headers={"Accept": accept},
+        follow_redirects=False,
+        raise_error=False,
+    )
+
+
+async def test_esap_deploy_redirects_to_the_spawn_form(service_factory: ServiceFactory) -> None:
+    branches = FixedBranches()
+    service = await service_factory(default_branches=branches, query_style="opt")
+    link = esap_deploy(f"http://127.0.0.1:{service.port}{PREFIX}", REPO, "HEAD", "nb/a.ipynb")
+    answer = await AsyncHTTPClient().fetch(link, follow_redirects=False, raise_error=False)
+    assert answer.code == 302, answer.body
+    location = answer.headers["Location"]
+    assert urlsplit(location).path == "/hub/spawn"
+    assert parse_qs(urlsplit(location).query) == {
+        "opt-workflow": [REPO], "opt-ref": ["trunk"], "opt-filepath": ["nb/a.ipynb"],
+    }  # fmt: skip
+    assert branches.asked == [REPO]
+    # a named ref is not looked up
+    answer = await launch(service, f"git/{quote_plus(REPO)}/v2.0?profile=gpu")
+    assert answer.code == 302
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["opt-ref"] == ["v2.0"]
+    assert branches.asked == [REPO]
+
+
+@pytest.mark.parametrize(
+    ("tail", "status", "fragment"),
+    [
+        (f"git/{quote_plus('http://h.org/r')}/main", 400, "https URL"),
+        (f"git/{quote_plus(REPO)}/-main", 400, "must not start with '-'"),
+        (f"git/{quote_plus(REPO)}/main?urlpath=lab/tree/../x", 400, "'..'"),
+        (f"git/{quote_plus(REPO)}/main?profile=huge", 400, "no profile 'huge'"),
+        (f"git/{quote_plus(REPO)}/main?urlpath=<script>alert(1)</script>", 400, "<script>"),
+    ],
+)
+async def test_bad_links_get_a_readable_page(
+    service_factory: ServiceFactory, tail: str, status: int, fragment: str
+) -> None:
+    service = await service_factory(default_branches=FixedBranches())
+    page = await launch(service, tail)
+    assert page.code == status
+    assert page.headers["Content-Type"].startswith("text/html")
+    text = page.body.decode()
+    assert "This launch link cannot be used" in text and fragment in html.unescape(text)
+    assert "<script>" not in text and "Traceback" not in text
+    # an API client gets the service's JSON error instead
+    answer = await launch(service, tail, accept="application/json")
+    assert answer.code == status
+    body: Any = check_openapi("GET", "/v2/{provider}/{spec}", answer)
+    assert body["error"]["code"] in ("invalid_launch_link", "unknown_profile")
+
+
+async def test_hosts_outside_the_allowlist_are_refused_before_any_lookup(
+    service_factory: ServiceFactory, site_file: Any
+) -> None:
+    site_file.write_text(site_file.read_text() + "workflows:\n  allowed_hosts: ['*.astron.nl']\n")
+    branches = FixedBranches()
+    service = await service_factory(default_branches=branches)
+    page = await launch(service, f"git/{quote_plus('https://github.com/a/b')}/HEAD")
+    assert page.code == 403
+    assert "does not start workflows from github.com" in page.body.decode()
+    assert branches.asked == []
+    assert (await launch(service, f"git/{quote_plus(REPO)}/HEAD")).code == 302
