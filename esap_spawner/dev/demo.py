@@ -38,7 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import yaml
 
@@ -145,13 +145,20 @@ def demo_site(archive: Path, url: str) -> dict[str, Any]:
 def deep_link(
     base_url: str, *, profile: str, datasets: list[str], workflow: str = "", filepath: str = ""
 ) -> str:
-    """An ESAP-style deep link into this hub's spawn page."""
-    query = [("profile", profile), *(("dataset", d) for d in datasets)]
+    """An ESAP-style deep link into this hub's spawn page (JupyterHub 6's ``opt-`` style)."""
+    query = [("opt-profile", profile), *(("opt-dataset", d) for d in datasets)]
     if workflow:
-        query.append(("workflow", workflow))
+        query.append(("opt-workflow", workflow))
     if filepath:
-        query.append(("filepath", filepath))
+        query.append(("opt-filepath", filepath))
     return f"{base_url}/hub/spawn?{urlencode(query)}"
+
+
+def deploy_link(facility_url: str, workflow: str, ref: str, filepath: str) -> str:
+    """What ESAP's Deploy button opens for this facility (its f-string, as ESAP writes it)."""
+    return f"{facility_url}v2/git/{quote_plus(workflow)}/{ref}?urlpath=lab" + (
+        "/tree/" + quote_plus(filepath) if filepath else ""
+    )
 
 
 def hub_config(
@@ -361,6 +368,8 @@ def _run(args: argparse.Namespace) -> int:
             "ESAP_SITE_FILE": str(site_file),
             "ESAP_SERVICE_PORT": str(args.service_port or free_port()),
             "ESAP_PORTAL_API_TOKEN": portal_token,
+            # the service looks up the workflow's default branch: trust the demo's certificate
+            "GIT_SSL_CAINFO": str(git.ca_file),
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         }
         log = workdir / "jupyterhub.log"
@@ -405,6 +414,7 @@ def banner(
         workflow=workflow,
         filepath=demo_git.NOTEBOOK_PATH,
     )
+    deploy = deploy_link(f"{url}/services/esap/", workflow, "HEAD", demo_git.NOTEBOOK_PATH)
     dids, data = '"escape:crab-2020", "lofar:L123456"', "static (demo files in the work folder)"
     if rucio is not None:
         dids = f'"{rucio.local_did}", "{rucio.remote_did}"'
@@ -418,6 +428,8 @@ esap-spawner demo is ready.
               log in as gpu-user to see the GPU profile (group gpu-users)
   ESAP link:  {link}
               (gammapy with escape:crab-2020, opening {demo_git.NOTEBOOK_PATH} of the workflow)
+  ESAP Deploy: {deploy}
+              (what ESAP's own Deploy button opens: login, confirm, JupyterLab)
   Workflow:   {workflow}   (git over https, demo certificate)
   API:        {api}/profiles
   Portal:     curl -H "Authorization: token {portal_token}" {api}/profiles

@@ -11,15 +11,15 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote_plus, urlencode, urlsplit
 
 import pytest
-from playwright.sync_api import Page, WebSocket, expect
+from playwright.sync_api import Browser, Page, WebSocket, expect
 
 from esap_spawner.site.profiles import PROFILE_LABEL
 from esap_spawner.spawn.objects import workflow_folder
 
-from .conftest import LAB_MS, Demo, processes_under
+from .conftest import LAB_MS, PAGE_MS, PASSWORD, Demo, processes_under
 
 pytestmark = pytest.mark.e2e
 
@@ -65,11 +65,17 @@ def pod_profile(demo: Demo, user: str) -> str:
     return str(pods[0]["metadata"]["labels"].get(PROFILE_LABEL))
 
 
-def follow_to_progress_page(page: Page, link: str, user: str) -> None:
-    """Open a spawn link; the hub answers with the progress page and its event log."""
+def follow_to_progress_page(page: Page, link: str, user: str, *, confirm: bool = False) -> None:
+    """Open a spawn link; the hub answers with the progress page and its event log. A link
+    with datasets or a workflow (``confirm``) first shows the prefilled form with its summary,
+    and starts nothing until Start is pressed."""
     page.goto(link)
     error = page.locator(".spawn-error-msg")
     assert not error.count(), error.inner_text()
+    if confirm:
+        expect(page.locator("#esap-confirm")).to_be_visible()
+        expect(page).to_have_url(re.compile(r"/hub/spawn\?"))
+        page.get_by_role("button", name="Start").click()
     expect(page).to_have_url(re.compile(rf"/hub/spawn-pending/{user}"))
     expect(page.locator("#progress-message")).to_be_visible()
     page.locator("#progress-details summary").click()  # open the event log
@@ -191,15 +197,15 @@ def watch_kernel_channel(page: Page) -> list[object]:
 
 def without_workflow(link: str) -> str:
     parts = urlsplit(link)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("workflow", "filepath")]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("opt-workflow", "opt-filepath")]
     return parts._replace(query=urlencode(query)).geturl()
 
 
 def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, demo: Demo) -> None:
     link = without_workflow(demo.banner_value("ESAP link"))
-    assert parse_qs(urlsplit(link).query)["dataset"] == ["escape:crab-2020"]
+    assert parse_qs(urlsplit(link).query)["opt-dataset"] == ["escape:crab-2020"]
     page = login("carol")
-    follow_to_progress_page(page, link, "carol")
+    follow_to_progress_page(page, link, "carol", confirm=True)
     expect(page.locator("#progress-log")).to_contain_text("Datasets ready", timeout=LAB_MS)
     expect_jupyterlab(page, demo, "carol")
     assert pod_profile(demo, "carol") == "gammapy"
@@ -208,7 +214,7 @@ def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, dem
 def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> None:
     page = login("erin")
     follow_to_progress_page(
-        page, f"{demo.url}/hub/spawn?profile=small&dataset=escape:crab-2020", "erin"
+        page, f"{demo.url}/hub/spawn?profile=small&dataset=escape:crab-2020", "erin", confirm=True
     )
     expect_jupyterlab(page, demo, "erin")
     # JupyterLab reads the file through the pod's own server process
@@ -225,17 +231,17 @@ def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -
     dataset's rows, and the staged files are readable through the pod's server."""
     link = demo.banner_value("ESAP link")
     query = parse_qs(urlsplit(link).query)
-    assert "workflow" in query and "filepath" in query, link
-    folder = workflow_folder(query["workflow"][0])
-    filepath = query["filepath"][0]
+    assert "opt-workflow" in query and "opt-filepath" in query, link
+    folder = workflow_folder(query["opt-workflow"][0])
+    filepath = query["opt-filepath"][0]
     staged = ""
     if "Staging:" in demo.banner:
-        [staged] = parse_qs(urlsplit(demo.banner_value("Staging")).query)["dataset"]
+        [staged] = parse_qs(urlsplit(demo.banner_value("Staging")).query)["opt-dataset"]
         assert staged == "escape:cta-sim-2024"
-        link += "&" + urlencode({"dataset": staged})
+        link += "&" + urlencode({"opt-dataset": staged})
     page = login("grace")
     kernel_frames = watch_kernel_channel(page)
-    follow_to_progress_page(page, link, "grace")
+    follow_to_progress_page(page, link, "grace", confirm=True)
     if staged:
         expect(page.locator("#progress-log")).to_contain_text(f"Staging {staged}", timeout=LAB_MS)
     expect_jupyterlab(page, demo, "grace", opens=Path(filepath).name)
@@ -259,3 +265,42 @@ def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -
         )
         editor = page.locator(".jp-FileEditor .cm-content")
         expect(editor).to_contain_text("Simulated CTA gamma-ray events", timeout=LAB_MS)
+
+
+def test_esap_deploy_button_lands_in_jupyterlab_after_the_users_yes(
+    demo: Demo, browser: Browser, screenshot_dir: Path
+) -> None:
+    """ESAP's unchanged Deploy link (its f-string, replicated here) -> the hub's login ->
+    the prefilled form with the summary, no server yet -> Start -> JupyterLab at the
+    workflow's notebook, checked out at the default branch the service looked up."""
+    workflow = demo.banner_value("Workflow")
+    notebook = "notebooks/crab.ipynb"
+    facility = demo.get_json(f"{demo.url}/services/esap/api/v1/facility", demo.portal_token)
+    deploy = f"{facility['url']}v2/git/{quote_plus(workflow)}/HEAD?urlpath=lab" + (
+        "/tree/" + quote_plus(notebook)
+    )
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    context.set_default_timeout(PAGE_MS)
+    try:
+        page = context.new_page()
+        page.goto(deploy)
+        expect(page).to_have_url(re.compile(r"/hub/login\?next="))
+        page.fill("#username_input", "judy")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        confirm = page.locator("#esap-confirm")
+        expect(confirm).to_be_visible()
+        expect(confirm).to_contain_text(workflow)
+        expect(confirm).to_contain_text(notebook)
+        expect(page.locator("#esap-confirm-ref")).to_have_text("main")  # HEAD, looked up
+        expect(page.locator("#esap-workflow")).to_have_value(workflow)
+        expect(page.locator("#esap-ref")).to_have_value("main")
+        expect(page.locator("button[type=submit]")).to_have_count(1)
+        page.screenshot(path=screenshot_dir / "spawn-confirm.png", full_page=True)
+        assert demo.pods("judy") == []  # the link alone started nothing
+        page.get_by_role("button", name="Start").click()
+        expect_jupyterlab(page, demo, "judy", opens=Path(notebook).name)
+        folder = workflow_folder(workflow)
+        assert urlsplit(page.url).path == f"/user/judy/lab/tree/{folder}/{notebook}", page.url
+    finally:
+        context.close()

@@ -109,11 +109,19 @@ def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
     can_start = {p["slug"]: p["availability"]["can_start_now"] for p in answer["profiles"]}
     assert can_start == {"small": 96, "casa": 10, "gammapy": 48, "gpu": 2}, answer
     link = re.search(r"ESAP link:\s+(\S+)", banner)
-    assert link and link[1].startswith(f"{demo.url}/hub/spawn?profile=gammapy&dataset=")
+    assert link and link[1].startswith(f"{demo.url}/hub/spawn?opt-profile=gammapy&opt-dataset=")
     workflow = re.search(r"Workflow:\s+(https://127\.0\.0\.1:(\d+)/\S+\.git)", banner)
     assert workflow, banner
     query = parse_qs(urlsplit(link[1]).query)
-    assert query["workflow"] == [workflow[1]] and query["filepath"] == ["notebooks/crab.ipynb"]
+    assert query["opt-workflow"] == [workflow[1]]
+    assert query["opt-filepath"] == ["notebooks/crab.ipynb"]
+    # ESAP's Deploy link lands on the service's launch route, which finds the default branch
+    deploy = re.search(r"ESAP Deploy:\s+(\S+)", banner)
+    assert deploy and deploy[1].startswith(f"{demo.url}/services/esap/v2/git/"), banner
+    launched = requests.get(deploy[1], allow_redirects=False, timeout=30)
+    assert launched.status_code == 302, launched.text
+    target = parse_qs(urlsplit(launched.headers["Location"]).query)
+    assert target["opt-workflow"] == [workflow[1]] and target["opt-ref"] == ["main"]
     # the workflow answers git's smart protocol, trusting the demo's certificate
     refs = subprocess.run(
         ["git", "ls-remote", workflow[1]],
