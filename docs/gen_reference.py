@@ -9,11 +9,13 @@ time by a reference generated from the source of truth:
   ``helm/esap-jupyterhub/values.schema.yaml``;
 - ``<!-- esap:config-reference -->``: the configurable traits of ``ESAPSpawner`` and
   ``ESAPService`` (type, default, help), for the classes that exist;
-- ``<!-- esap:api-routes -->``: the service's routes, from its OpenAPI document.
+- ``<!-- esap:api-routes -->``: the service's routes, from its OpenAPI document;
+- ``<!-- esap:options-reference -->``: the spawn options, from their one declaration
+  (``esap_spawner/spawn/options.py``).
 
 ``mkdocs.yml`` names this file under ``hooks:``. Run it alone to print one reference::
 
-    python docs/gen_reference.py site|values|config|routes
+    python docs/gen_reference.py site|values|config|routes|options
 """
 
 from __future__ import annotations
@@ -256,7 +258,24 @@ def api_routes() -> str:
     return "\n".join(out) + "\n"
 
 
+# -- the user options' declaration -> table ------------------------------------------
+
+
+def options_reference() -> str:
+    """The spawn options, from ``esap_spawner.spawn.options.OPTIONS`` (the one declaration)."""
+    options = importlib.import_module("esap_spawner.spawn.options")
+    out = ["| option | query argument | form field | what |", "|---|---|---|---|"]
+    for option in options.OPTIONS:
+        needs = f" Needs `{option.needs}`." if option.needs else ""
+        out.append(
+            f"| `{option.name}` | `opt-{option.name}` | {_cell(option.label)} "
+            f"| {_cell(option.help)}{needs} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 GENERATORS = {
+    "options-reference": options_reference,
     "site-reference": site_reference,
     "values-reference": values_reference,
     "config-reference": config_reference,
@@ -307,6 +326,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 if __name__ == "__main__":
     aliases = {"site": "site-reference", "values": "values-reference"}
     aliases |= {"config": "config-reference", "routes": "api-routes"}
+    aliases |= {"options": "options-reference"}
     if len(sys.argv) != 2 or sys.argv[1] not in aliases:
         print(f"usage: python docs/gen_reference.py {'|'.join(aliases)}", file=sys.stderr)
         sys.exit(2)
