@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
@@ -61,11 +60,10 @@ from esap_spawner.spawn.confirm import (
     summary,
 )
 from esap_spawner.spawn.data import DataSpawnerMixin, site_catalogue
+from esap_spawner.spawn.form import render_form
 from esap_spawner.spawn.options import (
-    OPTIONS,
     OptionsError,
     UserOptions,
-    form_fields,
     options_from_form_data,
     options_from_query,
     validate_options,
@@ -85,11 +83,6 @@ DATABASE_OUT_OF_DATE = (
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_templates = Environment(
-    loader=PackageLoader("esap_spawner.spawn", "templates"),
-    autoescape=select_autoescape(["html"]),
-)
-
 # Tasks writing spawn records, kept referenced until done.
 _background: set[asyncio.Future[Any]] = set()
 
@@ -107,39 +100,6 @@ def cached_site(path: str) -> Site:
         # every profile's series exist (at zero) before its first spawn
         metrics.init_profile_labels(hit[1].slugs)
     return hit[1]
-
-
-_UNITS = {"Ki": "KiB", "Mi": "MiB", "Gi": "GiB", "Ti": "TiB", "k": "kB", "M": "MB", "G": "GB"}
-_UNIT_QUANTITY = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G)$")
-
-
-def _memory(quantity: str | None) -> str | None:
-    """A memory quantity as the administrator wrote it, in words: ``4Gi`` -> ``4 GiB``."""
-    if quantity is None:
-        return None
-    match = _UNIT_QUANTITY.match(str(quantity))
-    return f"{match[1]} {_UNITS[match[2]]}" if match else f"{quantity} bytes"
-
-
-def resource_summary(profile: Profile) -> str:
-    """What a server of this profile gets, in a few words: ``1-2 CPU, 1 GiB-2 GiB, 1 GPU``."""
-
-    def span(low: str | None, high: str | None) -> str:
-        if low and high and low != high:
-            return f"{low} to {high}"
-        return high or low or "?"
-
-    def cores(value: float | None) -> str | None:
-        return None if value is None else f"{value:g}"
-
-    parts = [
-        f"{span(cores(profile.cpu_guarantee), cores(profile.cpu_limit))} CPU",
-        f"{span(_memory(profile.memory_guarantee), _memory(profile.memory_limit))} memory",
-    ]
-    if profile.gpu.count:
-        model = f" {profile.gpu.model}" if profile.gpu.model else ""
-        parts.append(f"{profile.gpu.count}{model} GPU")
-    return ", ".join(parts)
 
 
 async def _api_errors_in_words(started: Any) -> Any:
@@ -415,19 +375,8 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             preselected = default_profile(profiles) or next(iter(profiles), None)
             selected = preselected.slug if preselected is not None else None
         confirm, self._esap_confirm = self._esap_confirm, None
-        return _templates.get_template("form.html").render(
-            profiles=[
-                {
-                    "profile": p,
-                    "summary": resource_summary(p),
-                    "availability": (availability or {}).get(p.slug),
-                }
-                for p in profiles
-            ],
-            profile_option=OPTIONS[0],
-            selected=selected,
-            fields=form_fields(chosen),
-            confirm=confirm,
+        return render_form(
+            profiles, availability, chosen=chosen, selected=selected, confirm=confirm
         )
 
     # -- the one validator, three ways in -----------------------------------------------
