@@ -15,9 +15,10 @@ import asyncio
 import logging
 from typing import Any
 
-from esap_spawner.capacity.model import ClusterModel, SpawnDurations
+from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.capacity.watch import ClusterWatcher, api_client_from_environment
 from esap_spawner.observe import metrics
+from esap_spawner.spawn.records import SpawnDurations
 
 log = logging.getLogger(__name__)
 

@@ -24,19 +24,18 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from esap_spawner.capacity import placement
+from esap_spawner.capacity.nodes import Node, no_room_message, room
 from esap_spawner.capacity.requirements import (
     ProfileRequirements,
     Vector,
-    describe_vector,
     image_aliases,
     pod_vector,
-    quantity_int,
     requirements_of,
 )
+from esap_spawner.capacity.reservations import Ledger, Refusal, Reservation
 
 __all__ = [
     "Availability",
@@ -44,69 +43,11 @@ __all__ = [
     "ProfileRequirements",
     "Refusal",
     "Reservation",
-    "SpawnDurations",
 ]
 
 Status = Literal["available", "limited", "full", "unknown"]
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
-# Beyond this many servers per node a count is not worth making (nodes without a "pods"
-# limit and profiles requesting nothing).
-MAX_PER_NODE = 1000
-# An unschedulable node admits pods that tolerate this taint (kube-scheduler's rule).
-_UNSCHEDULABLE_VIEW = {
-    "spec": {"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
-}
-
-
-class _Node:
-    """What the model keeps of one node (requested lives apart, keyed by node name)."""
-
-    __slots__ = (
-        "_taint_view",
-        "allocatable",
-        "images",
-        "labels",
-        "name",
-        "ready",
-        "taints",
-        "unschedulable",
-    )
-
-    def __init__(self, obj: Mapping[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        self.name: str = meta["name"]
-        alloc = status.get("allocatable") or status.get("capacity") or {}
-        self.allocatable: dict[str, int] = {r: quantity_int(r, q) for r, q in alloc.items()}
-        self.labels: dict[str, str] = dict(meta.get("labels") or {})
-        self.taints: list[dict[str, Any]] = list(spec.get("taints") or ())
-        # The shape placement.untolerated_taint reads (readiness is checked apart).
-        self._taint_view = {"spec": {"taints": self.taints}}
-        self.unschedulable: bool = bool(spec.get("unschedulable"))
-        self.ready: bool = placement.node_is_ready(obj)
-        self.images: frozenset[str] = frozenset(
-            name for image in status.get("images") or () for name in image.get("names") or ()
-        )
-
-    def admits(self, req: ProfileRequirements) -> bool:
-        """Ready, schedulable (or tolerating that), selector matched, every taint tolerated."""
-        if not self.ready:
-            return False
-        tolerations = req.toleration_dicts
-        if (
-            self.unschedulable
-            and placement.untolerated_taint(_UNSCHEDULABLE_VIEW, tolerations) is not None
-        ):
-            return False
-        if req.node_selector and not placement.matches_node_selector(
-            self.labels, req.selector_dict
-        ):
-            return False
-        return not self.taints or placement.untolerated_taint(self._taint_view, tolerations) is None
-
-
 # Per pod: (node it counts against or None, its request vector or None, profile slug or None).
 _PodEntry = tuple[str | None, Vector | None, str | None]
 _NOT_COUNTED: _PodEntry = (None, None, None)
@@ -122,61 +63,6 @@ class Availability:
     running: int | None
     max_servers: int | None
     estimated_start_seconds: float | None
-
-
-@dataclass(eq=False)
-class Reservation:
-    """A slot held for one spawn until its pod shows up in the model (or it is released).
-
-    It holds quota until the pod is first seen (a pod counts as running from then on) and
-    node capacity until the pod is bound to a node, finishes or goes away.
-    """
-
-    slug: str
-    namespace: str | None
-    pod_name: str | None
-    node: str | None
-    vector: Vector
-    expires_at: float
-    holds_quota: bool = True
-    holds_node: bool = True
-    _model: ClusterModel | None = field(default=None, repr=False)
-
-    def release(self) -> None:
-        """Give the slot back (the spawn failed or was cancelled). Idempotent."""
-        if self._model is not None:
-            self._model.release(self)
-
-    @property
-    def active(self) -> bool:
-        return self.holds_quota or self.holds_node
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a spawn cannot start now, in words a user can act on."""
-
-    reason: Literal["full", "no_room", "unsynced"]
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class SpawnDurations:
-    """Recent spawn durations per profile, in memory (the spawner records, the model reads)."""
-
-    def __init__(self, keep: int = 20) -> None:
-        self.keep = keep
-        self._by_slug: dict[str, list[float]] = {}
-
-    def record(self, slug: str, seconds: float) -> None:
-        recent = self._by_slug.setdefault(slug, [])
-        recent.append(float(seconds))
-        del recent[: -self.keep]
-
-    def __call__(self, slug: str) -> Sequence[float]:
-        return self._by_slug.get(slug, ())
 
 
 class _FitCache:
@@ -218,7 +104,7 @@ class ClusterModel:
         self.spawn_durations = spawn_durations
         self.stale_after = stale_after
         self.profile_label = profile_label
-        self._nodes: dict[str, _Node] = {}
+        self._nodes: dict[str, Node] = {}
         self._requested: dict[str, dict[str, int]] = {}
         self._pods: dict[str, _PodEntry] = {}
         self._running: dict[str, int] = {}
@@ -226,10 +112,7 @@ class ClusterModel:
         self._synced = False
         self._as_of: float | None = None
         self._down_since: dict[str, float] = {}
-        self._reservations: list[Reservation] = []
-        self._awaiting_pod: dict[tuple[str | None, str], Reservation] = {}
-        self._holding_uid: dict[str, Reservation] = {}
-        self._reserved_quota: dict[str, int] = {}
+        self.reservations = Ledger(self._add_vector)
 
     # ------------------------------------------------------------------ sync state
     @property
@@ -301,7 +184,7 @@ class ClusterModel:
             if req is not None and not any(req.values()):
                 del self._requested[name]
         else:
-            self._nodes[name] = _Node(obj)
+            self._nodes[name] = Node(obj)
             self._requested.setdefault(name, {})
         self._mark_dirty(name)
         self._as_of = self.clock()
@@ -322,7 +205,7 @@ class ClusterModel:
         if old is not None:
             self._remove_contribution(old)
         self._add_contribution(new)
-        if self._awaiting_pod or self._holding_uid:
+        if self.reservations.matching:
             self._match_reservation(
                 meta, uid, new, is_new=old is None, gone=event_type == "DELETED"
             )
@@ -341,7 +224,7 @@ class ClusterModel:
         """Replace every node by a fresh list (pods and their requests stay)."""
         self._nodes = {}
         for obj in nodes:
-            node = _Node(obj)
+            node = Node(obj)
             self._nodes[node.name] = node
             self._requested.setdefault(node.name, {})
         for name in [n for n, r in self._requested.items() if n not in self._nodes]:
@@ -355,9 +238,8 @@ class ClusterModel:
         old_pods, self._pods = self._pods, {}
         self._running = {}
         self._requested = {name: {} for name in self._nodes}
-        for r in self._reservations:
-            if r.holds_node and r.node is not None:
-                self._add_vector(r.node, r.vector)
+        for node, vector in self.reservations.node_loads():
+            self._add_vector(node, vector)
         for obj in pods:
             meta = obj["metadata"]
             uid = meta["uid"]
@@ -365,11 +247,9 @@ class ClusterModel:
             entry = self._pod_entry(obj)
             self._pods[uid] = entry
             self._add_contribution(entry)
-            if self._awaiting_pod or self._holding_uid:
+            if self.reservations.matching:
                 self._match_reservation(meta, uid, entry, is_new=is_new, gone=False)
-        for uid, r in list(self._holding_uid.items()):
-            if uid not in self._pods:  # its pod went away while the watch was down
-                self._drop_node(r)
+        self.reservations.pods_gone(self._pods)  # their pods went away while the watch was down
         self._invalidate_all()
         self._as_of = self.clock()
 
@@ -492,27 +372,10 @@ class ClusterModel:
         cache.dirty.clear()
         return cache
 
-    def _node_fit(self, node: _Node, req: ProfileRequirements) -> int:
+    def _node_fit(self, node: Node, req: ProfileRequirements) -> int:
         if not node.admits(req):
             return 0
-        return self._room(node, req.requests)
-
-    def _room(self, node: _Node, vector: Vector) -> int:
-        """How many ``vector``-sized pods still fit on ``node`` (resources alone)."""
-        requested = self._requested.get(node.name, {})
-        count = MAX_PER_NODE
-        for resource, value in vector:
-            alloc = node.allocatable.get(resource)
-            if alloc is None:
-                if resource == "pods":  # no pod limit reported: as the scheduler, no limit
-                    continue
-                return 0
-            free = alloc - requested.get(resource, 0)
-            if free < value:
-                return 0
-            if free // value < count:
-                count = free // value
-        return count
+        return room(node, self._requested.get(node.name, {}), req.requests)
 
     def availability(
         self, profiles: Iterable[ProfileRequirements | Any], *, limited_threshold: int = 2
@@ -522,7 +385,7 @@ class ClusterModel:
         A profile is ``limited`` when at most ``limited_threshold`` more servers can start
         (the site file's ``service.availability.limited_threshold``, passed as it is).
         """
-        self._expire_reservations()
+        self.reservations.expire(self.clock())
         result: dict[str, Availability] = {}
         for profile in profiles:
             req = requirements_of(profile)
@@ -536,7 +399,7 @@ class ClusterModel:
             count, fast = self.fit_count(req)
             can = count
             if req.max_servers is not None:
-                left = req.max_servers - running - self._reserved_quota.get(req.slug, 0)
+                left = req.max_servers - running - self.reservations.reserved(req.slug)
                 can = max(0, min(count, left))
             status: Status = (
                 "full" if can == 0 else "limited" if can <= limited_threshold else "available"
@@ -573,7 +436,7 @@ class ClusterModel:
         :meth:`Reservation.release` when the spawn fails; it also lapses after ``ttl``.
         """
         req = requirements_of(profile)
-        self._expire_reservations()
+        self.reservations.expire(self.clock())
         if not self._synced:
             return Refusal(
                 "unsynced",
@@ -587,7 +450,7 @@ class ClusterModel:
                 "try again shortly",
             )
         if req.max_servers is not None:
-            taken = self.running(req.slug) + self._reserved_quota.get(req.slug, 0)
+            taken = self.running(req.slug) + self.reservations.reserved(req.slug)
             if taken >= req.max_servers:
                 return Refusal(
                     "full",
@@ -596,105 +459,31 @@ class ClusterModel:
                 )
         cache = self._refresh(req)
         if cache.total == 0:
-            return Refusal("no_room", self._no_room_message(req))
+            return Refusal("no_room", no_room_message(req, self._nodes.values(), self._requested))
         node = next((n for n, (_, fast) in cache.per_node.items() if fast), None)
         if node is None:
             node = next(iter(cache.per_node))
-        reservation = Reservation(
-            slug=req.slug,
-            namespace=namespace,
-            pod_name=pod_name,
-            node=node,
-            vector=req.requests,
-            expires_at=self.clock() + ttl,
-            _model=self,
+        return self.reservations.hold(
+            Reservation(
+                slug=req.slug,
+                namespace=namespace,
+                pod_name=pod_name,
+                node=node,
+                vector=req.requests,
+                expires_at=self.clock() + ttl,
+            )
         )
-        self._reservations.append(reservation)
-        self._reserved_quota[req.slug] = self._reserved_quota.get(req.slug, 0) + 1
-        self._add_vector(node, req.requests)
-        if pod_name is not None:
-            self._awaiting_pod[(namespace, pod_name)] = reservation
-        return reservation
 
     def release(self, reservation: Reservation) -> None:
         """Drop whatever ``reservation`` still holds. Idempotent."""
-        self._drop_quota(reservation)
-        self._drop_node(reservation)
-
-    def _drop_quota(self, r: Reservation) -> None:
-        if not r.holds_quota:
-            return
-        r.holds_quota = False
-        left = self._reserved_quota[r.slug] - 1
-        if left:
-            self._reserved_quota[r.slug] = left
-        else:
-            del self._reserved_quota[r.slug]
-        if r.pod_name is not None and self._awaiting_pod.get((r.namespace, r.pod_name)) is r:
-            del self._awaiting_pod[(r.namespace, r.pod_name)]
-        if not r.active:
-            self._reservations.remove(r)
-
-    def _drop_node(self, r: Reservation) -> None:
-        if not r.holds_node:
-            return
-        r.holds_node = False
-        if r.node is not None:
-            self._add_vector(r.node, r.vector, -1)
-        for uid, held in list(self._holding_uid.items()):
-            if held is r:
-                del self._holding_uid[uid]
-        if not r.active:
-            self._reservations.remove(r)
+        self.reservations.release(reservation)
 
     def _match_reservation(
         self, meta: Mapping[str, Any], uid: str, entry: _PodEntry, *, is_new: bool, gone: bool
     ) -> None:
         settled = gone or entry is _NOT_COUNTED or entry[1] is not None
-        r = self._holding_uid.get(uid)
-        if r is None and is_new and not gone:
-            r = self._awaiting_pod.get((meta.get("namespace"), meta["name"]))
-            if r is not None:
-                self._drop_quota(r)
-                if r.holds_node:
-                    self._holding_uid[uid] = r
-        if r is not None and settled:
-            self._drop_node(r)
-
-    def _expire_reservations(self) -> None:
-        if not self._reservations:
-            return
-        now = self.clock()
-        for r in [r for r in self._reservations if r.expires_at <= now]:
-            self.release(r)
+        self.reservations.pod_seen(meta, uid, settled=settled, is_new=is_new, gone=gone)
 
     def reserved(self, slug: str) -> int:
         """Spawns of ``slug`` admitted whose pod has not appeared yet."""
-        return self._reserved_quota.get(slug, 0)
-
-    def _no_room_message(self, req: ProfileRequirements) -> str:
-        needs = describe_vector(req.requests)
-        best: tuple[float, _Node] | None = None
-        for node in self._nodes.values():
-            if not node.admits(req):
-                continue
-            requested = self._requested.get(node.name, {})
-            ratio = min(
-                (node.allocatable.get(r, 0) - requested.get(r, 0)) / v for r, v in req.requests
-            )
-            if best is None or ratio > best[0]:
-                best = (ratio, node)
-        if best is None:
-            return (
-                f"profile {req.slug!r} cannot start now: no Ready, schedulable node matches its "
-                f"node_selector and tolerations (needs {needs})"
-            )
-        node = best[1]
-        requested = self._requested.get(node.name, {})
-        free = tuple(
-            (r, max(0, node.allocatable.get(r, 0) - requested.get(r, 0))) for r, _ in req.requests
-        )
-        return (
-            f"profile {req.slug!r} cannot start now: no node has room (needs {needs}; "
-            f"largest free: {describe_vector(free)})"
-        )
+        return self.reservations.reserved(slug)

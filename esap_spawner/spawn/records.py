@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
-from esap_spawner.capacity.model import SpawnDurations
 from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
@@ -44,6 +43,22 @@ class SpawnAttempt:
     pod_created: float | None = None
     datasets: int = 0
     pod_name: str | None = None
+
+
+class SpawnDurations:
+    """Recent spawn durations per profile, in memory (the spawner records, the model reads)."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self._by_slug: dict[str, list[float]] = {}
+
+    def record(self, slug: str, seconds: float) -> None:
+        recent = self._by_slug.setdefault(slug, [])
+        recent.append(float(seconds))
+        del recent[: -self.keep]
+
+    def __call__(self, slug: str) -> Sequence[float]:
+        return self._by_slug.get(slug, ())
 
 
 def outcome_of(

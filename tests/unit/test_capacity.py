@@ -15,9 +15,9 @@ from esap_spawner.capacity.model import (
     ClusterModel,
     Refusal,
     Reservation,
-    SpawnDurations,
 )
 from esap_spawner.capacity.requirements import ProfileRequirements, describe_vector, image_aliases
+from esap_spawner.spawn.records import SpawnDurations
 
 PROFILE_LABEL = "test.esap.example/profile"
 IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"

@@ -1,0 +1,179 @@
+"""Admitted spawns whose pods the cluster model has not counted yet: reservations.
+
+A :class:`Reservation` holds one server's slot from the moment the spawner admits it
+(:meth:`esap_spawner.capacity.model.ClusterModel.reserve`) until the model counts its pod:
+quota (``max_servers``) until the pod is first seen, since a pod counts as running from
+then on, and node capacity until the pod is bound to a node, finishes or goes away.
+
+The :class:`Ledger` keeps a model's reservations and matches them against pod events; it
+changes the model's node load only through the ``load`` callback it is given. Pure: no I/O,
+no clock of its own (the model passes ``now``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from esap_spawner.capacity.requirements import Vector
+
+__all__ = ["Ledger", "Refusal", "Reservation"]
+
+# (node, vector, sign): add (1) or take away (-1) a vector of requests on a node.
+NodeLoad = Callable[[str, Vector, int], None]
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A slot held for one spawn until its pod shows up in the model (or it is released).
+
+    It holds quota until the pod is first seen (a pod counts as running from then on) and
+    node capacity until the pod is bound to a node, finishes or goes away.
+    """
+
+    slug: str
+    namespace: str | None
+    pod_name: str | None
+    node: str | None
+    vector: Vector
+    expires_at: float
+    holds_quota: bool = True
+    holds_node: bool = True
+    _ledger: Ledger | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Give the slot back (the spawn failed or was cancelled). Idempotent."""
+        if self._ledger is not None:
+            self._ledger.release(self)
+
+    @property
+    def active(self) -> bool:
+        return self.holds_quota or self.holds_node
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a spawn cannot start now, in words a user can act on."""
+
+    reason: Literal["full", "no_room", "unsynced"]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Ledger:
+    """The reservations of one cluster model, and what they hold.
+
+    ``load(node, vector, sign)`` adds (sign 1) or removes (-1) a vector on the model's
+    node; ``changed`` (optional) is called whenever what the reservations hold changes.
+    """
+
+    def __init__(self, load: NodeLoad, *, changed: Callable[[], None] | None = None) -> None:
+        self._load = load
+        self.changed = changed
+        self._reservations: list[Reservation] = []
+        self._awaiting_pod: dict[tuple[str | None, str], Reservation] = {}
+        self._holding_uid: dict[str, Reservation] = {}
+        self._quota: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[Reservation]:
+        """The active reservations, oldest first."""
+        return iter(list(self._reservations))
+
+    def __bool__(self) -> bool:
+        return bool(self._reservations)
+
+    def reserved(self, slug: str) -> int:
+        """Reservations of ``slug`` still holding quota (their pods not seen yet)."""
+        return self._quota.get(slug, 0)
+
+    @property
+    def matching(self) -> bool:
+        """Whether pod events may settle a reservation (some await or hold a pod)."""
+        return bool(self._awaiting_pod or self._holding_uid)
+
+    def hold(self, reservation: Reservation) -> Reservation:
+        """Take ``reservation`` in: its quota, its node load, and its pod to wait for."""
+        reservation._ledger = self
+        self._reservations.append(reservation)
+        if reservation.holds_quota:
+            self._quota[reservation.slug] = self._quota.get(reservation.slug, 0) + 1
+            if reservation.pod_name is not None:
+                key = (reservation.namespace, reservation.pod_name)
+                self._awaiting_pod[key] = reservation
+        if reservation.holds_node and reservation.node is not None:
+            self._load(reservation.node, reservation.vector, 1)
+        self._changed()
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop whatever ``reservation`` still holds. Idempotent."""
+        self._drop_quota(reservation)
+        self._drop_node(reservation)
+
+    def expire(self, now: float) -> None:
+        """Release the reservations whose ``expires_at`` has passed."""
+        for r in [r for r in self._reservations if r.expires_at <= now]:
+            self.release(r)
+
+    def node_loads(self) -> Iterator[tuple[str, Vector]]:
+        """``(node, vector)`` of every reservation holding node capacity (for a relist)."""
+        for r in self._reservations:
+            if r.holds_node and r.node is not None:
+                yield r.node, r.vector
+
+    def pod_seen(
+        self, meta: Mapping[str, Any], uid: str, *, settled: bool, is_new: bool, gone: bool
+    ) -> None:
+        """A pod event: a new pod named as a reservation awaits takes its quota over;
+        once that pod is ``settled`` (bound, finished) or ``gone``, it takes the node too."""
+        r = self._holding_uid.get(uid)
+        if r is None and is_new and not gone:
+            r = self._awaiting_pod.get((meta.get("namespace"), meta["name"]))
+            if r is not None:
+                self._drop_quota(r)
+                if r.holds_node:
+                    self._holding_uid[uid] = r
+        if r is not None and settled:
+            self._drop_node(r)
+
+    def pods_gone(self, present: Mapping[str, Any]) -> None:
+        """After a relist: reservations whose pod is not in ``present`` (by uid) let go."""
+        for uid, r in list(self._holding_uid.items()):
+            if uid not in present:
+                self._drop_node(r)
+
+    def _drop_quota(self, r: Reservation) -> None:
+        if not r.holds_quota:
+            return
+        r.holds_quota = False
+        left = self._quota[r.slug] - 1
+        if left:
+            self._quota[r.slug] = left
+        else:
+            del self._quota[r.slug]
+        if r.pod_name is not None and self._awaiting_pod.get((r.namespace, r.pod_name)) is r:
+            del self._awaiting_pod[(r.namespace, r.pod_name)]
+        self._forget_if_done(r)
+
+    def _drop_node(self, r: Reservation) -> None:
+        if not r.holds_node:
+            return
+        r.holds_node = False
+        if r.node is not None:
+            self._load(r.node, r.vector, -1)
+        for uid, held in list(self._holding_uid.items()):
+            if held is r:
+                del self._holding_uid[uid]
+        self._forget_if_done(r)
+
+    def _forget_if_done(self, r: Reservation) -> None:
+        if not r.active:
+            self._reservations.remove(r)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.changed is not None:
+            self.changed()
