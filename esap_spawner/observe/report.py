@@ -22,7 +22,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,87 +316,100 @@ def render_html(data: ReportData, plots: dict[str, str], generated: datetime) ->
     if lines:
         items = "".join(f"<li>{_e(line)}</li>" for line in lines)
         parts.append(f"<h2>In short</h2><ul id='headlines'>{items}</ul>")
-    parts.append("<h2>Spawn time per profile</h2>")
-    if summaries:
-        outcomes = ("success", "failure", "refused", "cancelled")
-        rows = [
-            [f"<td>{_e(s.profile)}</td>", f'<td class="num">{s.total}</td>',
-             *(f'<td class="num">{s.outcomes.get(o, 0)}</td>' for o in outcomes),
-             _num(s.p50), _num(s.p90), _num(s.p99)]
-            for s in summaries
-        ]  # fmt: skip
-        headers = ["profile", "spawns", *outcomes, "p50", "p90", "p99"]
-        parts += [
-            "<p class='note'>p50/p90/p99: half, 90 % and 99 % of the <b>successful</b> spawns "
-            "of the profile were ready within this time. Refused spawns end at once and would "
-            "hide slowness, so they are counted but not timed here.</p>",
-            _table(headers, rows, "spawn-times"),
-            img("durations", "Distribution of spawn times per profile"),
-        ]
-        parts.append("<h2>Where the time goes</h2>")
-        timed = [s for s in summaries if s.mean_phases]
-        if timed:
-            parts.append(
-                "<p class='note'>Mean seconds per phase of a successful spawn. <i>validate</i>: "
-                "checking the request; <i>staging</i>: bringing datasets to local storage; "
-                "<i>scheduling</i>: waiting for a node with room; <i>image</i>: downloading "
-                "the software image (0 when the node had it); <i>startup</i>: the notebook "
-                "server starting; <i>other</i>: the rest (creating objects, init containers, "
-                "waiting for the proxy).</p>"
-            )
-            rows = [
-                [f"<td>{_e(s.profile)}</td>", *(_num(s.mean_phases[p]) for p in PHASE_ORDER)]
-                for s in timed
-            ]
-            parts += [_table(["profile", *PHASE_ORDER], rows, "phases"), img("phases", "Phases")]
-        else:
-            parts.append("<p>No successful spawn in this period, so no phase breakdown.</p>")
-    else:
-        parts.append("<p>No spawns in this period.</p>")
-
-    failures = failure_counts(data.spawns)
-    parts.append("<h2>Failures by reason</h2>")
-    if failures:
-        rows = [
-            [f"<td>{_e(f.outcome)}</td>", f"<td>{_e(f.reason)}</td>",
-             f'<td class="num">{f.count}</td>', f"<td>{_e(', '.join(f.profiles))}</td>"]
-            for f in failures
-        ]  # fmt: skip
-        parts += [
-            "<p class='note'><i>refused</i>: stopped before any pod was made (not allowed, "
-            "profile full, no room); <i>failure</i>: started then failed; <i>cancelled</i>: "
-            "stopped by the user.</p>",
-            _table(["outcome", "reason", "spawns", "profiles"], rows, "failures"),
-            img("failures", "Failures by reason"),
-        ]
-    else:
-        parts.append("<p>No failed, refused or cancelled spawn in this period.</p>")
-
-    throughput = staging_throughput(data.staging)
-    parts.append("<h2>Staging throughput</h2>")
-    if throughput:
-        rates = [t.bytes_per_second for t in throughput if math.isfinite(t.bytes_per_second)]
-        moved = sum(t.bytes for t in throughput)
-        median = f"{format_bytes(percentile(rates, 50))}/s" if rates else "-"
-        parts.append(
-            f"<p>{len(throughput)} staging requests moved {_e(format_bytes(moved))}; "
-            f"median throughput {_e(median)} (bytes brought to the destination storage "
-            "divided by the time from request to completion).</p>"
-        )
-        parts.append(img("staging", "Staging throughput per request"))
-    else:
-        parts.append("<p>No staging request finished in this period.</p>")
-
-    parts.append("<h2>Availability over time</h2>")
-    if data.availability:
-        parts.append(
-            "<p class='note'>Per profile: how many more servers could start at once "
-            "(<i>can start now</i>) and how many were running, as sampled by the spawner.</p>"
-        )
-        parts.append(img("availability", "Availability over time per profile"))
-    else:
-        parts.append("<p>No availability samples in this period.</p>")
+    parts += _spawn_sections(summaries, img)
+    parts += _failure_section(data, img)
+    parts += _staging_section(data, img)
+    parts += _availability_section(data, img)
     return "\n".join([*parts, "</body></html>"])
+
+
+def _spawn_sections(
+    summaries: Sequence[ProfileSummary], img: Callable[[str, str], str]
+) -> list[str]:
+    """ "Spawn time per profile" and "Where the time goes"."""
+    parts = ["<h2>Spawn time per profile</h2>"]
+    if not summaries:
+        return [*parts, "<p>No spawns in this period.</p>"]
+    outcomes = ("success", "failure", "refused", "cancelled")
+    rows = [
+        [f"<td>{_e(s.profile)}</td>", f'<td class="num">{s.total}</td>',
+         *(f'<td class="num">{s.outcomes.get(o, 0)}</td>' for o in outcomes),
+         _num(s.p50), _num(s.p90), _num(s.p99)]
+        for s in summaries
+    ]  # fmt: skip
+    headers = ["profile", "spawns", *outcomes, "p50", "p90", "p99"]
+    parts += [
+        "<p class='note'>p50/p90/p99: half, 90 % and 99 % of the <b>successful</b> spawns "
+        "of the profile were ready within this time. Refused spawns end at once and would "
+        "hide slowness, so they are counted but not timed here.</p>",
+        _table(headers, rows, "spawn-times"),
+        img("durations", "Distribution of spawn times per profile"),
+    ]
+    parts.append("<h2>Where the time goes</h2>")
+    timed = [s for s in summaries if s.mean_phases]
+    if not timed:
+        return [*parts, "<p>No successful spawn in this period, so no phase breakdown.</p>"]
+    parts.append(
+        "<p class='note'>Mean seconds per phase of a successful spawn. <i>validate</i>: "
+        "checking the request; <i>staging</i>: bringing datasets to local storage; "
+        "<i>scheduling</i>: waiting for a node with room; <i>image</i>: downloading "
+        "the software image (0 when the node had it); <i>startup</i>: the notebook "
+        "server starting; <i>other</i>: the rest (creating objects, init containers, "
+        "waiting for the proxy).</p>"
+    )
+    rows = [
+        [f"<td>{_e(s.profile)}</td>", *(_num(s.mean_phases[p]) for p in PHASE_ORDER)] for s in timed
+    ]
+    return [*parts, _table(["profile", *PHASE_ORDER], rows, "phases"), img("phases", "Phases")]
+
+
+def _failure_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
+    failures = failure_counts(data.spawns)
+    parts = ["<h2>Failures by reason</h2>"]
+    if not failures:
+        return [*parts, "<p>No failed, refused or cancelled spawn in this period.</p>"]
+    rows = [
+        [f"<td>{_e(f.outcome)}</td>", f"<td>{_e(f.reason)}</td>",
+         f'<td class="num">{f.count}</td>', f"<td>{_e(', '.join(f.profiles))}</td>"]
+        for f in failures
+    ]  # fmt: skip
+    return [
+        *parts,
+        "<p class='note'><i>refused</i>: stopped before any pod was made (not allowed, "
+        "profile full, no room); <i>failure</i>: started then failed; <i>cancelled</i>: "
+        "stopped by the user.</p>",
+        _table(["outcome", "reason", "spawns", "profiles"], rows, "failures"),
+        img("failures", "Failures by reason"),
+    ]
+
+
+def _staging_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
+    throughput = staging_throughput(data.staging)
+    parts = ["<h2>Staging throughput</h2>"]
+    if not throughput:
+        return [*parts, "<p>No staging request finished in this period.</p>"]
+    rates = [t.bytes_per_second for t in throughput if math.isfinite(t.bytes_per_second)]
+    moved = sum(t.bytes for t in throughput)
+    median = f"{format_bytes(percentile(rates, 50))}/s" if rates else "-"
+    return [
+        *parts,
+        f"<p>{len(throughput)} staging requests moved {_e(format_bytes(moved))}; "
+        f"median throughput {_e(median)} (bytes brought to the destination storage "
+        "divided by the time from request to completion).</p>",
+        img("staging", "Staging throughput per request"),
+    ]
+
+
+def _availability_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
+    parts = ["<h2>Availability over time</h2>"]
+    if not data.availability:
+        return [*parts, "<p>No availability samples in this period.</p>"]
+    return [
+        *parts,
+        "<p class='note'>Per profile: how many more servers could start at once "
+        "(<i>can start now</i>) and how many were running, as sampled by the spawner.</p>",
+        img("availability", "Availability over time per profile"),
+    ]
 
 
 def write_report(data: ReportData, out: Path, *, generated: datetime) -> Path:
