@@ -11,13 +11,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qs, parse_qsl, quote_plus, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, WebSocket, expect
 
 from esap_spawner.site.profiles import PROFILE_LABEL
 from esap_spawner.spawn.objects import workflow_folder
+from tests.harness.esap import esap_deploy
 
 from .conftest import LAB_MS, PAGE_MS, PASSWORD, Demo, processes_under
 
@@ -276,9 +277,7 @@ def test_esap_deploy_button_lands_in_jupyterlab_after_the_users_yes(
     workflow = demo.banner_value("Workflow")
     notebook = "notebooks/crab.ipynb"
     facility = demo.get_json(f"{demo.url}/services/esap/api/v1/facility", demo.portal_token)
-    deploy = f"{facility['url']}v2/git/{quote_plus(workflow)}/HEAD?urlpath=lab" + (
-        "/tree/" + quote_plus(notebook)
-    )
+    deploy = esap_deploy(facility["url"], workflow, "HEAD", notebook)
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     context.set_default_timeout(PAGE_MS)
     try:

@@ -25,6 +25,7 @@ import yaml
 from esap_spawner.dev import demo_git
 from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.spawn.objects import workflow_folder
+from tests.harness.esap import esap_deploy
 from tests.harness.hub import PASSWORD, HubProcess, free_port
 from tests.integration.test_spawner_hub import SITE
 
@@ -32,13 +33,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PORTAL_TOKEN = "portal-" + uuid.uuid4().hex
-
-
-def esap_deploy(facility_url: str, repo: str, ref: str, filepath: str) -> str:
-    """esap-api-gateway's Deploy redirect (ida_views.py), as written there."""
-    return f"{facility_url}v2/git/{quote_plus(repo)}/{ref}?urlpath=lab" + (
-        "/tree/" + quote_plus(filepath) if filepath else ""
-    )
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from esap_spawner.service.git_remote import RemoteError, default_branch
 from esap_spawner.service.hub_version import query_style_for
 from esap_spawner.service.launch import spawn_redirect
 from esap_spawner.service.views import esap_url
+from tests.harness.esap import esap_deploy
 from tests.unit import test_service_handlers as harness
 from tests.unit.test_service_handlers import PREFIX, Service, ServiceFactory, check_openapi
 
@@ -31,13 +32,6 @@ service_factory, site_file, token_file = (
 REPO = "https://git.astron.nl/astron-sdc/escape-wp5/workflows/muse-demo.git"
 V2 = "https://h.org/services/esap/v2/"
 R = quote_plus("https://h.org/r.git")
-
-
-def esap_deploy(facility_url: str, repo: str, ref: str, filepath: str) -> str:
-    """ESAP's Deploy redirect (esap-api-gateway ida_views.py), replicated as written."""
-    return f"{facility_url}v2/git/{quote_plus(repo)}/{ref}?urlpath=lab" + (
-        "/tree/" + quote_plus(filepath) if filepath else ""
-    )
 
 
 def parse(link: str) -> Launch:
