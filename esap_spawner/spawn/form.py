@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from esap_spawner.site.profiles import Profile
+from esap_spawner.site.profiles import Profile, default_profile
 from esap_spawner.spawn.options import OPTIONS, form_fields
 
 __all__ = ["render_form", "resource_summary"]
@@ -61,11 +61,15 @@ def render_form(
     availability: Mapping[str, Any] | None,
     *,
     chosen: Mapping[str, Any],
-    selected: str | None,
     confirm: Mapping[str, Any] | None = None,
 ) -> str:
-    """The form's HTML: ``chosen`` prefills the fields, ``selected`` is the checked profile,
-    ``confirm`` the summary of a link waiting for the user's Start."""
+    """The form's HTML: ``chosen`` prefills the fields and checks its profile (else the
+    default, else the first: a radio group shows one choice checked), ``confirm`` is the
+    summary of a link waiting for the user's Start."""
+    selected = chosen.get("profile")
+    if selected not in {p.slug for p in profiles}:
+        preselected = default_profile(profiles) or next(iter(profiles), None)
+        selected = preselected.slug if preselected is not None else None
     return _templates.get_template("form.html").render(
         profiles=[
             {

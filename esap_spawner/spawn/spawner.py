@@ -48,7 +48,6 @@ from esap_spawner.observe.schema import SchemaError
 from esap_spawner.site.model import Site, load_site
 from esap_spawner.site.profiles import (
     Profile,
-    default_profile,
     kubespawner_profile,
     visible_profiles,
 )
@@ -367,16 +366,9 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             return {}
 
     def render_options_form(self, availability: dict[str, Any] | None = None) -> str:
-        profiles = self._visible()
-        chosen = self._query_preselection()
-        selected = chosen.get("profile")
-        if selected not in {p.slug for p in profiles}:
-            # a radio group shows one choice checked: the default, else the first
-            preselected = default_profile(profiles) or next(iter(profiles), None)
-            selected = preselected.slug if preselected is not None else None
         confirm, self._esap_confirm = self._esap_confirm, None
         return render_form(
-            profiles, availability, chosen=chosen, selected=selected, confirm=confirm
+            self._visible(), availability, chosen=self._query_preselection(), confirm=confirm
         )
 
     # -- the one validator, three ways in -----------------------------------------------
