@@ -60,6 +60,7 @@ def make_app(
     limited_threshold: int | None = None,
     max_dids: int | None = None,
     metrics_require_auth: bool = True,
+    max_body_size: int = 1 << 20,
     cluster_note: str | None = None,
     site_file: str | None = None,
     query_style: QueryStyle | None = None,
@@ -67,7 +68,8 @@ def make_app(
 ) -> tornado.web.Application:
     """The service's tornado Application; see :mod:`esap_spawner.service.handlers`.
 
-    ``may_use`` defaults to :func:`esap_spawner.site.profiles.may_use`. ``cluster_note`` says
+    ``may_use`` defaults to :func:`esap_spawner.site.profiles.may_use`. ``max_body_size``
+    bounds request bodies (:mod:`esap_spawner.service.bodies`). ``cluster_note`` says
     why availability is unknown when no cluster is configured (shown in answers and in
     ``health``). ``query_style`` defaults to the style of the JupyterHub installed here.
     """
@@ -99,6 +101,7 @@ def make_app(
         routes(prefix) + portal_routes(prefix) + launch_routes(prefix),
         esap=state,
         esap_openapi=load_openapi(),
+        max_body_size=max_body_size,
         default_handler_class=NotFoundHandler,
         compress_response=False,
     )
@@ -143,6 +146,7 @@ class ESAPService(Application):
         "token-file": "ESAPService.token_file",
         "limited-threshold": "ESAPService.limited_threshold",
         "max-dids": "ESAPService.max_dids",
+        "max-body-size": "ESAPService.max_body_size",
         "kubeconfig": "ESAPService.kubeconfig",
         "db-url": "ESAPService.db_url",
         "availability-sample-seconds": "ESAPService.availability_sample_seconds",
@@ -218,7 +222,8 @@ class ESAPService(Application):
     allow_anonymous = Bool(
         False,
         help="""Answer requests without a token; such callers see only profiles open to every
-        user. Off by default.""",
+        user (``facility``, ``profiles``). Off by default. ``POST api/v1/locality`` needs a
+        token even then: it asks the data catalogue with the site's account.""",
     ).tag(config=True)
 
     limited_threshold = Integer(
@@ -241,6 +246,21 @@ class ESAPService(Application):
         help="""Require a token with ``custom:esap:read`` or ``read:metrics`` for
         ``GET metrics``. Set False to let Prometheus scrape without a token.""",
     ).tag(config=True)
+
+    max_body_size = Integer(
+        1 << 20,
+        help="""Largest request body the service reads, in bytes, e.g. ``1048576`` (1 MiB, the
+        default: 1,000 DIDs of the longest kind take about a quarter of it). A larger body is
+        refused with 413 from its ``Content-Length`` (or as soon as a chunked body passes the
+        limit), before it is read and before the token is checked.""",
+    ).tag(config=True)
+
+    @validate("max_body_size")
+    def _positive_body_size(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 1:
+            raise TraitError(f"max_body_size must be at least 1 byte, not {value!r}")
+        return value
 
     kubeconfig = Unicode(
         "",
@@ -364,6 +384,7 @@ class ESAPService(Application):
             limited_threshold=self.limited_threshold,
             max_dids=self.max_dids,
             metrics_require_auth=self.metrics_require_auth,
+            max_body_size=self.max_body_size,
             cluster_note=note,
             site_file=self.site_file,
             query_style=_STYLES.get(self.hub_query_style),
@@ -436,7 +457,10 @@ class ESAPService(Application):
         if self.hub_query_style == "auto" and api_url:
             app.settings["esap"].query_style = await running_hub_query_style(api_url)
         background = self._start_history(app)
-        server = app.listen(self.port, address=self.ip, xheaders=True)
+        # no route takes a body larger than max_body_size: tornado refuses one before reading it
+        server = app.listen(
+            self.port, address=self.ip, xheaders=True, max_body_size=self.max_body_size
+        )
         self.log.info("ESAP service listening on http://%s:%i%s", self.ip, self.port, self.prefix)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

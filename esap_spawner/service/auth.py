@@ -48,6 +48,7 @@ __all__ = [
     "access_scope",
     "caller_from_model",
     "check_catalogue_access",
+    "may_operate",
     "token_from_header",
 ]
 
@@ -154,6 +155,13 @@ def check_catalogue_access(caller: Caller, *, service_name: str) -> None:
             f"this token may not read the catalogue: it needs the scope {PORTAL_SCOPE!r}"
             f" (portals) or {access_scope(service_name)!r} (users)",
         )
+
+
+def may_operate(caller: Caller) -> bool:
+    """Whether the caller may read what operators read (``metrics``, ``health``'s details):
+    a token with :data:`PORTAL_SCOPE` or :data:`METRICS_SCOPE` (JupyterHub's admin role has
+    the latter)."""
+    return caller.has_scope(PORTAL_SCOPE) or caller.has_scope(METRICS_SCOPE)
 
 
 class AuthStrategy(Protocol):

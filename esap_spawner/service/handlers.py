@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -40,8 +41,10 @@ from esap_spawner.service.auth import (
     AuthError,
     Caller,
     check_catalogue_access,
+    may_operate,
     token_from_header,
 )
+from esap_spawner.service.bodies import BoundedBody, error_json, implemented_methods
 from esap_spawner.service.interfaces import CheckResult, LocalityUnavailable
 from esap_spawner.service.state import ServiceState
 from esap_spawner.service.views import (
@@ -53,12 +56,15 @@ from esap_spawner.service.views import (
 
 __all__ = ["ApiError", "load_openapi", "routes"]
 
+log = logging.getLogger(__name__)
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    411: "length_required",
     413: "payload_too_large",
     503: "unavailable",
 }
@@ -87,6 +93,8 @@ class BaseHandler(web.RequestHandler):
     """JSON answers and errors, auth, and per-route metrics."""
 
     route = "other"
+    #: whether ``--allow-anonymous`` opens this route to callers without a token
+    anonymous_allowed = True
 
     @property
     def state(self) -> ServiceState:
@@ -152,29 +160,25 @@ class BaseHandler(web.RequestHandler):
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'token realm="esap"')
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(error_json(code, message))
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
         """The HTTP methods this route implements (a 405's ``Allow`` header, RFC 9110)."""
-        base = web.RequestHandler
-        return [
-            m
-            for m in cls.SUPPORTED_METHODS
-            if getattr(cls, m.lower(), None) is not getattr(base, m.lower(), None)
-        ]
+        return implemented_methods(cls)
 
     async def authenticate(self, *, catalogue: bool = True) -> Caller:
         """The caller of this request; raises :class:`ApiError` 401/403/503.
 
         ``catalogue``: the route shows the catalogue, so the caller needs a catalogue
-        scope (or anonymous access must be on); else only the token's validity is checked.
+        scope (or anonymous access must be on, for routes that it opens); else only the
+        token's validity is checked.
         """
         state = self.state
         try:
             token = token_from_header(self.request.headers.get("Authorization"))
             if token is None:
-                if state.allow_anonymous and catalogue:
+                if state.allow_anonymous and catalogue and self.anonymous_allowed:
                     return ANONYMOUS
                 raise AuthError(
                     401,
@@ -313,10 +317,17 @@ class ProfileHandler(BaseHandler):
         self.write_cached(key, render)
 
 
-class LocalityHandler(BaseHandler):
+class LocalityHandler(BoundedBody, BaseHandler):
+    """``POST api/v1/locality``: a body above ``max_body_size`` is refused from its
+    ``Content-Length`` (:mod:`.bodies`); anonymous access never opens this route (it asks
+    the catalogue with the site's account)."""
+
     route = "locality"
+    anonymous_allowed = False
 
     async def post(self) -> None:
+        if self.refused:
+            return  # answered already, from the headers
         await self.authenticate()
         dids = self.parse_body()
         catalogue = self.state.catalogue
@@ -338,7 +349,7 @@ class LocalityHandler(BaseHandler):
     def parse_body(self) -> list[str]:
         state = self.state
         try:
-            body = json.loads(self.request.body or b"")
+            body = json.loads(self.body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
         except RecursionError as exc:  # nested deeper than the parser's stack allows
@@ -388,20 +399,45 @@ class HealthHandler(BaseHandler):
 
     route = "health"
 
-    def get(self) -> None:
+    async def get(self) -> None:
         checks = {
             "site": self.site_check(),
             "cluster": self.cluster_check(),
             "catalogue": self.state.catalogue.health(),
         }
+        self.log_changes(checks)
         ok = all(c.ok for c in checks.values())
-        body = {
-            "status": "ok" if ok else "failing",
-            "checks": {name: {"ok": c.ok, "message": c.message} for name, c in checks.items()},
-        }
+        body: dict[str, Any] = {"status": "ok" if ok else "failing"}
+        if await self.may_see_details():
+            body["checks"] = {n: {"ok": c.ok, "message": c.message} for n, c in checks.items()}
         if not ok:
             self.set_header("Retry-After", "30")
         self.write_json(body, 200 if ok else 503)
+
+    async def may_see_details(self) -> bool:
+        """Whether the caller may read the checks' messages, which name files, hosts and
+        accounts: a token with an operator's scope. Anyone else (no token, another token,
+        one the hub cannot check now) gets the status alone: health stays public."""
+        if not self.request.headers.get("Authorization"):
+            return False
+        try:
+            caller = await self.authenticate(catalogue=False)
+        except ApiError:
+            return False
+        return may_operate(caller)
+
+    def log_changes(self, checks: Mapping[str, CheckResult]) -> None:
+        """Log each check that turned failing (with its message) or passing again."""
+        seen = self.state.checks_seen
+        for name, check in checks.items():
+            if seen.get(name) == check.ok:
+                continue
+            if check.ok:
+                if name in seen:
+                    log.info("health check %s passes again: %s", name, check.message)
+            else:
+                log.warning("health check %s fails: %s", name, check.message)
+            seen[name] = check.ok
 
     def site_check(self) -> CheckResult:
         state = self.state
@@ -444,7 +480,7 @@ class MetricsHandler(BaseHandler):
         state = self.state
         if state.metrics_require_auth:
             caller = await self.authenticate(catalogue=False)
-            if not (caller.has_scope(PORTAL_SCOPE) or caller.has_scope(METRICS_SCOPE)):
+            if not may_operate(caller):
                 raise ApiError(
                     403,
                     "insufficient_scope",

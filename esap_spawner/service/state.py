@@ -57,6 +57,8 @@ class ServiceState:
     ``query_style`` is how the running hub wants spawn options in a query string
     (``opt``: ``opt-profile=``, JupyterHub 6; ``plain``: ``profile=``); the launch route
     looks default branches up with ``default_branches`` (one with defaults when None).
+    ``checks_seen``: whether each health check passed when last asked, so the log says
+    when one changes.
     """
 
     site: Any
@@ -79,6 +81,7 @@ class ServiceState:
     default_branches: DefaultBranches | None = None
     metrics: ServiceMetrics = field(init=False)
     answers: AnswerCache = field(init=False, default_factory=AnswerCache)
+    checks_seen: dict[str, bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/") or not self.prefix.endswith("/"):

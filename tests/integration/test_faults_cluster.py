@@ -31,6 +31,7 @@ from esap_spawner.capacity.model import ClusterModel, Refusal, Reservation
 from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.dev.sim import Simulator, SimulatorThread, pod_manifest
 from esap_spawner.service.app import make_app
+from esap_spawner.service.auth import StaticTokenAuth
 from esap_spawner.site.model import load_site
 from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import free_port
@@ -38,6 +39,7 @@ from tests.harness.hub import free_port
 pytestmark = pytest.mark.integration
 
 IMAGE = "quay.io/jupyter/minimal-notebook:2026-01-01"
+PORTAL = "portal-token"
 SITE_YAML = f"""
 facility: {{name: Faults, description: fault tests, url: "http://127.0.0.1/"}}
 profiles:
@@ -67,7 +69,9 @@ class Env:
 
     async def get(self, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         try:
-            r = await AsyncHTTPClient().fetch(self.url + path, request_timeout=10)
+            r = await AsyncHTTPClient().fetch(
+                self.url + path, headers={"Authorization": f"token {PORTAL}"}, request_timeout=10
+            )
         except HTTPClientError as e:
             if e.response is None:
                 raise
@@ -94,7 +98,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     watcher = ClusterWatcher(
         model=model, api_client=api_client, backoff_initial=0.05, backoff_max=0.5
     )
-    app = make_app(site=site, capacity=model, auth=None, allow_anonymous=True)
+    # a portal's token: health's details are for portals and operators only
+    portal = StaticTokenAuth([{"token": PORTAL, "scopes": ["custom:esap:read"]}])
+    app = make_app(site=site, capacity=model, auth=portal)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)

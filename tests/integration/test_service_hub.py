@@ -171,8 +171,26 @@ def test_facility_locality_and_etag_through_the_proxy(hub: Any) -> None:
     assert check_openapi("POST", "/api/v1/locality", answer(r))["error"]["code"] == "invalid_did"
 
 
+@pytest.mark.parametrize("token", [PORTAL_TOKEN, None])
+def test_a_large_body_is_413_through_the_proxy(hub: Any, token: str | None) -> None:
+    """Refused from its Content-Length, before it is read or the token checked, and the
+    answer still reaches the caller through the hub's proxy."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    for _ in range(3):
+        r = requests.post(
+            f"{hub.url}/services/esap/api/v1/locality",
+            headers=headers,
+            data=b"{" * 5_000_000,
+            timeout=60,
+        )
+        body = check_openapi("POST", "/api/v1/locality", answer(r))
+        assert (r.status_code, body["error"]["code"]) == (413, "payload_too_large")
+
+
 def test_health_and_openapi_are_public(hub: Any) -> None:
     r = get(hub, "health")
+    assert check_openapi("GET", "/health", answer(r)) == {"status": "ok"}
+    r = get(hub, "health", token=PORTAL_TOKEN)  # the checks' details are an operator's
     body = check_openapi("GET", "/health", answer(r))
     assert body["checks"]["cluster"]["ok"] is True
     r = get(hub, "api/v1/openapi.json")

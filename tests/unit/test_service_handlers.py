@@ -8,7 +8,9 @@ checked against the status codes and schemas that ``openapi.json`` documents.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -427,7 +429,7 @@ async def test_no_cluster_note_is_shown(service_factory: ServiceFactory) -> None
     r = await service.fetch("api/v1/profiles/small", token="portal-token")
     body = check_openapi("GET", "/api/v1/profiles/{slug}", r)
     assert body["message"] == note
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="prom-token")
     health = check_openapi("GET", "/health", r)
     assert health["checks"]["cluster"] == {"ok": True, "message": note}
 
@@ -439,7 +441,7 @@ async def test_stale_view_is_reported(service: Service) -> None:
     body = check_openapi("GET", "/api/v1/profiles", r)
     assert body["stale"] is True
     assert "stale" in body["message"]
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="prom-token")
     health = check_openapi("GET", "/health", r)
     assert r.code == 503
     assert r.headers["Retry-After"] == "30"
@@ -643,7 +645,7 @@ async def test_locality_uses_a_plugged_catalogue(service_factory: ServiceFactory
     r = await post_locality(service, {"dids": ["lofar:L1"]})
     body = check_openapi("POST", "/api/v1/locality", r)
     assert body["results"][0]["status"] == "local"
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="portal-token")
     health = check_openapi("GET", "/health", r)
     assert r.code == 503
     assert health["checks"]["catalogue"] == {"ok": False, "message": "rucio unreachable for 40 s"}
@@ -759,7 +761,7 @@ async def test_openapi_is_served_without_a_token(service: Service) -> None:
 
 
 async def test_health_all_ok(service: Service) -> None:
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="portal-token")
     body = check_openapi("GET", "/health", r)
     assert r.code == 200
     assert body["status"] == "ok"
@@ -770,7 +772,7 @@ async def test_health_all_ok(service: Service) -> None:
 
 async def test_health_site_file_gone(service: Service, site_file: Path) -> None:
     site_file.unlink()
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="prom-token")
     body = check_openapi("GET", "/health", r)
     assert r.code == 503
     assert body["checks"]["site"]["ok"] is False
@@ -793,6 +795,106 @@ async def test_metrics_need_a_token_with_the_right_scope(service: Service) -> No
     assert "esap_cluster_view_age_seconds 0.0" in text
     assert 'esap_profile_available_servers{profile="small"} 4.0' in text
     assert 'esap_profile_running_servers{profile="small"} 1.0' in text
+
+
+# -- security review findings (issue 15): health details, anonymous locality, body size ----
+
+
+class FailingCatalogue:
+    """A catalogue whose health names a host and an account, as Rucio's does."""
+
+    remote = False
+
+    async def locality(self, dids: list[str]) -> list[dict[str, Any]]:
+        raise AssertionError("not asked")
+
+    def health(self) -> Any:
+        from esap_spawner.service.interfaces import CheckResult
+
+        return CheckResult(False, "cannot reach rucio.internal:443 as account esap-secret")
+
+
+async def test_health_tells_only_operators_the_details(
+    service_factory: ServiceFactory, site_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 7: anonymous callers (and users) get the status only; the checks' messages
+    (site file path, hosts, accounts) go to the logs and to portal or metrics tokens."""
+    caplog.set_level(logging.INFO, logger="esap_spawner.service.handlers")
+    service = await service_factory(catalogue=FailingCatalogue())
+    for token in (None, "alice-token", "carol-token", "no-such-token"):
+        r = await service.fetch("health", token=token)
+        assert r.code == 503, token
+        assert r.headers["Retry-After"] == "30"
+        assert check_openapi("GET", "/health", r) == {"status": "failing"}, token
+        for secret in (str(site_file), "rucio.internal", "esap-secret"):
+            assert secret not in r.body.decode(), (token, secret)
+    for token in ("portal-token", "prom-token"):
+        r = await service.fetch("health", token=token)
+        body = check_openapi("GET", "/health", r)
+        assert body["checks"]["catalogue"]["message"].endswith("as account esap-secret")
+        assert str(site_file) in body["checks"]["site"]["message"]
+    # the failure is logged once when it starts, not on every probe
+    failing = [r.getMessage() for r in caplog.records if "fails" in r.getMessage()]
+    assert failing == [
+        "health check catalogue fails: cannot reach rucio.internal:443 as account esap-secret"
+    ]
+
+
+async def test_health_stays_public_when_the_hub_cannot_check_a_token(
+    service_factory: ServiceFactory,
+) -> None:
+    service = await service_factory(auth=HubDown())
+    r = await service.fetch("health", token="portal-token")
+    assert (r.code, check_openapi("GET", "/health", r)) == (200, {"status": "ok"})
+
+
+async def test_anonymous_access_does_not_open_locality(service_factory: ServiceFactory) -> None:
+    """Finding 5: --allow-anonymous opens the profiles, never the catalogue's locality."""
+    service = await service_factory(allow_anonymous=True)
+    body = json.dumps({"dids": ["lofar:L1"]})
+    r = await service.fetch("api/v1/locality", method="POST", body=body)
+    assert r.code == 401
+    assert check_openapi("POST", "/api/v1/locality", r)["error"]["code"] == "missing_token"
+    assert r.headers["WWW-Authenticate"] == 'token realm="esap"'
+    assert (await post_locality(service, {"dids": ["lofar:L1"]})).code == 200
+    assert (await service.fetch("api/v1/profiles")).code == 200
+
+
+async def raw_post(port: int, headers: list[str], body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST the headers and (part of) a body on a plain socket; the status and JSON of the
+    answer the service gives WITHOUT waiting for the rest of the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = [f"POST {PREFIX}api/v1/locality HTTP/1.1", "Host: 127.0.0.1", *headers]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        status_line, *lines = answer.decode().split("\r\n")
+        fields = dict(line.split(": ", 1) for line in lines if line)
+        data = await asyncio.wait_for(reader.readexactly(int(fields["Content-Length"])), 10)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), json.loads(data)
+
+
+async def test_a_body_over_the_limit_is_413_before_it_is_read(
+    service_factory: ServiceFactory,
+) -> None:
+    """Finding 6: the Content-Length alone decides, before the body or the token (the rest
+    of the body is discarded as it comes: ``test_service_hub.py`` sends it all through the
+    hub's proxy)."""
+    service = await service_factory(max_body_size=1000)
+    status, body = await raw_post(service.port, ["Content-Length: 100000000"], b"{" * 1000)
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    assert "at most 1000" in body["error"]["message"]
+    token = "Authorization: token portal-token"
+    status, body = await raw_post(service.port, [token, "Content-Length: 1001"], b"{")
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    status, body = await raw_post(service.port, [token, "Transfer-Encoding: chunked"], b"5\r\n")
+    assert (status, body["error"]["code"]) == (411, "length_required")
+    dids = json.dumps({"dids": ["lofar:L1"]}).encode()
+    r = await service.fetch("api/v1/locality", token="portal-token", method="POST", body=dids)
+    assert r.code == 200
 
 
 async def test_metrics_opened(service_factory: ServiceFactory) -> None:
@@ -1114,7 +1216,7 @@ async def test_catalogue_that_cannot_be_built_is_reported(
     body = check_openapi("POST", "/api/v1/locality", r)
     assert body["results"][0]["status"] == "unknown"
     assert "could not be set up" in body["results"][0]["message"]
-    r = await service.fetch("health")
+    r = await service.fetch("health", token="portal-token")
     assert r.code == 503
     assert check_openapi("GET", "/health", r)["checks"]["catalogue"]["ok"] is False
 
