@@ -32,6 +32,8 @@ from tools.kube.http import Client, HTTPError
 KWOK_CONFIG = Path(__file__).with_name("kwok.yaml")
 SERVICE_RANGE = "10.96.0.0/16"
 POD_RANGE = "10.0.0.0/16"  # kwok hands pod IPs out of this range
+# what the node lifecycle controller puts on nodes until they are Ready
+LIFECYCLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 NODE_IP = "10.1.0.1"  # every kwok node's InternalIP (no kubelet listens there)
 STORAGE_CLASS = {
     "apiVersion": "storage.k8s.io/v1",
@@ -360,15 +362,13 @@ class ControlPlane:
             self.api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
 
     def node_ready(self, name: str) -> bool:
-        """True once the node's Ready condition is True and the not-ready taint is gone."""
+        """True once the node's Ready condition is True and the lifecycle taints are gone."""
         node = self.api.get(f"/api/v1/nodes/{name}")
         ready = any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in node.get("status", {}).get("conditions", [])
         )
-        tainted = any(
-            t["key"].startswith("node.kubernetes.io/") for t in node["spec"].get("taints", [])
-        )
+        tainted = any(t["key"] in LIFECYCLE_TAINTS for t in node["spec"].get("taints", []))
         return ready and not tainted
 
     def etcd_revision(self) -> int:
