@@ -8,9 +8,9 @@ never talks to Kubernetes; :mod:`esap_spawner.capacity.watch` feeds it from list
 Questions it answers, all from memory:
 
 - :meth:`ClusterModel.fit_count`: how many more servers of a profile fit now (a bin-packing
-  count over Ready, schedulable nodes the profile may use) and how many of those on nodes
-  that already hold its image. Per-profile answers are cached; events only mark nodes
-  dirty, and a question re-examines the dirty nodes (O(changes), not O(nodes)).
+  count over Ready, schedulable nodes the profile may use, within the namespace's quotas)
+  and how many of those on nodes that already hold its image. Per-profile answers are
+  cached; events only mark nodes dirty, and a question re-examines the dirty nodes.
 - :meth:`ClusterModel.availability`: per profile ``status``, ``can_start_now``,
   ``fast_start``, ``running``, ``max_servers``, ``estimated_start_seconds``.
 - :meth:`ClusterModel.reserve`: admission for the spawner (see its docstring).
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from esap_spawner.capacity.nodes import Node, no_room_message, room
+from esap_spawner.capacity.quota import Quotas
 from esap_spawner.capacity.requirements import (
     ProfileRequirements,
     Vector,
@@ -113,6 +114,7 @@ class ClusterModel:
         self._as_of: float | None = None
         self._down_since: dict[str, float] = {}
         self.reservations = Ledger(self._add_vector)
+        self.quotas = Quotas()  # the hub namespace's ResourceQuotas
 
     # ------------------------------------------------------------------ sync state
     @property
@@ -163,7 +165,7 @@ class ClusterModel:
     # ------------------------------------------------------------------ events
     def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
         """Apply one watch event (ADDED, MODIFIED, DELETED; BOOKMARK is ignored) of a
-        Node or a Pod, told apart by the object's ``kind``."""
+        Node, a Pod or a ResourceQuota, told apart by the object's ``kind``."""
         if event_type == "BOOKMARK":
             return
         kind = obj.get("kind")
@@ -171,8 +173,10 @@ class ClusterModel:
             self.apply_pod(event_type, obj)
         elif kind == "Node":
             self.apply_node(event_type, obj)
+        elif kind == "ResourceQuota":
+            self.quotas.apply(event_type, obj)
         else:
-            raise ValueError(f"expected a Node or a Pod object, got kind {kind!r}")
+            raise ValueError(f"expected a Node, a Pod or a ResourceQuota, got kind {kind!r}")
 
     def apply_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
         if event_type not in ("ADDED", "MODIFIED", "DELETED"):
@@ -335,9 +339,12 @@ class ClusterModel:
 
     def fit_count(self, profile: ProfileRequirements | Any) -> tuple[int, int]:
         """``(count, fast)``: how many more servers of ``profile`` fit now, and how many of
-        those on nodes that already hold the profile's image. Reservations count as used."""
-        cache = self._refresh(requirements_of(profile))
-        return cache.total, cache.fast
+        those on nodes that already hold the profile's image. Reservations count as used;
+        the namespace's ResourceQuotas cap both (:mod:`esap_spawner.capacity.quota`)."""
+        cache = self._refresh(req := requirements_of(profile))
+        left = self.quotas.room(req, self.reservations)
+        cap = cache.total if left is None else left
+        return min(cache.total, cap), min(cache.fast, cap)
 
     def _refresh(self, req: ProfileRequirements) -> _FitCache:
         key = req.placement_key
@@ -457,6 +464,8 @@ class ClusterModel:
                     f"profile {req.slug!r} is full: {taken} of {req.max_servers} servers "
                     "running (max_servers)",
                 )
+        if self.quotas.room(req, self.reservations) == 0:
+            return Refusal("quota", self.quotas.refusal_message(req, self.reservations))
         cache = self._refresh(req)
         if cache.total == 0:
             return Refusal("no_room", no_room_message(req, self._nodes.values(), self._requested))
@@ -471,6 +480,7 @@ class ClusterModel:
                 node=node,
                 vector=req.requests,
                 expires_at=self.clock() + ttl,
+                quota_use=self.quotas.use(req),
             )
         )
 

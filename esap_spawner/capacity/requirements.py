@@ -117,6 +117,7 @@ class ProfileRequirements:
     tolerations: tuple[tuple[tuple[str, Any], ...], ...] = ()
     image: str | None = None
     max_servers: int | None = None
+    limits: Vector = ()  # only what the profile sets; ResourceQuota limits.* keys count it
 
     @classmethod
     def build(
@@ -128,6 +129,7 @@ class ProfileRequirements:
         tolerations: Iterable[Mapping[str, Any]] = (),
         image: str | None = None,
         max_servers: int | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> ProfileRequirements:
         for resource, value in requests.items():
             if quantity_int(resource, value) < 0:
@@ -141,6 +143,7 @@ class ProfileRequirements:
             tolerations=tuple(tuple(sorted(t.items())) for t in tolerations),
             image=image,
             max_servers=max_servers,
+            limits=intern_vector(limits or {}),
         )
 
     @property
@@ -167,11 +170,12 @@ def requirements_of(profile: ProfileRequirements | Any) -> ProfileRequirements:
     cached = _FROM_PROFILE.get(id(profile))
     if cached is not None and cached[0] is profile:
         return cached[1]
-    from esap_spawner.site.profiles import server_requests
+    from esap_spawner.site.profiles import server_limits, server_requests
 
     req = ProfileRequirements.build(
         profile.slug,
         requests=server_requests(profile),
+        limits=server_limits(profile),
         node_selector=profile.node_selector,
         tolerations=profile.tolerations,
         image=profile.image,

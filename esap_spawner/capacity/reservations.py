@@ -28,8 +28,9 @@ NodeLoad = Callable[[str, Vector, int], None]
 class Reservation:
     """A slot held for one spawn until its pod shows up in the model (or it is released).
 
-    It holds quota until the pod is first seen (a pod counts as running from then on) and
-    node capacity until the pod is bound to a node, finishes or goes away.
+    It holds quota (``max_servers``, and ``quota_use`` of the namespace's ResourceQuotas)
+    until the pod is first seen (a pod counts as running from then on) and node capacity
+    until the pod is bound to a node, finishes or goes away.
     """
 
     slug: str
@@ -40,6 +41,7 @@ class Reservation:
     expires_at: float
     holds_quota: bool = True
     holds_node: bool = True
+    quota_use: Mapping[str, int] = field(default_factory=dict)
     _ledger: Ledger | None = field(default=None, repr=False)
 
     def release(self) -> None:
@@ -56,7 +58,7 @@ class Reservation:
 class Refusal:
     """Why a spawn cannot start now, in words a user can act on."""
 
-    reason: Literal["full", "no_room", "unsynced"]
+    reason: Literal["full", "no_room", "quota", "unsynced"]
     message: str
 
     def __str__(self) -> str:

@@ -183,6 +183,24 @@ def server_requests(profile: Profile) -> dict[str, Decimal | int]:
     return requests
 
 
+def server_limits(profile: Profile) -> dict[str, Decimal | int]:
+    """The limits of one server of ``profile`` (units as :func:`server_requests`), only those
+    set: what a ResourceQuota's ``limits.*`` keys count. Extended resources have their limit
+    equal to their request."""
+    override = kubespawner_profile(profile)["kubespawner_override"]
+    limits: dict[str, Decimal | int] = {}
+    cpu = _first_set(override, "cpu_limit")
+    if cpu is not None:
+        limits["cpu"] = parse_quantity(cpu)
+    memory = _first_set(override, "mem_limit")
+    if memory is not None:
+        limits["memory"] = _hub_bytes(memory)
+    for resource, count in (override.get("extra_resource_limits") or {}).items():
+        if count is not None:
+            limits[resource] = parse_bytes(count)
+    return limits
+
+
 def _first_set(override: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = override.get(key)

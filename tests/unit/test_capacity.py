@@ -291,7 +291,9 @@ def test_events_move_capacity_in_and_out() -> None:
 
 def test_bad_events_are_refused_with_a_clear_message() -> None:
     model = model_of([])
-    with pytest.raises(ValueError, match="expected a Node or a Pod object, got kind 'Service'"):
+    with pytest.raises(
+        ValueError, match="expected a Node, a Pod or a ResourceQuota, got kind 'Service'"
+    ):
         model.apply("ADDED", {"kind": "Service", "metadata": {"name": "x"}})
     with pytest.raises(ValueError, match="unknown watch event type 'ERROR'"):
         model.apply("ERROR", pod("1"))
