@@ -32,8 +32,11 @@ class HubClusterView:
         self.watcher: ClusterWatcher | None = None
         self._starting: asyncio.Lock | None = None
 
-    async def ensure_started(self, *, sync_timeout: float) -> ClusterModel:
+    async def ensure_started(
+        self, *, sync_timeout: float, namespace: str | None = None
+    ) -> ClusterModel:
         """Start watching if not yet, and wait up to ``sync_timeout`` s for a first sync.
+        ``namespace`` is where servers start: its ResourceQuotas are watched too.
 
         Returns the model either way: an unsynced model refuses admissions with a reason
         and answers ``unknown`` availability, which is what callers should show.
@@ -43,8 +46,9 @@ class HubClusterView:
         async with self._starting:
             if self.watcher is None:
                 api_client = await api_client_from_environment()
+                where = {"namespace": namespace} if namespace else {}
                 self.watcher = ClusterWatcher(
-                    model=self.model, api_client=api_client, parent=_hub_app()
+                    model=self.model, api_client=api_client, parent=_hub_app(), **where
                 )
                 metrics.watch_cluster_view(self.model.view_age_seconds)
                 await self.watcher.start()

@@ -1,8 +1,9 @@
 """The I/O edge of the cluster model: list+watch of nodes and pods through kubernetes_asyncio.
 
 :class:`ClusterWatcher` lists nodes and pods cluster-wide (other workloads use capacity
-too), applies the lists to a :class:`~esap_spawner.capacity.model.ClusterModel`, then watches each
-from its list's resourceVersion:
+too) and, given the hub's ``namespace``, that namespace's ResourceQuotas (they cap what can
+start there); it applies the lists to a :class:`~esap_spawner.capacity.model.ClusterModel`,
+then watches each from its list's resourceVersion:
 
 - a watch that ends normally (the server's ``timeoutSeconds``) resumes from the last
   resourceVersion seen (events and bookmarks), so nothing is lost or applied twice;
@@ -10,7 +11,9 @@ from its list's resourceVersion:
   kind is listed again and replaces the model's view of it;
 - any other failure (500, 429, connection refused, a dropped stream) marks the watch down
   in the model (it turns ``stale`` after ``stale_after`` seconds) and is retried with
-  exponential backoff and jitter; the model keeps its last view meanwhile.
+  exponential backoff and jitter; the model keeps its last view meanwhile;
+- ResourceQuotas that may not be read (403, missing RBAC) are left out with a warning: the
+  model then counts no quota, as before quotas were watched, and is not made stale.
 
 Objects stay raw JSON dicts (``_preload_content=False``): building ``V1Pod`` models costs
 far more than the model's own work (see ``benchmarks/capacity.py``).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -28,7 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kubernetes_asyncio import client, config
-from traitlets import Float, Int, default
+from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from esap_spawner.capacity.model import ClusterModel
@@ -36,6 +40,7 @@ from esap_spawner.capacity.model import ClusterModel
 __all__ = ["ClusterWatcher", "WatchError", "api_client_from_environment"]
 
 KINDS = ("nodes", "pods")
+QUOTAS = "resourcequotas"
 
 
 class WatchError(Exception):
@@ -111,6 +116,14 @@ class ClusterWatcher(LoggingConfigurable):
         help="""Seconds to wait for a connection to the API server.
         Example: c.ClusterWatcher.connect_timeout = 5""",
     )
+    namespace = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The namespace servers start in (KubeSpawner's): its ResourceQuotas cap what
+        the model counts. The hub passes its spawner's namespace; None watches no quota.
+        Example: c.ClusterWatcher.namespace = "jhub" """,
+    )
     stale_after = Float(
         None,
         allow_none=True,
@@ -146,8 +159,13 @@ class ClusterWatcher(LoggingConfigurable):
         self._listed.clear()
         self._synced.clear()
         self._tasks = [
-            asyncio.create_task(self._run(kind), name=f"esap-watch-{kind}") for kind in KINDS
+            asyncio.create_task(self._run(kind), name=f"esap-watch-{kind}") for kind in self.kinds
         ]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """What is listed and watched: nodes, pods and, with a namespace, its quotas."""
+        return (*KINDS, QUOTAS) if self.namespace else KINDS
 
     async def stop(self) -> None:
         """Stop watching; the model is marked not synced (its view no longer follows)."""
@@ -186,20 +204,41 @@ class ClusterWatcher(LoggingConfigurable):
                     version = self._apply(kind, event_type, obj) or version
             except asyncio.CancelledError:
                 raise
+            except WatchError as exc:
+                if kind == QUOTAS and exc.status in (401, 403, 404):
+                    self._without_quotas(exc)
+                    return
+                failures = await self._failed(kind, exc, failures)
             except _Gone:
                 self.log.info(
                     "watch of %s: resourceVersion %s is gone, listing again", kind, version
                 )
                 version = None
             except Exception as exc:
-                failures += 1
-                self.errors += 1
-                self.last_error = f"{kind}: {exc}"
-                self.model.watch_down(kind)
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
-                delay *= random.uniform(0.8, 1.2)
-                self.log.warning("watch of %s failed (%s); retrying in %.1f s", kind, exc, delay)
-                await asyncio.sleep(delay)
+                failures = await self._failed(kind, exc, failures)
+
+    async def _failed(self, kind: str, exc: Exception, failures: int) -> int:
+        """Count a failure, mark the watch down, wait the backoff; the new failure count."""
+        failures += 1
+        self.errors += 1
+        self.last_error = f"{kind}: {exc}"
+        self.model.watch_down(kind)
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+        delay *= random.uniform(0.8, 1.2)
+        self.log.warning("watch of %s failed (%s); retrying in %.1f s", kind, exc, delay)
+        await asyncio.sleep(delay)
+        return failures
+
+    def _without_quotas(self, exc: WatchError) -> None:
+        self.log.warning(
+            "cannot read ResourceQuotas in namespace %s (%s): quotas are not counted; "
+            "grant get/list/watch on resourcequotas there",
+            self.namespace,
+            exc,
+        )
+        self.model.watch_up(QUOTAS)
+        self.model.quotas.replace([])
+        self._listed_now(QUOTAS)
 
     def _apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> str | None:
         """Apply one event; return its resourceVersion (bookmarks included)."""
@@ -209,6 +248,8 @@ class ClusterWatcher(LoggingConfigurable):
         try:
             if kind == "nodes":
                 self.model.apply_node(event_type, obj)
+            elif kind == QUOTAS:
+                self.model.quotas.apply(event_type, obj)
             else:
                 self.model.apply_pod(event_type, obj)
             self.events_applied += 1
@@ -220,19 +261,30 @@ class ClusterWatcher(LoggingConfigurable):
         items, version = await self._list(kind)
         if kind == "nodes":
             self.model.replace_nodes(items)
+        elif kind == QUOTAS:
+            self.model.quotas.replace(items)
         else:
             self.model.replace_pods(items)
         self.relists += 1
+        self._listed_now(kind)
+        return version
+
+    def _listed_now(self, kind: str) -> None:
         self._listed.add(kind)
-        if self._listed.issuperset(KINDS) and not self._synced.is_set():
+        if self._listed.issuperset(self.kinds) and not self._synced.is_set():
             self.model.mark_synced()
             self._synced.set()
         elif self._synced.is_set():
             self.model.mark_synced()
-        return version
 
     def _call(self, kind: str) -> Any:
-        return self.api.list_node if kind == "nodes" else self.api.list_pod_for_all_namespaces
+        if kind == "nodes":
+            return self.api.list_node
+        if kind == QUOTAS:
+            if not self.namespace:
+                raise ValueError("ResourceQuotas are watched in a namespace: none is set")
+            return functools.partial(self.api.list_namespaced_resource_quota, self.namespace)
+        return self.api.list_pod_for_all_namespaces
 
     async def _list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
         items: list[dict[str, Any]] = []

@@ -41,7 +41,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from esap_spawner.capacity.hub_view import hub_view
-from esap_spawner.capacity.model import Refusal, Reservation
+from esap_spawner.capacity.model import ClusterModel, Refusal, Reservation
 from esap_spawner.data.staging import StagingError
 from esap_spawner.observe import metrics
 from esap_spawner.observe.schema import SchemaError
@@ -337,11 +337,18 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
 
         return render
 
+    async def _cluster_view(self) -> ClusterModel:
+        """The hub's cluster view, watching this spawner's namespace's quotas too."""
+        view = hub_view()
+        return await view.ensure_started(
+            sync_timeout=self.admission_sync_timeout, namespace=self.namespace
+        )
+
     async def _form_availability(self) -> dict[str, Any] | None:
         """Live availability per profile for the form, from the hub's cluster view."""
         if not self.admission:
             return None
-        model = await hub_view().ensure_started(sync_timeout=self.admission_sync_timeout)
+        model = await self._cluster_view()
         threshold = self.site.service.limited_threshold
         return dict(model.availability(self._visible(), limited_threshold=threshold))
 
@@ -446,7 +453,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         """Hold a slot for this spawn in the cluster view, or refuse with the reason."""
         if not self.admission:
             return
-        model = await hub_view().ensure_started(sync_timeout=self.admission_sync_timeout)
+        model = await self._cluster_view()
         decision = model.reserve(
             profile,
             namespace=self.namespace,

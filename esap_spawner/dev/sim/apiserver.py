@@ -63,9 +63,17 @@ _SHORT = {
     "services": ["svc"],
     "configmaps": ["cm"],
     "serviceaccounts": ["sa"],
+    "resourcequotas": ["quota"],
 }
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-_WITH_STATUS = {"pods", "nodes", "namespaces", "persistentvolumeclaims", "services"}
+_WITH_STATUS = {
+    "pods",
+    "nodes",
+    "namespaces",
+    "persistentvolumeclaims",
+    "services",
+    "resourcequotas",
+}
 _TRUE = {"true", "True", "1"}
 BOOKMARK_SECONDS = 60.0  # an idle watch that allows bookmarks gets one this often
 

@@ -45,6 +45,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "secrets": ("Secret", True),
     "configmaps": ("ConfigMap", True),
     "serviceaccounts": ("ServiceAccount", True),
+    "resourcequotas": ("ResourceQuota", True),
     "nodes": ("Node", False),
     "namespaces": ("Namespace", False),
 }
