@@ -29,6 +29,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -41,6 +42,7 @@ __all__ = ["ClusterWatcher", "WatchError", "api_client_from_environment"]
 
 KINDS = ("nodes", "pods")
 QUOTAS = "resourcequotas"
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class WatchError(Exception):
@@ -121,7 +123,8 @@ class ClusterWatcher(LoggingConfigurable):
         allow_none=True,
         config=True,
         help="""The namespace servers start in (KubeSpawner's): its ResourceQuotas cap what
-        the model counts. The hub passes its spawner's namespace; None watches no quota.
+        the model counts. The hub passes its spawner's namespace; by default, in a pod, the
+        pod's own namespace (KubeSpawner's default too); None watches no quota.
         Example: c.ClusterWatcher.namespace = "jhub" """,
     )
     stale_after = Float(
@@ -132,6 +135,13 @@ class ClusterWatcher(LoggingConfigurable):
         ``stale``, ``health`` fails and the spawner refuses admissions. None keeps the
         model's own setting (30 s). Example: c.ClusterWatcher.stale_after = 60""",
     )
+
+    @default("namespace")
+    def _namespace_default(self) -> str | None:
+        try:
+            return Path(IN_CLUSTER_NAMESPACE).read_text().strip() or None
+        except OSError:
+            return None
 
     @default("log")
     def _log_default(self) -> logging.Logger:
