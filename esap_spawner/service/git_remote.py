@@ -18,6 +18,7 @@ a sentence; nothing of the remote's answer is echoed.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urljoin, urlsplit
@@ -138,6 +139,9 @@ class DefaultBranches:
     ) -> None:
         self.timeout = timeout
         self.ca_file = ca_file or None
+        # one TLS context for every lookup: loading the CA bundle per request costs the
+        # event loop milliseconds each time (benchmarks/launch.py)
+        self._tls = ssl.create_default_context(cafile=self.ca_file)
         self.allowed_hosts = tuple(allowed_hosts)
         self.cache_seconds = cache_seconds
         self.clock = clock
@@ -206,7 +210,7 @@ class DefaultBranches:
             follow_redirects=False,
             connect_timeout=self.timeout,
             request_timeout=self.timeout,
-            ca_certs=self.ca_file,
+            ssl_options=self._tls,
             header_callback=answer.header_line,
             streaming_callback=collect,
         )
