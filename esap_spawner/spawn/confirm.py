@@ -51,7 +51,7 @@ class ConfirmFirst(web.HTTPError):
 
     def __init__(self, options: UserOptions) -> None:
         what = "a workflow" if options.workflow else "datasets"
-        super().__init__(200, log_message=f"the spawn link asks for {what}: asking the user first")
+        super().__init__(200, log_message=f"it brings {what}: the form asks the user first")
         self.jupyterhub_message = ""  # the hub then shows no error above the form
 
 
