@@ -18,11 +18,11 @@ error for API clients (``Accept`` without ``text/html``). Nothing a link holds p
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from esap_spawner.service.binder import PROVIDERS, Launch, LaunchError, parse_launch
+from esap_spawner.service.binder import Launch, LaunchError, parse_launch
 from esap_spawner.service.git_remote import RemoteError
 from esap_spawner.service.handlers import ApiError, BaseHandler
 from esap_spawner.service.views import QueryStyle
@@ -58,17 +58,18 @@ class LaunchHandler(BaseHandler):
 
     route = "launch"
 
-    async def get(self, provider: str, spec: str) -> None:
+    async def get(self, *path_args: str) -> None:
         state = self.state
         query = {
             key: [v.decode("utf-8", "replace") for v in values]
             for key, values in self.request.query_arguments.items()
         }
         # the raw path: tornado hands path arguments on decoded once, which would turn an
-        # encoded repository URL's %2F into path separators
-        raw_spec = self.request.path.split(f"v2/{provider}/", 1)[1]
+        # encoded repository URL's %2F into path separators (the route matched the raw path,
+        # so it starts with the prefix and v2/)
+        raw_provider, _sep, raw_spec = self.request.path[len(state.prefix) + 3 :].partition("/")
         try:
-            launch = parse_launch(provider, raw_spec, query)
+            launch = parse_launch(unquote(raw_provider), raw_spec, query)
         except LaunchError as exc:
             raise ApiError(400, "invalid_launch_link", exc.message) from None
         hosts = state.site.workflows.allowed_hosts
@@ -114,6 +115,6 @@ class LaunchHandler(BaseHandler):
 
 
 def launch_routes(prefix: str) -> list[tuple[str, type[BaseHandler]]]:
-    """``v2/git/...``, ``v2/gh/...``, ``v2/gl/...`` under ``prefix``."""
-    providers = "|".join(PROVIDERS)
-    return [(prefix + rf"v2/({providers})/(.+)", LaunchHandler)]
+    """``v2/<provider>/...`` under ``prefix`` (git, gh, gl: :data:`.binder.PROVIDERS`; any
+    other provider gets the 400 page naming those)."""
+    return [(prefix + r"v2/([^/]+)/(.*)", LaunchHandler)]

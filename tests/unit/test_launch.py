@@ -276,6 +276,9 @@ async def test_esap_deploy_redirects_to_the_spawn_form(service_factory: ServiceF
         (f"git/{quote_plus(REPO)}/main?urlpath=lab/tree/../x", 400, "'..'"),
         (f"git/{quote_plus(REPO)}/main?profile=huge", 400, "no profile 'huge'"),
         (f"git/{quote_plus(REPO)}/main?urlpath=<script>alert(1)</script>", 400, "<script>"),
+        ("svn/trunk/HEAD", 400, "unknown provider 'svn'; use git, gh or gl"),
+        ("%7Bx%7D/trunk", 400, "unknown provider '{x}'"),
+        ("git/", 400, "https URL"),
     ],
 )
 async def test_bad_links_get_a_readable_page(
@@ -293,6 +296,15 @@ async def test_bad_links_get_a_readable_page(
     assert answer.code == status
     body: Any = check_openapi("GET", "/v2/{provider}/{spec}", answer)
     assert body["error"]["code"] in ("invalid_launch_link", "unknown_profile")
+
+
+async def test_encoded_provider_is_read_as_the_link_wrote_it(
+    service_factory: ServiceFactory,
+) -> None:
+    service = await service_factory(default_branches=FixedBranches(), query_style="plain")
+    answer = await launch(service, f"%67it/{quote_plus(REPO)}/main")  # %67 is 'g'
+    assert answer.code == 302
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["workflow"] == [REPO]
 
 
 async def test_hosts_outside_the_allowlist_are_refused_before_any_lookup(
