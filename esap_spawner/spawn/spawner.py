@@ -37,7 +37,6 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from tornado import web
 from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from esap_spawner.capacity.hub_view import hub_view
@@ -51,7 +50,7 @@ from esap_spawner.site.profiles import (
     kubespawner_profile,
     visible_profiles,
 )
-from esap_spawner.spawn import objects
+from esap_spawner.spawn import objects, refusals
 from esap_spawner.spawn.confirm import (
     ConfirmFirst,
     dataset_localities,
@@ -74,6 +73,7 @@ from esap_spawner.spawn.records import (
     reason_in_words,
     record_spawn,
 )
+from esap_spawner.spawn.status import RefusalReason
 
 ANNOTATION_PREFIX = "esap.escape.eu"
 DATABASE_OUT_OF_DATE = (
@@ -111,14 +111,10 @@ async def _api_errors_in_words(started: Any) -> Any:
         return await started
     except ApiException as error:
         retry = error.status is None or error.status >= 500 or error.status == 429
-        raise refusal(503 if retry else 500, reason_in_words(error)) from error
+        raise refusals.failed(503 if retry else 500, reason_in_words(error)) from error
 
 
-def refusal(status: int, message: str) -> web.HTTPError:
-    """An HTTP error whose message JupyterHub shows as is, on the form and in the API."""
-    error = web.HTTPError(status, message)
-    error.jupyterhub_message = message  # type: ignore[attr-defined]
-    return error
+refusals.show_refusal_reasons()  # the hub imports this module as it starts
 
 
 class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
@@ -392,8 +388,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
                 workflow_hosts=self.site.workflows.allowed_hosts,
             )
         except OptionsError as e:
-            status = 403 if getattr(e, "forbidden", False) else 400
-            raise refusal(status, str(e)) from None
+            raise refusals.from_options(e) from None
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
@@ -403,7 +398,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         try:
             raw = options_from_form_data(formdata)
         except OptionsError as e:
-            raise refusal(400, str(e)) from None
+            raise refusals.from_options(e) from None
         return self._validated(raw).to_dict()
 
     async def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
@@ -413,7 +408,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         try:
             raw = options_from_query(query_data)
         except OptionsError as e:
-            raise refusal(400, str(e)) from None
+            raise refusals.from_options(e) from None
         options = self._validated(raw)
         if not options.asks_to_run_code:
             return options.to_dict()
@@ -422,7 +417,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         )
         missing = [loc.message for loc in localities.values() if loc.status == "not_found"]
         if missing:
-            raise refusal(404, "; ".join(missing))
+            raise refusals.refuse(RefusalReason.staging_refused, 404, "; ".join(missing))
         self._esap_confirm = summary(options, self.site.profile(options.profile), localities)
         quiet_confirmations(self.log)
         raise ConfirmFirst(options)
@@ -442,12 +437,12 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             await open_database(self.db_url, upgrade=self.db_upgrade_on_start)
         except SchemaError as e:  # the hub's snippet refuses to start on it; without it:
             self.log.error("esap: %s", e)
-            raise refusal(503, DATABASE_OUT_OF_DATE) from None
+            raise refusals.failed(503, DATABASE_OUT_OF_DATE) from None
         await self._admit(self.site.profile(options.profile))
         try:
             await self._prepare_data(options)
         except StagingError as e:
-            raise refusal(e.status, str(e)) from None
+            raise refusals.from_staging(e) from None
 
     async def _admit(self, profile: Profile) -> None:
         """Hold a slot for this spawn in the cluster view, or refuse with the reason."""
@@ -461,7 +456,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
             ttl=float(self.start_timeout) + 60,
         )
         if isinstance(decision, Refusal):
-            raise refusal(503 if decision.reason == "unsynced" else 409, decision.message)
+            raise refusals.from_capacity(decision)
         self._esap_reservation = decision
 
     # -- the life of one spawn ------------------------------------------------------------
