@@ -23,10 +23,10 @@ from esap_spawner.observe.db import url_from_environment
 from esap_spawner.observe.schema import (
     SchemaError,
     SchemaState,
-    display_url,
     schema_status,
     upgrade_schema,
 )
+from esap_spawner.observe.urls import database_problem, display_url
 
 __all__ = ["add_arguments", "run"]
 
@@ -53,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return upgrade(args.db) if args.action == "upgrade" else status(args.db)
     except SchemaError as exc:
         print(f"esap-spawner db {args.action}: {exc}", file=sys.stderr)
-    except (SQLAlchemyError, ImportError) as exc:
-        said = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's link
-        print(f"esap-spawner db {args.action}: cannot use {_shown(args.db)}: {said}",
-              file=sys.stderr)  # fmt: skip
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: a URL's port
+        print(f"esap-spawner db {args.action}: {database_problem(args.db, exc)}", file=sys.stderr)
     return 1
 
 
@@ -85,10 +83,3 @@ def status(url: str) -> int:
     if found.state is SchemaState.behind:
         print(f"upgrade it with: esap-spawner db upgrade --db {shown}")
     return 0 if found.state is SchemaState.current else 1
-
-
-def _shown(url: str) -> str:
-    try:
-        return display_url(url)
-    except SQLAlchemyError:
-        return "that URL"

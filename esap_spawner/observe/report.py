@@ -455,6 +455,7 @@ def run(args: argparse.Namespace) -> int:
 
     from esap_spawner.observe.db import Database
     from esap_spawner.observe.schema import SchemaError, SchemaState, check_status, schema_status
+    from esap_spawner.observe.urls import database_problem
 
     sqlite_path = args.db.removeprefix("sqlite:///") if args.db.startswith("sqlite:///") else None
     if sqlite_path and sqlite_path != ":memory:" and not Path(sqlite_path).exists():
@@ -478,8 +479,8 @@ def run(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         print(f"esap-spawner report: {exc}", file=sys.stderr)
         return 1
-    except (SQLAlchemyError, ImportError) as exc:
-        print(f"esap-spawner report: cannot read {args.db!r}: {exc}", file=sys.stderr)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: a URL's port
+        print(f"esap-spawner report: {database_problem(args.db, exc)}", file=sys.stderr)
         return 1
     try:
         page = write_report(data, Path(args.out), generated=now)

@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from esap_spawner.observe.tables import Base
+from esap_spawner.observe.urls import display_url
 
 __all__ = [
     "BASELINE",
@@ -129,11 +130,6 @@ def head_revision() -> str:
     if head is None:  # the package always ships the baseline
         raise RuntimeError("esap_spawner.observe.migrations holds no revision")
     return head
-
-
-def display_url(url: str | URL) -> str:
-    """The URL to show in messages: its password, if any, as ``***``."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def schema_status(url: str | URL) -> SchemaStatus:

@@ -400,6 +400,7 @@ class ESAPService(Application):
         """Create the tables on an empty database, refuse an out-of-date one (raises
         :class:`~esap_spawner.observe.schema.SchemaError`) unless told to upgrade it."""
         from esap_spawner.observe.schema import SchemaError
+        from esap_spawner.observe.urls import database_problem
 
         try:
             status = db.ensure_schema(
@@ -409,7 +410,7 @@ class ESAPService(Application):
         except SchemaError:
             raise
         except Exception as exc:  # unreachable: the history jobs retry and log
-            self.log.warning("cannot check the esap tables in %r: %s", db, exc)
+            self.log.warning("cannot check the esap tables: %s", database_problem(db.url, exc))
         else:
             self.log.info("esap tables in %r: %s", db, status.describe())
 

@@ -24,7 +24,8 @@ from tornado import web
 from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
-from esap_spawner.observe.schema import SchemaError, display_url
+from esap_spawner.observe.schema import SchemaError
+from esap_spawner.observe.urls import database_problem
 from esap_spawner.spawn.status import Phase, SpawnStatus
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ async def open_database(url: str | None, *, upgrade: bool) -> Database | None:
     except SchemaError:
         raise
     except Exception as exc:
-        log.warning("esap: cannot open the database %s: %s", display_url(url), exc)
+        log.warning("esap: %s", database_problem(url, exc))
         return None
 
 

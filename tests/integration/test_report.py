@@ -208,3 +208,39 @@ def test_the_cli_runs_the_report(recorded, tmp_path: Path) -> None:
     out = tmp_path / "via-cli"
     assert cli.main(["report", "--db", url, "--since", "2026-01-01", "--out", str(out)]) == 0
     assert (out / "spawn-durations.png").exists()
+
+
+SECRET = "S3cret-Pw%40x"  # percent-encoded in the URL: "S3cret-Pw@x" once decoded
+URLS_WITH_A_PASSWORD = [
+    f"postgresql+psycopg://esap:{SECRET}@127.0.0.1:1/esap",  # no driver, or nothing listening
+    f"postgresql+psycopg://esap:{SECRET}@127.0.0.1:notaport/esap",  # a port that is not one
+    f"postgresql+nosuchdriver://esap:{SECRET}@db.example.org/esap",
+    f"mysql://esap:{SECRET}@127.0.0.1:1/esap",
+    f"esap:{SECRET}@db.example.org/esap",  # not a URL at all
+]
+
+
+@pytest.mark.parametrize("url", URLS_WITH_A_PASSWORD)
+@pytest.mark.parametrize("command", [["report"], ["db", "status"], ["db", "upgrade"]])
+def test_a_database_password_is_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, command: list[str]
+) -> None:
+    """Finding 12: the commands once printed the URL as given, password and all."""
+    extra = ["--out", str(tmp_path / "out")] if command == ["report"] else []
+    assert cli.main([*command, "--db", url, *extra]) == 1
+    said = capsys.readouterr()
+    printed = said.out + said.err
+    assert "cannot use" in printed
+    for secret in (SECRET, "S3cret-Pw@x", "S3cret"):
+        assert secret not in printed, printed
+
+
+@pytest.mark.parametrize("url", URLS_WITH_A_PASSWORD)
+async def test_the_hub_logs_a_database_without_its_password(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from esap_spawner.spawn.records import open_database
+
+    assert await open_database(url, upgrade=False) is None  # the spawn goes on without it
+    assert "cannot use" in caplog.text
+    assert "S3cret" not in caplog.text, caplog.text
