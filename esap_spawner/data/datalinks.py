@@ -23,9 +23,12 @@ It imports nothing but the standard library and the DID grammar
 
 ``checkout --url URL --dest DIR [--ref REF]``
     ``git clone --depth 1 [--branch REF] -- URL DIR``, or for a commit id ``git init``, a
-    shallow ``git fetch`` of that commit and a detached checkout. Arguments go to git as an
-    argv list (never a shell) after ``--``; ``GIT_TERMINAL_PROMPT=0``. A DIR that already
-    holds files is left alone (a restart must never overwrite the user's work).
+    shallow ``git fetch`` of that commit and a detached checkout. Only an ``https://`` URL
+    is taken, and git itself runs with every transport but https refused and redirects not
+    followed (:data:`GIT_SAFETY`), so nothing the repository's server answers can lead it
+    to a local path, ssh or another host. Arguments go to git as an argv list (never a
+    shell) after ``--``; ``GIT_TERMINAL_PROMPT=0``. A DIR that already holds files is left
+    alone (a restart must never overwrite the user's work).
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ MANIFEST_NAME = "manifest.json"
 PLAN_VERSION = 1
 _SEGMENT = re.compile(r"^[^/\x00]{1,255}$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
+#: Given to every git command: https is the only transport (no file://, local paths, ssh,
+#: git://, ext::), and no redirect is followed.
+GIT_SAFETY = (
+    "-c", "protocol.allow=never",
+    "-c", "protocol.https.allow=always",
+    "-c", "http.followRedirects=false",
+)  # fmt: skip
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./\-]{0,254}$")
 
 
@@ -223,20 +233,23 @@ def git_argvs(url: str, ref: str | None, dest: str) -> list[list[str]]:
     """The git commands (argv lists) that check ``url`` at ``ref`` out into ``dest``."""
     if not url or url.startswith("-") or any(c.isspace() for c in url):
         raise Refused(f"workflow URL {url!r} is not usable")
+    if not url.lower().startswith("https://"):
+        raise Refused(f"workflow URL {url[:80]!r} is not an https URL: nothing else is fetched")
+    git = ["git", *GIT_SAFETY]
     if ref in (None, "", "HEAD"):
-        return [["git", "clone", "--depth", "1", "--", url, dest]]
+        return [[*git, "clone", "--depth", "1", "--", url, dest]]
     assert ref is not None
     if not _REF.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")):
         raise Refused(f"workflow ref {ref!r} is not a valid branch, tag or commit")
     if _SHA.match(ref):
         return [
-            ["git", "init", "--quiet", "--", dest],
-            ["git", "-C", dest, "remote", "add", "--", "origin", url],
-            ["git", "-C", dest, "fetch", "--depth", "1", "--", "origin", ref],
-            ["git", "-C", dest, "-c", "advice.detachedHead=false", "checkout", "--detach",
+            [*git, "init", "--quiet", "--", dest],
+            [*git, "-C", dest, "remote", "add", "--", "origin", url],
+            [*git, "-C", dest, "fetch", "--depth", "1", "--", "origin", ref],
+            [*git, "-C", dest, "-c", "advice.detachedHead=false", "checkout", "--detach",
              "FETCH_HEAD"],
         ]  # fmt: skip
-    return [["git", "clone", "--depth", "1", "--branch", ref, "--", url, dest]]
+    return [[*git, "clone", "--depth", "1", "--branch", ref, "--", url, dest]]
 
 
 def checkout(url: str, ref: str | None, dest: str) -> int:

@@ -423,7 +423,11 @@ for name in sorted(os.listdir(home)):
 
 
 def esap_pod(
-    tmp_path: Path, *, datasets: bool, workflow: str | None
+    tmp_path: Path,
+    *,
+    datasets: bool,
+    workflow: str | None,
+    checkout_env: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pod with the real datasets/checkout init containers and their ConfigMap."""
     from esap_spawner.site.model import LocalRSE
@@ -458,6 +462,7 @@ def esap_pod(
         ref=None,
         home="/home/jovyan",
         home_volume=None,
+        checkout_env=checkout_env,
     )
     notebook = {
         "name": "notebook",
@@ -493,18 +498,22 @@ async def run_esap_pod(api: Any, pod: dict[str, Any], config_map: dict[str, Any]
 
 
 async def test_workflow_checkout_into_the_home(cluster: Any, tmp_path: Path) -> None:
-    import subprocess
+    """Cloned over https (the only transport the checkout uses) from the demo's server."""
+    from esap_spawner.dev import demo_git
 
     _, api = cluster
-    repo = tmp_path / "notebooks"
-    repo.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo)]
-    (repo / "analysis.ipynb").write_text("{}")
-    for argv in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
-        subprocess.run([*git, *argv], check=True)
-    pod, config_map = esap_pod(tmp_path, datasets=False, workflow=str(repo))
-    lines = await run_esap_pod(api, pod, config_map)
-    assert lines == ["HOME notebooks ['.git', 'analysis.ipynb']"]
+    server = demo_git.start(tmp_path / "git")
+    try:
+        pod, config_map = esap_pod(
+            tmp_path,
+            datasets=False,
+            workflow=server.workflow,
+            checkout_env={"GIT_SSL_CAINFO": str(server.ca_file)},
+        )
+        lines = await run_esap_pod(api, pod, config_map)
+    finally:
+        server.stop()
+    assert lines == [f"HOME {demo_git.REPOSITORY} ['.git', 'README.md', 'notebooks']"]
 
 
 async def test_dataset_links_from_the_real_init_container(cluster: Any, tmp_path: Path) -> None:

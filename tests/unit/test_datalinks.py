@@ -1,5 +1,8 @@
 """The init containers' program, run for real: ``python3 datalinks.py ...`` in a subprocess, on
-a temporary "container filesystem" (``--rootfs``) with fake storage mounts and files."""
+a temporary "container filesystem" (``--rootfs``) with fake storage mounts and files. The
+program runs from a folder holding exactly what its ConfigMap holds, with an interpreter
+that sees no site-packages (so no esap_spawner), as in the user's image. Its git checkout
+is tested against a real https git server in ``tests/integration/test_checkout.py``."""
 
 from __future__ import annotations
 
@@ -14,16 +17,28 @@ from typing import Any
 import pytest
 
 import esap_spawner.data.datalinks as datalinks_module
+from esap_spawner.spawn import objects
 
-SCRIPT = Path(datalinks_module.__file__)
 ROOT = "/home/jovyan/datasets"
 MOUNT = "/rucio/hub-local"
+PROGRAM: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The program and the DID grammar it imports, written as the pod's ConfigMap holds them."""
+    folder = tmp_path_factory.mktemp("opt-esap")
+    data = objects.datalinks_config_map("p", {"version": 1, "datasets": {}})["data"]
+    for key in (objects.SCRIPT_KEY, objects.GRAMMAR_KEY):
+        (folder / key).write_text(data[key])
+    PROGRAM["script"] = folder / objects.SCRIPT_KEY
+    return folder
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The script as the init container runs it: a bare interpreter, no esap_spawner around."""
+    """The script as the init container runs it: no site-packages, no esap_spawner around."""
     return subprocess.run(
-        [sys.executable, "-I", str(SCRIPT), *args],
+        [sys.executable, "-S", "-E", str(PROGRAM["script"]), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -189,68 +204,17 @@ def test_missing_replica_reported_and_strict_fails(tmp_path: Path, rootfs: Path)
     assert run(*args, "--strict").returncode == 1
 
 
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=origin)
-    git("config", "user.email", "t@example.org", cwd=origin)
-    git("config", "user.name", "t", cwd=origin)
-    (origin / "analysis.ipynb").write_text("{}")
-    git("add", "analysis.ipynb", cwd=origin)
-    git("commit", "--quiet", "-m", "one", cwd=origin)
-    git("branch", "v1", cwd=origin)
-    (origin / "second.ipynb").write_text("{}")
-    git("add", "second.ipynb", cwd=origin)
-    git("commit", "--quiet", "-m", "two", cwd=origin)
-    git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=origin)
-    return origin
-
-
-def test_checkout_branch_commit_and_keep_existing(tmp_path: Path, repo: Path) -> None:
-    url = repo.as_uri()
-    dest = tmp_path / "home" / "origin"
-    done = run("checkout", "--url", url, "--ref", "v1", "--dest", str(dest))
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in dest.iterdir() if p.name != ".git") == ["analysis.ipynb"]
-
-    again = run("checkout", "--url", url, "--ref", "main", "--dest", str(dest))
-    assert again.returncode == 0
-    assert "already holds files: kept as it is" in again.stdout
-    assert not (dest / "second.ipynb").exists()
-
-    first_commit = git("rev-list", "--max-parents=0", "HEAD", cwd=repo)
-    pinned = tmp_path / "pinned"
-    done = run("checkout", "--url", url, "--ref", first_commit, "--dest", str(pinned))
-    assert done.returncode == 0, done.stderr
-    assert git("rev-parse", "HEAD", cwd=pinned) == first_commit
-
-
-def test_checkout_refuses_option_like_arguments_and_cleans_up(tmp_path: Path, repo: Path) -> None:
-    dest = tmp_path / "w"
-    bad_url = run("checkout", "--url=--upload-pack=touch /tmp/x", f"--dest={dest}")
-    assert bad_url.returncode == 2 and "is not usable" in bad_url.stderr
-    bad_ref = run("checkout", f"--url={repo.as_uri()}", "--ref=-evil", f"--dest={dest}")
-    assert bad_ref.returncode == 2 and "not a valid branch" in bad_ref.stderr
-    missing = run("checkout", "--url", repo.as_uri(), "--ref", "nope", "--dest", str(dest))
-    assert missing.returncode != 0
-    assert not dest.exists() or not any(dest.iterdir())
-
-
 def test_git_argv_never_uses_a_shell() -> None:
     argvs = datalinks_module.git_argvs("https://git.example.org/a/b.git", "v1", "/home/j/b")
+    safety = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always",
+              "-c", "http.followRedirects=false"]  # fmt: skip
     assert argvs == [
-        ["git", "clone", "--depth", "1", "--branch", "v1", "--", "https://git.example.org/a/b.git",
-         "/home/j/b"]
+        ["git", *safety, "clone", "--depth", "1", "--branch", "v1", "--",
+         "https://git.example.org/a/b.git", "/home/j/b"]
     ]  # fmt: skip
     sha = datalinks_module.git_argvs("https://g/a.git", "0123abcd", "/d")
-    assert ["git", "-C", "/d", "fetch", "--depth", "1", "--", "origin", "0123abcd"] in sha
+    assert ["git", *safety, "-C", "/d", "fetch", "--depth", "1", "--", "origin", "0123abcd"] in sha
+    assert all(argv[1:7] == safety for argv in sha)
 
 
 def test_links_hold_the_pods_view_when_root_is_shown_elsewhere(
