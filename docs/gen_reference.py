@@ -48,7 +48,9 @@ CONFIG_CLASSES = [
     (
         "esap_spawner.service.app",
         "ESAPService",
-        "the advertising service (`esap-spawner service --config FILE`)",
+        "the advertising service, `esap-spawner service` (options on its command line, as"
+        " named below or as `--ESAPService.<option>=VALUE`, or in the file given with"
+        " `--config FILE`; `esap-spawner service --help` lists them)",
     ),
 ]
 
@@ -218,6 +220,19 @@ def rst_to_markdown(text: str) -> str:
     return "\n".join(out).strip()
 
 
+def command_line_options(cls: Any) -> dict[str, str]:
+    """trait name -> its short option, for a traitlets Application (``esap-spawner service``)."""
+    options: dict[str, str] = {}
+    for option, target in getattr(cls, "aliases", {}).items():
+        section, _, name = str(target).rpartition(".")
+        if section == cls.__name__:
+            options[name] = f"--{option}=VALUE"
+    for option, (config, _help) in getattr(cls, "flags", {}).items():
+        for name, value in config.get(cls.__name__, {}).items():
+            options[name] = f"--{option}" + ("" if value is True else f" (sets {value!r})")
+    return options
+
+
 def config_reference() -> str:
     out: list[str] = []
     for module_name, class_name, what in CONFIG_CLASSES:
@@ -235,9 +250,13 @@ def config_reference() -> str:
                 " only the options esap-spawner adds are listed here."
             )
         out.append(intro + "\n")
+        options = command_line_options(cls)
         for name, trait in sorted(cls.class_own_traits(config=True).items()):
             out.append(f"### `{class_name}.{name}`\n")
-            out.append(f"*{type(trait).__name__}*, default `{trait.default_value_repr()}`\n")
+            line = f"*{type(trait).__name__}*, default `{trait.default_value_repr()}`"
+            if name in options:
+                line += f"; command line: `{options[name]}`"
+            out.append(line + "\n")
             out.append(rst_to_markdown(trait.help or "(no help)") + "\n")
     if not out:
         return "No configurable class could be imported: install esap-spawner first."

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from esap_spawner import __version__
 
 # subcommand -> (module, help). Each module provides ``add_arguments(parser)`` and
-# ``run(args) -> int``.
+# ``run(args) -> int``, or ``main(argv) -> int`` when it parses its own command line (the
+# service: a traitlets Application, whose --help is its own).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("esap_spawner.site.cli", "validate a site file and list every error"),
     "sim": ("esap_spawner.dev.sim.cli", "run the Kubernetes API simulator"),
@@ -44,6 +45,10 @@ def build_parser(chosen: str | None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in args_list if not a.startswith("-")), None)
+    if chosen in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[chosen][0])
+        if hasattr(module, "main"):
+            return int(module.main(args_list[args_list.index(chosen) + 1 :]))
     args = build_parser(chosen).parse_args(args_list)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     return int(module.run(args) or 0)

@@ -22,10 +22,15 @@ from urllib.parse import urlparse
 
 import tornado.web
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
-from traitlets.config import Application
+from traitlets.config import Application, Config, catch_config_error
+from traitlets.config.application import ClassesType, StrDict
+from traitlets.config.loader import KVArgParseConfigLoader
 
+from esap_spawner import __version__
+from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
 from esap_spawner.service.catalogue import locality_backend
+from esap_spawner.service.cli import ALIASES, EXAMPLES, FLAGS, LOG_FORMAT, StrictLoader
 from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
 from esap_spawner.service.history import SpawnHistory, every, sample_availability
@@ -138,31 +143,61 @@ class ESAPService(Application):
     name = "esap-service"
     description = __doc__ or ""
 
-    aliases = {
-        "site-file": "ESAPService.site_file",
-        "port": "ESAPService.port",
-        "ip": "ESAPService.ip",
-        "prefix": "ESAPService.prefix",
-        "token-file": "ESAPService.token_file",
-        "limited-threshold": "ESAPService.limited_threshold",
-        "max-dids": "ESAPService.max_dids",
-        "max-body-size": "ESAPService.max_body_size",
-        "kubeconfig": "ESAPService.kubeconfig",
-        "db-url": "ESAPService.db_url",
-        "availability-sample-seconds": "ESAPService.availability_sample_seconds",
-        "history-refresh-seconds": "ESAPService.history_refresh_seconds",
-        "log-level": "Application.log_level",
-    }
-    flags = {
-        "allow-anonymous": (
-            {"ESAPService": {"allow_anonymous": True}},
-            "Answer callers without a token (they see unrestricted profiles only).",
-        ),
-        "open-metrics": (
-            {"ESAPService": {"metrics_require_auth": False}},
-            "Serve /metrics without a token.",
-        ),
-    }
+    version = __version__
+    examples = EXAMPLES
+    aliases = ALIASES  # the command line: see esap_spawner.service.cli
+    flags = FLAGS
+    classes = [ClusterWatcher]  # configured through this app (``parent=self``)
+
+    config_file = Unicode(
+        "",
+        help="""A traitlets config file (Python) for the service, e.g.
+        ``esap_config.py`` holding ``c.ESAPService.max_dids = 100`` and
+        ``c.ClusterWatcher.stale_after = 30``. Options on the command line win over it.""",
+    ).tag(config=True)
+
+    @catch_config_error
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Read the command line, then the config file it names (the command line wins)."""
+        self.parse_command_line(argv)
+        if self.extra_args:
+            raise TraitError(f"unexpected argument(s) {' '.join(self.extra_args)!r}")
+        self._refuse_unknown(self.cli_config, "option --{}")
+        if self.config_file:
+            if not Path(self.config_file).is_file():
+                raise TraitError(f"config_file {self.config_file!r}: no such file")
+            self.load_config_file(self.config_file)
+            self._refuse_unknown(self.config, f"{self.config_file}: c.{{}}")
+            self.update_config(self.cli_config)
+
+    def _refuse_unknown(self, config: Config, where: str) -> None:
+        """A trait this program does not have is an error, not a warning (a typo would
+        silently change nothing)."""
+        known = {cls.__name__: cls for cls in self._classes_inc_parents()}
+        for section, values in config.items():
+            cls = known.get(section)
+            for name in values:
+                if cls is None or name not in cls.class_traits(config=True):
+                    raise TraitError(f"unknown {where.format(f'{section}.{name}')}")
+
+    def _create_loader(
+        self,
+        argv: list[str] | None,
+        aliases: StrDict,
+        flags: StrDict,
+        classes: ClassesType | None,
+    ) -> KVArgParseConfigLoader:
+        return StrictLoader(argv, aliases, flags, classes=classes, log=self.log)
+
+    @default("log_format")
+    def _default_log_format(self) -> str:
+        return LOG_FORMAT
+
+    log_level = Enum(
+        (0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"),
+        default_value=logging.INFO,
+        help="Set the log level by value or name, e.g. ``DEBUG``.",
+    ).tag(config=True)
 
     site_file = Unicode(
         "",
@@ -434,7 +469,7 @@ class ESAPService(Application):
         watcher = None
         api_client = None
         if watch:
-            from esap_spawner.capacity.watch import ClusterWatcher, api_client_from_environment
+            from esap_spawner.capacity.watch import api_client_from_environment
 
             if self.kubeconfig:  # kubernetes_asyncio reads it from the environment
                 os.environ["KUBECONFIG"] = self.kubeconfig

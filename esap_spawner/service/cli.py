@@ -1,111 +1,91 @@
-"""``esap-spawner service``: run the advertising service.
+"""``esap-spawner service``: the command line of :class:`~esap_spawner.service.app.ESAPService`.
 
-Under JupyterHub (as the managed service ``esap``) the prefix, the listening address and
-the hub's API token come from the hub's environment; alone, pass them here. Every option
-maps onto an :class:`~esap_spawner.service.app.ESAPService` trait; ``--config FILE``
-loads a traitlets config file for the rest.
+The command line is the traitlets Application's own: each option below is a short name for
+an ESAPService trait, whose help text ``--help`` prints; ``--help-all`` lists every trait,
+each reachable as ``--ESAPService.<trait>=VALUE`` (and the cluster watcher's as
+``--ClusterWatcher.<trait>=VALUE``); ``--config FILE`` loads a traitlets config file, which
+the command line overrides. Under JupyterHub (the managed service ``esap``) the prefix, the
+listening address and the hub's API token come from the hub's environment; alone, pass
+them here. An option the service does not know is refused, not ignored.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from traitlets.config import Config
+from traitlets import TraitError
+from traitlets.config.loader import KVArgParseConfigLoader
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+__all__ = ["ALIASES", "EXAMPLES", "FLAGS", "LOG_FORMAT", "StrictLoader", "main"]
 
+# option -> trait; Bool traits are FLAGS instead
+ALIASES: dict[str, str] = {
+    "site-file": "ESAPService.site_file",
+    "config": "ESAPService.config_file",
+    "ip": "ESAPService.ip",
+    "port": "ESAPService.port",
+    "prefix": "ESAPService.prefix",
+    "service-name": "ESAPService.service_name",
+    "token-file": "ESAPService.token_file",
+    "limited-threshold": "ESAPService.limited_threshold",
+    "max-dids": "ESAPService.max_dids",
+    "max-body-size": "ESAPService.max_body_size",
+    "kubeconfig": "ESAPService.kubeconfig",
+    "db-url": "ESAPService.db_url",
+    "availability-sample-seconds": "ESAPService.availability_sample_seconds",
+    "history-refresh-seconds": "ESAPService.history_refresh_seconds",
+    "log-level": "ESAPService.log_level",
+}
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--site-file", required=True, help="the site file (YAML)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8890, or the hub's)")
-    parser.add_argument("--ip", help="address to listen on (default 127.0.0.1, or the hub's)")
-    parser.add_argument(
-        "--prefix",
-        help="URL prefix, e.g. /services/esap/ (default: JUPYTERHUB_SERVICE_PREFIX or /)",
-    )
-    parser.add_argument(
-        "--allow-anonymous",
-        action="store_true",
-        help="answer callers without a token (unrestricted profiles only)",
-    )
-    parser.add_argument(
-        "--token-file",
-        help="JSON list of tokens to accept when no hub runs the service (for portals testing)",
-    )
-    parser.add_argument(
-        "--limited-threshold",
-        type=int,
-        help="'limited' when at most this many can start (default: the site file's, 2)",
-    )
-    parser.add_argument(
-        "--max-dids",
-        type=int,
-        help="most DIDs per locality request (default: the site file's, 1000)",
-    )
-    parser.add_argument(
-        "--open-metrics", action="store_true", help="serve /metrics without a token"
-    )
-    parser.add_argument("--kubeconfig", help="kubeconfig for the cluster view")
-    parser.add_argument(
-        "--db-url",
-        help="the hub's spawn-history database, as ESAPSpawner.db_url "
-        "(default sqlite:///esap.sqlite; '' disables)",
-    )
-    parser.add_argument(
-        "--availability-sample-seconds",
-        type=float,
-        help="store availability samples every this many seconds (default 60; 0 disables)",
-    )
-    parser.add_argument("--config", help="a traitlets config file (Python) for ESAPService")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING...")
+FLAGS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
+    "allow-anonymous": (
+        {"ESAPService": {"allow_anonymous": True}},
+        "Answer callers without a token (they see unrestricted profiles only).",
+    ),
+    "open-metrics": (
+        {"ESAPService": {"metrics_require_auth": False}},
+        "Serve /metrics without a token (ESAPService.metrics_require_auth = False).",
+    ),
+    "db-upgrade-on-start": (
+        {"ESAPService": {"db_upgrade_on_start": True}},
+        "Upgrade the database's esap tables at start instead of refusing to start.",
+    ),
+}
 
+EXAMPLES = """
+esap-spawner service --site-file site.yaml --token-file tokens.json --port 8890
+esap-spawner service --site-file /etc/esap/site.yaml --db-url=postgresql+psycopg://u:p@db/esap
+esap-spawner service --site-file site.yaml --config esap_config.py --ClusterWatcher.stale_after=30
+"""
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The traitlets config the command-line options stand for."""
-    config = Config()
-    svc: dict[str, Any] = {"site_file": args.site_file}
-    for option in (
-        "port",
-        "ip",
-        "prefix",
-        "token_file",
-        "limited_threshold",
-        "max_dids",
-        "kubeconfig",
-        "db_url",
-        "availability_sample_seconds",
-    ):
-        value = getattr(args, option, None)
-        if value is not None:
-            svc[option] = value
-    if args.allow_anonymous:
-        svc["allow_anonymous"] = True
-    if args.open_metrics:
-        svc["metrics_require_auth"] = False
-    config.ESAPService = Config(svc)
-    return config
+LOG_FORMAT = "[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
 
 
-def run(args: argparse.Namespace) -> int:
+class StrictLoader(KVArgParseConfigLoader):
+    """traitlets' command-line loader, refusing an option it does not know (traitlets only
+    warns, and a mistyped option would silently do nothing)."""
+
+    def _handle_unrecognized_alias(self, arg: str) -> None:
+        self.parser.error(f"unrecognized option --{arg} (see --help)")
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the service with ``argv`` (the arguments after ``service``). ``--help``, an
+    unknown option or a bad value exit here (SystemExit); a site file or database the
+    service cannot use returns 2 with the reason."""
     from esap_spawner.observe.schema import SchemaError
     from esap_spawner.service.app import ESAPService
     from esap_spawner.site.model import SiteError
 
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s",
-    )
-    from traitlets import TraitError
-
     service = ESAPService()
+    service.initialize(list(argv))
+    # the modules' own loggers (the app's logger has a handler of its own); traitlets
+    # turns a level's name into its number
+    logging.basicConfig(level=cast(int, service.log_level), format=LOG_FORMAT)
     try:
-        if args.config:
-            service.load_config_file(args.config)
-        service.update_config(config_from_args(args))
-        service.log_level = str(args.log_level).upper()
         service.start()
     except (ValueError, TraitError, SiteError, SchemaError) as exc:
         print(f"esap-spawner service: {exc}", file=sys.stderr)

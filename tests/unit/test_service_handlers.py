@@ -1053,17 +1053,6 @@ def test_kube_config_available(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert kube_config_available() is True
 
 
-def test_service_help(capsys: pytest.CaptureFixture[str]) -> None:
-    from esap_spawner.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(["service", "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for option in ("--site-file", "--port", "--prefix", "--allow-anonymous", "--token-file"):
-        assert option in out
-
-
 # -- a real catalogue behind the locality route ----------------------------------------
 
 

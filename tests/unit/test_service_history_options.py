@@ -59,15 +59,6 @@ def test_no_db_url_means_no_history(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert model.spawn_durations is None
 
 
-def test_help_lists_the_db_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from esap_spawner.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["service", "--help"])
-    out = capsys.readouterr().out
-    assert "--db-url" in out and "--availability-sample-seconds" in out
-
-
 # -- the database jobs, over stand-ins (no I/O) ----------------------------------------
 
 
