@@ -986,40 +986,6 @@ def test_caller_from_model_scopes() -> None:
 # -- the program and its command line --------------------------------------------------
 
 
-def test_cli_options_become_traits(site_file: Path, token_file: Path) -> None:
-    import argparse
-
-    from esap_spawner.service.app import ESAPService
-    from esap_spawner.service.cli import add_arguments, config_from_args
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "--site-file",
-            str(site_file),
-            "--port",
-            "9999",
-            "--prefix",
-            "services/x",
-            "--allow-anonymous",
-            "--token-file",
-            str(token_file),
-            "--open-metrics",
-            "--max-dids",
-            "7",
-        ]
-    )
-    service = ESAPService(config=config_from_args(args))
-    assert service.site_file == str(site_file)
-    assert service.port == 9999
-    assert service.prefix == "/services/x/"
-    assert service.allow_anonymous is True
-    assert service.metrics_require_auth is False
-    assert service.max_dids == 7
-    assert service.limited_threshold is None
-
-
 def test_service_takes_its_place_from_the_hub_environment(
     monkeypatch: pytest.MonkeyPatch, site_file: Path, tmp_path: Path
 ) -> None:

@@ -4,21 +4,19 @@ is optional (no ``db_url``: no history, ``estimated_start_seconds`` null)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 from traitlets import TraitError
 
 from esap_spawner.service.app import ESAPService
-from esap_spawner.service.cli import add_arguments, config_from_args
 from tests.unit.test_service_handlers import SITE_YAML
 
 
 def parse(*argv: str) -> ESAPService:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return ESAPService(config=config_from_args(parser.parse_args(["--site-file", "s", *argv])))
+    service = ESAPService()
+    service.initialize(["--site-file", "s", *argv])
+    return service
 
 
 def test_db_options_become_traits(monkeypatch: pytest.MonkeyPatch) -> None:
