@@ -220,6 +220,15 @@ def rst_to_markdown(text: str) -> str:
     return "\n".join(out).strip()
 
 
+def own_traits(cls: Any) -> dict[str, Any]:
+    """The configurable traits esap-spawner's own classes in ``cls``'s ancestry define."""
+    found: dict[str, Any] = {}
+    for ancestor in reversed(cls.__mro__):
+        if ancestor.__module__.startswith("esap_spawner") and hasattr(ancestor, "class_own_traits"):
+            found.update(ancestor.class_own_traits(config=True))
+    return found
+
+
 def command_line_options(cls: Any) -> dict[str, str]:
     """trait name -> its short option, for a traitlets Application (``esap-spawner service``)."""
     options: dict[str, str] = {}
@@ -241,7 +250,11 @@ def config_reference() -> str:
         except (ImportError, AttributeError) as exc:
             log.info("config reference: %s.%s not available (%s)", module_name, class_name, exc)
             continue
-        parents = [b.__name__ for b in cls.__mro__[1:3] if b.__name__ != "object"]
+        parents = [
+            b.__name__
+            for b in cls.__mro__[1:]
+            if not b.__module__.startswith("esap_spawner") and b.__name__ != "object"
+        ][:2]
         out.append(f"## `{class_name}`\n")
         intro = f"{class_name} is {what}. Configure it as `c.{class_name}.<option>`."
         if parents:
@@ -251,7 +264,7 @@ def config_reference() -> str:
             )
         out.append(intro + "\n")
         options = command_line_options(cls)
-        for name, trait in sorted(cls.class_own_traits(config=True).items()):
+        for name, trait in sorted(own_traits(cls).items()):
             out.append(f"### `{class_name}.{name}`\n")
             line = f"*{type(trait).__name__}*, default `{trait.default_value_repr()}`"
             if name in options:

@@ -22,15 +22,12 @@ from urllib.parse import urlparse
 
 import tornado.web
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
-from traitlets.config import Application, Config, catch_config_error
-from traitlets.config.application import ClassesType, StrDict
-from traitlets.config.loader import KVArgParseConfigLoader
 
 from esap_spawner import __version__
 from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
 from esap_spawner.service.catalogue import locality_backend
-from esap_spawner.service.cli import ALIASES, EXAMPLES, FLAGS, LOG_FORMAT, StrictLoader
+from esap_spawner.service.cli import CommandLineApp
 from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
 from esap_spawner.service.history import SpawnHistory, every, sample_availability
@@ -137,67 +134,14 @@ def _service_url_part(part: str) -> str:
     return str(parsed.port or "")
 
 
-class ESAPService(Application):
+class ESAPService(CommandLineApp):
     """Run the advertising service (under JupyterHub as the service ``esap``, or alone)."""
 
     name = "esap-service"
     description = __doc__ or ""
 
     version = __version__
-    examples = EXAMPLES
-    aliases = ALIASES  # the command line: see esap_spawner.service.cli
-    flags = FLAGS
     classes = [ClusterWatcher]  # configured through this app (``parent=self``)
-
-    config_file = Unicode(
-        "",
-        help="""A traitlets config file (Python) for the service, e.g.
-        ``esap_config.py`` holding ``c.ESAPService.max_dids = 100`` and
-        ``c.ClusterWatcher.stale_after = 30``. Options on the command line win over it.""",
-    ).tag(config=True)
-
-    @catch_config_error
-    def initialize(self, argv: list[str] | None = None) -> None:
-        """Read the command line, then the config file it names (the command line wins)."""
-        self.parse_command_line(argv)
-        if self.extra_args:
-            raise TraitError(f"unexpected argument(s) {' '.join(self.extra_args)!r}")
-        self._refuse_unknown(self.cli_config, "option --{}")
-        if self.config_file:
-            if not Path(self.config_file).is_file():
-                raise TraitError(f"config_file {self.config_file!r}: no such file")
-            self.load_config_file(self.config_file)
-            self._refuse_unknown(self.config, f"{self.config_file}: c.{{}}")
-            self.update_config(self.cli_config)
-
-    def _refuse_unknown(self, config: Config, where: str) -> None:
-        """A trait this program does not have is an error, not a warning (a typo would
-        silently change nothing)."""
-        known = {cls.__name__: cls for cls in self._classes_inc_parents()}
-        for section, values in config.items():
-            cls = known.get(section)
-            for name in values:
-                if cls is None or name not in cls.class_traits(config=True):
-                    raise TraitError(f"unknown {where.format(f'{section}.{name}')}")
-
-    def _create_loader(
-        self,
-        argv: list[str] | None,
-        aliases: StrDict,
-        flags: StrDict,
-        classes: ClassesType | None,
-    ) -> KVArgParseConfigLoader:
-        return StrictLoader(argv, aliases, flags, classes=classes, log=self.log)
-
-    @default("log_format")
-    def _default_log_format(self) -> str:
-        return LOG_FORMAT
-
-    log_level = Enum(
-        (0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"),
-        default_value=logging.INFO,
-        help="Set the log level by value or name, e.g. ``DEBUG``.",
-    ).tag(config=True)
 
     site_file = Unicode(
         "",

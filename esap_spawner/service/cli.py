@@ -14,12 +14,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
-from traitlets import TraitError
+from traitlets import Enum, TraitError, Unicode, default
+from traitlets.config import Application, Config, catch_config_error
+from traitlets.config.application import ClassesType, StrDict
 from traitlets.config.loader import KVArgParseConfigLoader
 
-__all__ = ["ALIASES", "EXAMPLES", "FLAGS", "LOG_FORMAT", "StrictLoader", "main"]
+from esap_spawner import __version__
+
+__all__ = ["ALIASES", "EXAMPLES", "FLAGS", "LOG_FORMAT", "CommandLineApp", "StrictLoader", "main"]
 
 # option -> trait; Bool traits are FLAGS instead
 ALIASES: dict[str, str] = {
@@ -70,6 +75,66 @@ class StrictLoader(KVArgParseConfigLoader):
 
     def _handle_unrecognized_alias(self, arg: str) -> None:
         self.parser.error(f"unrecognized option --{arg} (see --help)")
+
+
+class CommandLineApp(Application):
+    """The command line ESAPService is run with: the options above, ``--config FILE``,
+    ``--log-level``; anything unknown refused."""
+
+    version = __version__
+    examples = EXAMPLES
+    aliases = ALIASES
+    flags = FLAGS
+
+    config_file = Unicode(
+        "",
+        help="""A traitlets config file (Python) for the service, e.g.
+        ``esap_config.py`` holding ``c.ESAPService.max_dids = 100`` and
+        ``c.ClusterWatcher.stale_after = 30``. Options on the command line win over it.""",
+    ).tag(config=True)
+
+    log_level = Enum(
+        (0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"),
+        default_value=logging.INFO,
+        help="Set the log level by value or name, e.g. ``DEBUG``.",
+    ).tag(config=True)
+
+    @default("log_format")
+    def _default_log_format(self) -> str:
+        return LOG_FORMAT
+
+    @catch_config_error
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Read the command line, then the config file it names (the command line wins)."""
+        self.parse_command_line(argv)
+        if self.extra_args:
+            raise TraitError(f"unexpected argument(s) {' '.join(self.extra_args)!r}")
+        self.refuse_unknown(self.cli_config, "option --{}")
+        if self.config_file:
+            if not Path(self.config_file).is_file():
+                raise TraitError(f"config_file {self.config_file!r}: no such file")
+            self.load_config_file(self.config_file)
+            self.refuse_unknown(self.config, f"{self.config_file}: c.{{}}")
+            self.update_config(self.cli_config)
+
+    def refuse_unknown(self, config: Config, where: str) -> None:
+        """A trait this program does not have is an error, not a warning (a typo would
+        silently change nothing); ``where`` words the place, e.g. ``option --{}``."""
+        known = {cls.__name__: cls for cls in self._classes_inc_parents()}
+        for section, values in config.items():
+            cls = known.get(section)
+            for name in values:
+                if cls is None or name not in cls.class_traits(config=True):
+                    raise TraitError(f"unknown {where.format(f'{section}.{name}')}")
+
+    def _create_loader(
+        self,
+        argv: list[str] | None,
+        aliases: StrDict,
+        flags: StrDict,
+        classes: ClassesType | None,
+    ) -> KVArgParseConfigLoader:
+        return StrictLoader(argv, aliases, flags, classes=classes, log=self.log)
 
 
 def main(argv: Sequence[str]) -> int:
