@@ -39,7 +39,7 @@ from esap_spawner.spawn.option_values import (
     validate_ref,
     validate_workflow,
 )
-from esap_spawner.spawn.options import DEFAULT_BRANCH, query_options
+from esap_spawner.spawn.options import DEFAULT_BRANCH, query_options, split_dids
 
 __all__ = ["PROVIDERS", "Launch", "LaunchError", "filepath_from_urlpath", "parse_launch"]
 
@@ -162,12 +162,7 @@ def parse_launch(provider: str, spec: str, query: Mapping[str, Sequence[str]]) -
         if filepath is not None:
             filepath = validate_filepath(filepath)
         datasets = tuple(
-            dict.fromkeys(
-                validate_did(did)
-                for text in options.get("dataset", ())
-                for did in re.split(r"[\s,]+", text)
-                if did
-            )
+            dict.fromkeys(validate_did(d) for d in split_dids(options.get("dataset", ())))
         )
     except OptionsError as exc:
         part = "repository" if exc.field == "workflow" else exc.field

@@ -17,6 +17,7 @@ error for API clients (``Accept`` without ``text/html``). Nothing a link holds p
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -93,7 +94,7 @@ class LaunchHandler(BaseHandler):
                 branch = await state.default_branches.lookup(launch.repo)
             except RemoteError as exc:
                 raise ApiError(exc.status, "repository_unavailable", exc.message) from None
-            launch = Launch(launch.repo, branch, launch.filepath, launch.profile, launch.datasets)
+            launch = dataclasses.replace(launch, ref=branch)
         self.redirect(spawn_redirect(state.hub_base_url, launch, style=state.query_style))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -74,6 +74,7 @@ __all__ = [
     "options_from_query",
     "options_schema",
     "query_options",
+    "split_dids",
     "validate_did",
     "validate_filepath",
     "validate_options",
@@ -336,7 +337,7 @@ def _shape(args: Mapping[str, Sequence[str]], *, drop: Iterable[str]) -> dict[st
             continue
         texts = [v for v in (values if isinstance(values, list | tuple) else [values]) if v != ""]
         if key == "dataset":
-            dids = [d for text in texts for d in _SPLIT.split(str(text)) if d]
+            dids = split_dids(str(text) for text in texts)
             if dids:
                 out[key] = dids
             continue
@@ -346,6 +347,12 @@ def _shape(args: Mapping[str, Sequence[str]], *, drop: Iterable[str]) -> dict[st
             raise OptionsError(key, f"{key!r} was given {len(texts)} times; give it once")
         out[key] = texts[0]
     return out
+
+
+def split_dids(texts: Iterable[str]) -> list[str]:
+    """The DIDs in form or query texts, which may hold several separated by newlines,
+    commas or spaces (DIDs never contain them)."""
+    return [did for text in texts for did in _SPLIT.split(text) if did]
 
 
 def options_from_form_data(form: Mapping[str, Sequence[str]]) -> dict[str, Any]:
