@@ -168,4 +168,6 @@ def parse_launch(provider: str, spec: str, query: Mapping[str, Sequence[str]]) -
         part = "repository" if exc.field == "workflow" else exc.field
         raise LaunchError(part, exc.message) from None
     profile = _single(options, "profile")
+    if profile is not None and not _NAME.match(profile):
+        raise LaunchError("profile", f"{profile[:80]!r} is not a profile slug")
     return Launch(repo=repo, ref=ref, filepath=filepath, profile=profile, datasets=datasets)

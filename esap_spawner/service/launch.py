@@ -8,7 +8,9 @@ redirects the browser to the hub's spawn page with the options in the style the 
 first if needed; the spawner then shows the prefilled form with a summary and waits for
 the user's Start (:mod:`esap_spawner.spawn.confirm`): the link alone never starts code.
 
-The route needs no token (a browser following a link has none for the service). A link
+The route needs no token (a browser following a link has none for the service), so it
+says nothing about the site's profiles: a ``profile`` the link names is judged by the hub,
+with the user known, on the form (an unknown or forbidden one is refused there). A link
 that cannot be used gets a 400 (403 for a host the site does not allow, 404/502/504 when
 the repository cannot be asked): a readable HTML page for browsers, the service's JSON
 error for API clients (``Accept`` without ``text/html``). Nothing a link holds produces a
@@ -80,14 +82,6 @@ class LaunchHandler(BaseHandler):
                 403,
                 "workflow_host_not_allowed",
                 f"this hub does not start workflows from {host}; allowed hosts: {', '.join(hosts)}",
-            )
-        profiles = {p.slug for p in state.profiles}
-        if launch.profile is not None and launch.profile not in profiles:
-            raise ApiError(
-                400,
-                "unknown_profile",
-                f"no profile {launch.profile[:80]!r} at this hub; "
-                f"profiles: {', '.join(sorted(profiles))}",
             )
         if launch.ref == DEFAULT_BRANCH and state.default_branches is not None:
             try:
