@@ -40,7 +40,11 @@ FUZZ = settings(
     max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 
-schema = schemathesis.openapi.from_dict(load_openapi())
+# The launch route (v2/...) is a browser's redirect, not part of the JSON API: any string is
+# "schema-valid" for its path, most are links it must refuse (400), and a valid one would
+# make the service ask a generated host for its default branch. Its hostile input is
+# generated in tests/unit/test_launch.py, with the lookup in-process.
+schema = schemathesis.openapi.from_dict(load_openapi()).exclude(path_regex=r"^/v2/")
 
 
 class Service(StandaloneService):

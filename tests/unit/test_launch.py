@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from esap_spawner.service.binder import Launch, LaunchError, filepath_from_urlpath, parse_launch
@@ -20,6 +22,13 @@ from esap_spawner.service.git_remote import RemoteError, default_branch
 from esap_spawner.service.hub_version import query_style_for
 from esap_spawner.service.launch import spawn_redirect
 from esap_spawner.service.views import esap_url
+from esap_spawner.site.profiles import Profile
+from esap_spawner.spawn.options import (
+    validate_filepath,
+    validate_options,
+    validate_ref,
+    validate_workflow,
+)
 from tests.harness.esap import esap_deploy
 from tests.unit import test_service_handlers as harness
 from tests.unit.test_service_handlers import PREFIX, Service, ServiceFactory, check_openapi
@@ -318,3 +327,40 @@ async def test_hosts_outside_the_allowlist_are_refused_before_any_lookup(
     assert "does not start workflows from github.com" in page.body.decode()
     assert branches.asked == []
     assert (await launch(service, f"git/{quote_plus(REPO)}/HEAD")).code == 302
+
+
+# -- anything in: a Launch whose values the hub accepts, or a LaunchError --------------------
+
+SEGMENT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+RAW = st.one_of(
+    SEGMENT.map(lambda t: quote(t, safe="/:%+")),
+    st.builds(lambda r, ref: f"{quote_plus(r)}/{ref}",
+              st.one_of(SEGMENT, st.sampled_from([REPO, "https://h.org/a/../b"])), SEGMENT),
+)  # fmt: skip
+QUERY = st.dictionaries(
+    st.sampled_from(["urlpath", "labpath", "filepath", "profile", "dataset", "opt-profile", "x"]),
+    st.lists(SEGMENT, max_size=2),
+    max_size=3,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(provider=st.sampled_from(["git", "gh", "gl", "svn"]), spec=RAW, query=QUERY)
+def test_any_link_parses_to_valid_options_or_is_refused(
+    provider: str, spec: str, query: dict[str, list[str]]
+) -> None:
+    try:
+        launch = parse_launch(provider, spec, query)
+    except LaunchError as exc:
+        assert exc.part and exc.message
+        return
+    assert validate_workflow(launch.repo) == launch.repo
+    assert validate_ref(launch.ref) == launch.ref and not launch.ref.startswith("-")
+    if launch.filepath is not None:
+        assert validate_filepath(launch.filepath) == launch.filepath
+        assert ".." not in launch.filepath.split("/")
+    # what the hub is then sent passes the spawn options' own validator
+    redirect = parse_qs(urlsplit(spawn_redirect("/", launch, style="plain")).query)
+    raw = {k: v if k == "dataset" else v[0] for k, v in redirect.items()}
+    validate_options(raw, site_profiles=(Profile(slug=launch.profile or "p", display_name="p",
+                     default=True),), groups=(), is_admin=False, max_datasets=1000)  # fmt: skip
