@@ -157,6 +157,14 @@ class DataConfig:
     static: StaticCatalogue | None = None
 
     @property
+    def mount_paths(self) -> tuple[str, ...]:
+        """Every path the spawner may mount data at in a pod: ``mount_root`` (the datasets
+        folder), each local RSE's and the static volume's ``mount_path``."""
+        rses = self.rucio.local_rses if self.rucio is not None else ()
+        static = (self.static.mount_path,) if self.static is not None else ()
+        return (self.mount_root, *(r.mount_path for r in rses), *static)
+
+    @property
     def max_dids(self) -> int:
         """Most datasets one spawn may request (``rucio.staging.max_dids``, else 100)."""
         if self.rucio is not None:

@@ -145,6 +145,8 @@ class DataSpawnerMixin(_Base):
             resolved = await self._stage(options) if options.datasets else None
             if resolved is not None:
                 self._esap_plan = self._plan(resolved)
+            if options.workflow:
+                self._say_where_the_workflow_goes(options.workflow)
             if self._esap_plan is not None or options.workflow:
                 await self._create_config_map(self._esap_plan or {"version": 1, "datasets": {}})
         finally:
@@ -278,6 +280,7 @@ class DataSpawnerMixin(_Base):
             ref=options.ref if options else None,
             home=self.home_dir,
             home_volume=objects.find_home_volume(mounts, self.home_dir),
+            reserved=self.site.data.mount_paths,
             image_pull_policy=container.image_pull_policy,
             checkout_env=self.checkout_env,
         )
@@ -286,9 +289,25 @@ class DataSpawnerMixin(_Base):
         env: dict[str, str] = super().get_env()
         options = getattr(self, "esap_options", None)
         if options is not None and options.workflow:
-            folder = objects.workflow_folder(options.workflow)
+            folder = self._checkout_folder(options.workflow)
             env["JUPYTERHUB_DEFAULT_URL"] = objects.workflow_url(folder, options.filepath)
         return env
+
+    def _checkout_folder(self, workflow: str) -> str:
+        return objects.checkout_folder(
+            workflow, home=self.home_dir, reserved=self.site.data.mount_paths
+        )
+
+    def _say_where_the_workflow_goes(self, workflow: str) -> None:
+        """A progress message when the workflow cannot have its own name as its folder."""
+        folder, name = self._checkout_folder(workflow), objects.workflow_folder(workflow)
+        if folder != name:
+            home = self.home_dir.rstrip("/")
+            self._progress_message(
+                f"The workflow is checked out into {home}/{folder}: {home}/{name} is where "
+                "this hub mounts data",
+                1.0,
+            )
 
     async def progress(self) -> Any:
         """Staging messages first (0-30%), then KubeSpawner's pod events."""

@@ -293,6 +293,22 @@ def workflow_folder(url: str) -> str:
     return safe[:100] or "workflow"
 
 
+def checkout_folder(url: str, *, home: str, reserved: Sequence[str]) -> str:
+    """The folder under ``home`` a workflow is checked out into: the repository's own name
+    (:func:`workflow_folder`), unless ``<home>/<name>`` is, or holds, one of ``reserved``
+    (where data is mounted: the datasets folder, storage mounts); then ``<name>-workflow``
+    (``<name>-workflow-2``, ...). A repository called ``datasets`` would otherwise be
+    checked out where the datasets are mounted."""
+    name = workflow_folder(url)
+    taken = [posixpath.normpath(r) for r in reserved]
+    for n in range(1, len(taken) + 2):
+        folder = name if n == 1 else f"{name}-workflow" + (f"-{n - 1}" if n > 2 else "")
+        dest = posixpath.normpath(posixpath.join(home, folder))
+        if not any(r == dest or r.startswith(dest + "/") for r in taken):
+            return folder
+    raise AssertionError("unreachable: each reserved path rules out at most one folder")
+
+
 def workflow_url(folder: str, filepath: str | None) -> str:
     """JupyterLab's URL for the workflow: ``/lab/tree/<folder>[/<filepath>]``, escaped."""
     path = folder if not filepath else posixpath.join(folder, filepath.lstrip("/"))
@@ -316,21 +332,21 @@ def checkout_init_container(
     image: str,
     url: str,
     ref: str | None,
-    home: str,
+    dest: str,
     home_volume: HomeVolume | None,
     env: Mapping[str, str],
     uid: int | None,
     image_pull_policy: str | None = None,
     checkout_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``python3 /opt/esap/datalinks.py checkout --url U --dest <home>/<folder> [--ref R]``.
+    """``python3 /opt/esap/datalinks.py checkout --url U --dest DEST [--ref R]`` (``DEST``:
+    ``<home>/<checkout_folder(...)>``).
 
     With a volume at the home directory the checkout goes there (and survives restarts, where
     it is kept as it is); without one, an emptyDir :data:`WORKFLOW_VOLUME` holds it (see
     :func:`workflow_volumes`). ``checkout_env`` (the admin's, e.g. ``GIT_SSL_CAINFO``) comes
     after the hub's variables; ``GIT_TERMINAL_PROMPT`` and ``HOME`` are always ours.
     """
-    dest = posixpath.join(home, workflow_folder(url))
     # --option=value: a value starting with '-' is refused by the script, not read as an option
     argv = [
         "python3",
@@ -374,12 +390,12 @@ def checkout_init_container(
 
 
 def workflow_volumes(
-    url: str, home: str, home_volume: HomeVolume | None
+    dest: str, home_volume: HomeVolume | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Without a home volume: an emptyDir for the checkout and its mount in the notebook."""
+    """Without a home volume: an emptyDir for the checkout at ``dest`` and its mount in the
+    notebook."""
     if home_volume is not None:
         return [], []
-    dest = posixpath.join(home, workflow_folder(url))
     return [{"name": WORKFLOW_VOLUME, "emptyDir": {}}], [
         {"name": WORKFLOW_VOLUME, "mountPath": dest}
     ]
@@ -419,10 +435,12 @@ def pod_data(
     ref: str | None,
     home: str,
     home_volume: HomeVolume | None,
+    reserved: Sequence[str],
     image_pull_policy: str | None = None,
     checkout_env: Mapping[str, str] | None = None,
 ) -> PodData:
-    """The pod parts for ``plan`` (datasets, or None) and ``workflow`` (a URL, or None).
+    """The pod parts for ``plan`` (datasets, or None) and ``workflow`` (a URL, or None),
+    checked out into ``<home>/<checkout_folder(workflow, home=home, reserved=reserved)>``.
 
     Only the storage the plan uses is mounted; nothing at all without datasets or workflow.
     """
@@ -450,7 +468,8 @@ def pod_data(
             )
         )
     if workflow:
-        wf_volumes, wf_mounts = workflow_volumes(workflow, home, home_volume)
+        dest = posixpath.join(home, checkout_folder(workflow, home=home, reserved=reserved))
+        wf_volumes, wf_mounts = workflow_volumes(dest, home_volume)
         volumes += wf_volumes
         mounts += wf_mounts
         inits.append(
@@ -458,7 +477,7 @@ def pod_data(
                 image=image,
                 url=workflow,
                 ref=ref,
-                home=home,
+                dest=dest,
                 home_volume=home_volume,
                 env=hub_environment,
                 uid=uid,

@@ -163,6 +163,33 @@ async def test_a_pod_with_data_and_workflow_is_locked_down(
     assert {c["image"] for c in inits.values()} == {notebook["image"]}
 
 
+async def test_a_workflow_named_like_the_datasets_folder_goes_elsewhere(
+    sim: Any, sim_namespace: str, site_file: Path
+) -> None:
+    """Finding 11: a repository called ``datasets`` was checked out where the datasets are
+    mounted (two volumes on one path). It goes to ``~/datasets-workflow``, JupyterLab opens
+    it there, and the spawn page says why."""
+    workflow = "https://git.example.org/esap/datasets.git"
+    options = {"profile": "small", "dataset": [DATASET], "workflow": workflow,
+               "filepath": "intro.ipynb"}  # fmt: skip
+    spawner = make_spawner(site_file, sim_namespace, options)
+    await spawner.load_user_options()
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    notebook = pod["spec"]["containers"][0]
+    paths = [m["mountPath"] for m in notebook["volumeMounts"]]
+    assert len(paths) == len(set(paths)), paths
+    assert {MOUNT_ROOT, "/home/jovyan/datasets-workflow"} <= set(paths)
+    checkout = next(c for c in pod["spec"]["initContainers"] if c["name"] == "esap-checkout")
+    assert "--dest=/home/jovyan/datasets-workflow" in checkout["command"]
+    env = {e["name"]: e.get("value") for e in notebook["env"]}
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/lab/tree/datasets-workflow/intro.ipynb"
+    said = [m["message"] for m in spawner._esap_messages or []]
+    assert (
+        "The workflow is checked out into /home/jovyan/datasets-workflow: "
+        "/home/jovyan/datasets is where this hub mounts data"
+    ) in said
+
+
 async def test_refused_options_leave_no_trace(
     sim: Any, sim_namespace: str, site_file: Path
 ) -> None:

@@ -462,6 +462,7 @@ def esap_pod(
         ref=None,
         home="/home/jovyan",
         home_volume=None,
+        reserved=["/home/jovyan/datasets", "/archive"],
         checkout_env=checkout_env,
     )
     notebook = {

@@ -151,10 +151,13 @@ def test_links_init_container_golden() -> None:
     assert container["command"][0] == "python3"
 
 
+DEST = "/home/jovyan/My-Notebooks"
+
+
 def test_checkout_container_argv_home_volume_and_url() -> None:
     url = "https://git.example.org/esap/My Notebooks.git"
     without = objects.checkout_init_container(
-        image="img", url=url, ref="v1.0", home="/home/jovyan", home_volume=None, env=ENV, uid=1000
+        image="img", url=url, ref="v1.0", dest=DEST, home_volume=None, env=ENV, uid=1000
     )
     assert without["command"] == [
         "python3", "/opt/esap/datalinks.py", "checkout", f"--url={url}",
@@ -169,7 +172,7 @@ def test_checkout_container_argv_home_volume_and_url() -> None:
     ctx = without["securityContext"]
     assert ctx["runAsNonRoot"] and not ctx["allowPrivilegeEscalation"]
     assert ctx["capabilities"] == {"drop": ["ALL"]}
-    assert objects.workflow_volumes(url, "/home/jovyan", None) == (
+    assert objects.workflow_volumes(DEST, None) == (
         [{"name": "esap-workflow", "emptyDir": {}}],
         [{"name": "esap-workflow", "mountPath": "/home/jovyan/My-Notebooks"}],
     )
@@ -181,26 +184,46 @@ def test_checkout_container_argv_home_volume_and_url() -> None:
     )  # fmt: skip
     assert home == HomeVolume("home", "/home/jovyan", "homes/ada")
     within = objects.checkout_init_container(
-        image="img", url=url, ref=None, home="/home/jovyan", home_volume=home, env={}, uid=None
+        image="img", url=url, ref=None, dest=DEST, home_volume=home, env={}, uid=None
     )
     assert within["volumeMounts"][1] == {
         "name": "home", "mountPath": "/home/jovyan", "subPath": "homes/ada"
     }  # fmt: skip
     assert not any(a.startswith("--ref") for a in within["command"])
     extra = objects.checkout_init_container(
-        image="img", url=url, ref=None, home="/home/jovyan", home_volume=None, env=ENV, uid=1,
+        image="img", url=url, ref=None, dest=DEST, home_volume=None, env=ENV, uid=1,
         checkout_env={"HTTPS_PROXY": "http://proxy:3128", "HOME": "/root"},
     )  # fmt: skip
     names = [e["name"] for e in extra["env"]]
     assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in extra["env"]
     assert names.count("HOME") == 1 and {"name": "HOME", "value": "/tmp"} in extra["env"]
-    assert objects.workflow_volumes(url, "/home/jovyan", home) == ([], [])
+    assert objects.workflow_volumes(DEST, home) == ([], [])
     assert objects.workflow_url("My-Notebooks", "nb/analysis 1.ipynb") == (
         "/lab/tree/My-Notebooks/nb/analysis%201.ipynb"
     )
     assert objects.workflow_url("w", None) == "/lab/tree/w"
     assert objects.workflow_folder("https://g.org/a/b/") == "b"
     assert objects.workflow_folder("https://g.org/") == "workflow"
+
+
+@pytest.mark.parametrize(
+    ("repository", "reserved", "folder"),
+    [
+        ("notebooks", ["/home/jovyan/datasets", "/rucio/hub-local"], "notebooks"),
+        ("datasets", ["/home/jovyan/datasets"], "datasets-workflow"),
+        ("datasets", ["/home/jovyan/datasets/"], "datasets-workflow"),
+        ("datasets", ["/home/jovyan/datasets", "/home/jovyan/datasets-workflow"],
+         "datasets-workflow-2"),
+        ("data", ["/home/jovyan/data/sets"], "data-workflow"),  # it would hold the mount
+        ("data", ["/home/jovyan/datasets"], "data"),  # a name sharing letters is no clash
+        ("archive", ["/archive"], "archive"),  # outside the home directory
+    ],
+)  # fmt: skip
+def test_a_checkout_never_lands_on_a_data_mount(
+    repository: str, reserved: list[str], folder: str
+) -> None:
+    url = f"https://git.example.org/esap/{repository}.git"
+    assert objects.checkout_folder(url, home="/home/jovyan/", reserved=reserved) == folder
 
 
 def test_config_map_holds_plan_and_script_and_refuses_oversize() -> None:
