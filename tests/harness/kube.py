@@ -17,19 +17,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client import ApiException
 from kubernetes_asyncio.config import kube_config
 
 from esap_spawner.dev.sim.cluster import cluster_from_dict
@@ -87,30 +87,24 @@ class Backend:
             return {"headers": {"Authorization": c.api_key["authorization"]}}
         return {"cert": (c.cert_file, c.key_file), "verify": c.ssl_ca_cert}
 
-    async def create_namespace(self, name: str, timeout: float = 30) -> None:
-        api = self.api()
-        try:
-            await api.create_namespace({"metadata": {"name": name}})
-            if self.name == "real":  # ServiceAccount admission refuses pods until it exists
-                deadline = asyncio.get_running_loop().time() + timeout
-                while True:
-                    try:
-                        await api.read_namespaced_service_account("default", name)
-                        return
-                    except ApiException as error:
-                        if error.status != 404 or asyncio.get_running_loop().time() > deadline:
-                            raise
-                    await asyncio.sleep(0.1)
-        finally:
-            await api.api_client.close()
+    def create_namespace(self, name: str, timeout: float = 30) -> None:
+        """Create namespace ``name``; on the real server, wait for its ``default``
+        ServiceAccount, without which ServiceAccount admission refuses every pod."""
+        http = self.requests_options()
+        created = requests.post(
+            f"{self.url}/api/v1/namespaces", json={"metadata": {"name": name}}, timeout=10, **http
+        )
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + timeout
+        account = f"{self.url}/api/v1/namespaces/{name}/serviceaccounts/default"
+        while self.name == "real" and requests.get(account, timeout=10, **http).status_code != 200:
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {name}"
+            time.sleep(0.1)
 
-    async def delete_namespace(self, name: str) -> None:
-        api = self.api()
-        try:
-            with contextlib.suppress(ApiException):
-                await api.delete_namespace(name)
-        finally:
-            await api.api_client.close()
+    def delete_namespace(self, name: str) -> None:
+        requests.delete(
+            f"{self.url}/api/v1/namespaces/{name}", timeout=10, **self.requests_options()
+        )
 
 
 def sim_backend(sim: Any) -> Backend:
@@ -181,9 +175,9 @@ async def kube_namespace(kube: Backend) -> AsyncIterator[str]:
     KubeSpawner's reflectors stopped after."""
     name = f"t-{secrets.token_hex(4)}"
     with kubeconfig_in_use(kube.kubeconfig):
-        await kube.create_namespace(name)
+        kube.create_namespace(name)
         try:
             yield name
         finally:
             await _stop_reflectors()
-            await kube.delete_namespace(name)
+            kube.delete_namespace(name)

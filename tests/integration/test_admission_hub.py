@@ -1,8 +1,9 @@
 """Admission through a real hub: quota and room are checked before any pod exists.
 
-The hub runs on its own simulator with the fake kubelet (pods become Running, nothing
-listens), so fifty spawns cost no real servers: what is measured is how many pods the
-spawner creates and what the refused users are told.
+On the simulator the hub runs on a simulator of its own with the fake kubelet; on the real
+control plane (tests/harness/kube.py) in a namespace of its own on the session cluster. Either
+way pods become Running and nothing listens, so fifty spawns cost no real servers: what is
+measured is how many pods the spawner creates and what the refused users are told.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
 from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import HubProcess
+from tests.harness.kube import Backend
 
 pytestmark = pytest.mark.integration
 
@@ -57,28 +61,53 @@ SITE = {
 }
 
 
+@dataclass
+class Cluster:
+    """Where the hub spawns: its API server, namespace and kubeconfig."""
+
+    url: str
+    namespace: str
+    kubeconfig: Path
+    http: dict[str, Any]  # what requests needs to talk to the API server
+
+
 @pytest.fixture
-def hub(sim_factory: Any, tmp_path: Path) -> Any:
-    sim = sim_factory(CLUSTER, kubelet="fake")
-    namespace = "admission"
-    sim.create_namespace(namespace)
-    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+def cluster(kube: Backend, sim_factory: Any, tmp_path: Path) -> Iterator[Cluster]:
+    if kube.name == "sim":
+        sim = sim_factory(CLUSTER, kubelet="fake")
+        sim.create_namespace("admission")
+        yield Cluster(sim.url, "admission", sim.write_kubeconfig(tmp_path / "kubeconfig"), {})
+        return
+    namespace = f"admission-{uuid.uuid4().hex[:6]}"
+    kube.create_namespace(namespace)
+    try:
+        yield Cluster(kube.url, namespace, kube.kubeconfig, kube.requests_options())
+    finally:
+        kube.delete_namespace(namespace)
+
+
+@pytest.fixture
+def hub(cluster: Cluster, tmp_path: Path) -> Any:
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(SITE))
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=20)
+    config = simulator_hub_config(
+        site_file=site_file, namespace=cluster.namespace, start_timeout=20
+    )
     # nothing listens in fake pods: fail the HTTP wait quickly
     config += "\nc.KubeSpawner.http_timeout = 3\nc.JupyterHub.concurrent_spawn_limit = 0\n"
-    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(kubeconfig)}).start()
-    hub.sim = sim
+    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    hub.start()
+    hub.cluster = cluster
     yield hub
     hub.stop()
 
 
-def profile_pods(sim: Any, slug: str) -> list[dict[str, Any]]:
+def profile_pods(cluster: Cluster, slug: str) -> list[dict[str, Any]]:
     r = requests.get(
-        f"{sim.url}/api/v1/namespaces/admission/pods",
+        f"{cluster.url}/api/v1/namespaces/{cluster.namespace}/pods",
         params={"labelSelector": f"{PROFILE_LABEL}={slug}"},
         timeout=10,
+        **cluster.http,
     )
     r.raise_for_status()
     return list(r.json()["items"])
@@ -90,14 +119,15 @@ def test_profile_that_fits_nowhere_is_refused_at_once(hub: HubProcess) -> None:
     assert r.status_code == 409, r.text
     message = r.json()["message"]
     assert "cannot start now" in message and "no node has room" in message
-    assert profile_pods(hub.sim, "huge") == []  # type: ignore[attr-defined]
+    assert profile_pods(hub.cluster, "huge") == []  # type: ignore[attr-defined]
 
 
 class PodWatch:
     """Every pod of a profile the API server reports, from one watch stream in a thread."""
 
-    def __init__(self, sim: Any, slug: str) -> None:
-        self.url = f"{sim.url}/api/v1/namespaces/admission/pods"
+    def __init__(self, cluster: Cluster, slug: str) -> None:
+        self.url = f"{cluster.url}/api/v1/namespaces/{cluster.namespace}/pods"
+        self.http = cluster.http
         self.params = {"watch": "1", "labelSelector": f"{PROFILE_LABEL}={slug}"}
         self.added: set[str] = set()
         self.live: set[str] = set()
@@ -110,7 +140,9 @@ class PodWatch:
     def _read(self) -> None:
         with contextlib.suppress(requests.RequestException, ValueError, AttributeError):
             # the API server sends the headers with the first event: open it here
-            self.response = requests.get(self.url, params=self.params, stream=True, timeout=300)
+            self.response = requests.get(
+                self.url, params=self.params, stream=True, timeout=300, **self.http
+            )
             for line in self.response.iter_lines():
                 if self.stopped.is_set():
                     return
@@ -133,7 +165,7 @@ def test_fifty_concurrent_spawns_never_exceed_max_servers(hub: HubProcess) -> No
     names = [f"u{i:02d}-{uuid.uuid4().hex[:4]}" for i in range(50)]
     for name in names:
         hub.create_user(name)
-    watch = PodWatch(hub.sim, "quota")  # type: ignore[attr-defined]
+    watch = PodWatch(hub.cluster, "quota")  # type: ignore[attr-defined]
     started = time.time()
 
     def spawn(name: str) -> tuple[int, str]:
