@@ -49,8 +49,8 @@ from esap_spawner.data.catalogue.base import (
     StagingStatus,
 )
 from esap_spawner.data.catalogue.locality import did_locality
-from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import HUB, HubMetrics
 from esap_spawner.site.quantity import format_bytes
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class Stager:
     settings: StagingSettings
     deadline: float  # on ``clock``'s scale
     db: Database | None = None
+    metrics: HubMetrics = HUB
     saved: dict[str, DidStaging] = field(default_factory=dict)
     on_message: Callable[[str, float], None] = lambda message, fraction: None
     clock: Callable[[], float] = time.monotonic
@@ -376,7 +377,7 @@ class Stager:
             done = entry.request.bytes_total
         else:
             done = entry.bytes_ok
-        metrics.observe_staging(outcome, seconds, done)
+        self.metrics.observe_staging(outcome, seconds, done)
         if entry.record_id is not None:
             await self._db(
                 "finish_staging",

@@ -10,17 +10,17 @@ Two groups of metrics live in two registries:
 
 **Hub side** (:class:`HubMetrics`, one instance :data:`HUB` in prometheus_client's default
 ``REGISTRY``, which JupyterHub serves at ``/hub/metrics``): spawns, their phases, staging,
-and per-profile availability and view age as the spawner's cluster view sees it. The
-spawner calls the module-level helpers, one line each::
+and per-profile availability and view age as the spawner's cluster view sees it. The hub's
+context (:mod:`esap_spawner.spawn.context`) holds it as ``metrics``; one line each::
 
     from esap_spawner.data.catalogue.base import StagingStatus
-    from esap_spawner.observe import metrics
     from esap_spawner.spawn.status import SpawnStatus
-    metrics.init_profile_labels([p.slug for p in site.profiles])           # at start
-    metrics.observe_spawn(slug, SpawnStatus.success, 12.3, phases)  # spawn ended
-    metrics.observe_staging(StagingStatus.success, 41.0, 2_000_000)  # staging ended
-    metrics.set_profile_availability(model.availability(site.profiles))      # view changed
-    metrics.watch_cluster_view(model.view_age_seconds)                       # at start
+    hub = context.metrics                                               # HUB by default
+    hub.init_profile_labels([p.slug for p in site.profiles])            # site read
+    hub.observe_spawn(slug, SpawnStatus.success, 12.3, phases)          # spawn ended
+    hub.observe_staging(StagingStatus.success, 41.0, 2_000_000)         # staging ended
+    hub.set_profile_availability(model.availability(site.profiles))     # view changed
+    hub.watch_cluster_view(model.view_age_seconds)                      # view started
 
 ``phases`` is the ``dict[Phase, float]`` that :func:`esap_spawner.observe.phases.phase_durations`
 returns. Status arguments accept the Enum member or its string value.
@@ -68,11 +68,6 @@ __all__ = [
     "CatalogueStatus",
     "HubMetrics",
     "ServiceMetrics",
-    "init_profile_labels",
-    "observe_spawn",
-    "observe_staging",
-    "set_profile_availability",
-    "watch_cluster_view",
 ]
 
 PREFIX = "esap"
@@ -348,33 +343,3 @@ class ServiceMetrics:
 
 #: The hub-side metrics, in the default registry that JupyterHub serves at /hub/metrics.
 HUB = HubMetrics(REGISTRY)
-
-
-def init_profile_labels(slugs: Iterable[str]) -> None:
-    """Pre-create the per-profile series of :data:`HUB` (call once with every slug)."""
-    HUB.init_profile_labels(slugs)
-
-
-def observe_spawn(
-    profile: str,
-    status: SpawnStatus | str,
-    seconds: float,
-    phases: Mapping[Phase | str, float] | None = None,
-) -> None:
-    """Record one finished spawn in :data:`HUB` (see :meth:`HubMetrics.observe_spawn`)."""
-    HUB.observe_spawn(profile, status, seconds, phases)
-
-
-def observe_staging(status: StagingStatus | str, seconds: float, bytes_done: int = 0) -> None:
-    """Record one finished staging request in :data:`HUB`."""
-    HUB.observe_staging(status, seconds, bytes_done)
-
-
-def set_profile_availability(availability_by_slug: Mapping[str, Any]) -> None:
-    """Set :data:`HUB`'s per-profile gauges from ``{slug: Availability}``."""
-    HUB.set_profile_availability(availability_by_slug)
-
-
-def watch_cluster_view(view_age: Callable[[], float | None]) -> None:
-    """Export the spawner's cluster-view age in :data:`HUB` (e.g. ``model.view_age_seconds``)."""
-    HUB.watch_cluster_view(view_age)

@@ -5,8 +5,9 @@ wires :mod:`esap_spawner.data.staging` (the orchestration) and
 :mod:`esap_spawner.spawn.objects` (the
 pure pod parts) into KubeSpawner's seams:
 
-- ``site_catalogue``: the site's catalogue, built once per process; its ``local_rses`` are
-  the storage pods may mount;
+- the site's catalogue and the database come from the hub's context
+  (:mod:`esap_spawner.spawn.context`); the catalogue's ``local_rses`` are the storage pods
+  may mount;
 - ``_prepare_data(options)``, called by ``ESAPSpawner.load_user_options`` after admission:
   resolves and stages the requested datasets (one bulk resolve; rules created or reused;
   polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
@@ -42,34 +43,17 @@ from kubespawner.utils import get_k8s_model
 from traitlets import default
 
 from esap_spawner.data import staging
-from esap_spawner.data.catalogue.base import Catalogue, CatalogueError, DidFiles, StagingStatus
-from esap_spawner.data.catalogue.factory import catalogue_from_site
+from esap_spawner.data.catalogue.base import CatalogueError, DidFiles, StagingStatus
 from esap_spawner.data.staging import StagingError
 from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
 from esap_spawner.spawn.options import UserOptions
-from esap_spawner.spawn.records import database
 
 if TYPE_CHECKING:
     from kubespawner import KubeSpawner as _Base
 else:  # traits need a HasTraits class; KubeSpawner comes after this mixin in the MRO
     from traitlets.config import LoggingConfigurable as _Base
-
-
-# --- the catalogue of a site, once per process ------------------------------------------------
-_catalogues: dict[str, tuple[Any, Catalogue | None]] = {}
-
-
-def site_catalogue(site: Site) -> Catalogue | None:
-    """The site file's catalogue (``rucio``, ``static``; None for ``none``), built once per
-    process and site file version (a changed site file gets a new one)."""
-    hit = _catalogues.get(site.source)
-    if hit is not None and hit[0] is site:
-        return hit[1]
-    catalogue = catalogue_from_site(site)
-    _catalogues[site.source] = (site, catalogue)
-    return catalogue
 
 
 def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
@@ -121,7 +105,7 @@ class DataSpawnerMixin(_Base):
     async def _catalogue_for_user(self) -> Any:
         """The site's catalogue, acting with the user's own Rucio token when auth_state has
         one (``rucio_token``, and ``rucio_account`` or the user name)."""
-        catalogue = site_catalogue(self.site)
+        catalogue = self.context.catalogue
         if catalogue is None or not hasattr(catalogue, "for_token"):
             return catalogue
         get_auth_state = getattr(self.user, "get_auth_state", None)
@@ -177,7 +161,8 @@ class DataSpawnerMixin(_Base):
                 wall_now=time.time(),
                 pod_margin=self.staging_pod_margin,
             ),
-            db=database(self.db_url) if self.db_url else None,
+            db=await self.context.database(),
+            metrics=self.context.metrics,
             saved=saved,
             on_message=self._progress_message,
         )
@@ -201,7 +186,7 @@ class DataSpawnerMixin(_Base):
         return resolved
 
     def _plan(self, resolved: dict[str, DidFiles]) -> dict[str, Any]:
-        catalogue = site_catalogue(self.site)
+        catalogue = self.context.catalogue
         storage = catalogue.local_rses if catalogue is not None else ()
         try:
             plan = objects.dataset_plan(resolved, storage, self.site.data.mount_root)

@@ -21,11 +21,9 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
-from esap_spawner.observe import metrics
 from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import HubMetrics
 from esap_spawner.observe.phases import SpawnTimeline, phase_durations
-from esap_spawner.observe.schema import SchemaError
-from esap_spawner.observe.urls import database_problem
 from esap_spawner.spawn.status import Phase, SpawnStatus
 
 log = logging.getLogger(__name__)
@@ -97,45 +95,15 @@ def reason_in_words(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-_databases: dict[str, Database] = {}
-UPGRADE_HINT = "set c.ESAPSpawner.db_upgrade_on_start = True (ESAP_DATABASE_UPGRADE=true)"
-
-
-def database(url: str, *, upgrade: bool = False) -> Database:
-    """One :class:`Database` per URL and process, its schema checked on first use: tables
-    created on an empty database, upgraded when ``upgrade`` says so, else an older schema
-    raises :class:`~esap_spawner.observe.schema.SchemaError`. Blocks: call it in a thread."""
-    db = _databases.get(url)
-    if db is None:
-        db = Database(url)
-        db.ensure_schema(upgrade=upgrade, hint=UPGRADE_HINT)
-        _databases[url] = db
-    return db
-
-
-async def open_database(url: str | None, *, upgrade: bool) -> Database | None:
-    """:func:`database` in a worker thread; None without a URL or when the database cannot
-    be reached (logged: a spawn goes on without its history). An out-of-date schema raises
-    :class:`~esap_spawner.observe.schema.SchemaError`."""
-    if not url:
-        return None
-    try:
-        return await asyncio.to_thread(database, url, upgrade=upgrade)
-    except SchemaError:
-        raise
-    except Exception as exc:
-        log.warning("esap: %s", database_problem(url, exc))
-        return None
-
-
 async def record_spawn(
     attempt: SpawnAttempt,
     status: SpawnStatus,
     reason: str | None,
     events: Iterable[Mapping[str, Any]],
     *,
-    db_url: str | None,
-    durations: SpawnDurations | None,
+    metrics: HubMetrics,
+    durations: SpawnDurations,
+    db: Database | None,
 ) -> None:
     """Observe the metrics, remember the duration and store the row of one ended spawn."""
     finished = time.time()
@@ -152,12 +120,12 @@ async def record_spawn(
     seconds = max(0.0, finished - attempt.requested)
     profile = attempt.profile or "none"
     metrics.observe_spawn(profile, status, seconds, phases)
-    if status is SpawnStatus.success and durations is not None and attempt.profile:
+    if status is SpawnStatus.success and attempt.profile:
         durations.record(attempt.profile, seconds)
-    if db_url:
+    if db is not None:
         try:
             await asyncio.to_thread(
-                database(db_url).record_spawn,
+                db.record_spawn,
                 profile=profile,
                 user=attempt.user,
                 outcome=status,

@@ -12,6 +12,7 @@ the logic; this class wires them into KubeSpawner's seams:
   KubeSpawner apply the chosen profile's overrides, then admit the spawn against the live
   cluster view (:mod:`esap_spawner.capacity.hub_view`): a profile at its ``max_servers`` or with no
   node that can hold it is refused at once, with the reason, before any pod exists;
+- ``context``: what the hub's spawners share (:mod:`esap_spawner.spawn.context`);
 - after admission, the datasets (:mod:`esap_spawner.data.staging`): resolved in the site's
   catalogue, staged to the destination RSE when not local (progress on the spawn page
   through ``progress()``, 0-30%), laid out as a plan in a ConfigMap that the pod owns once
@@ -32,19 +33,16 @@ import asyncio
 import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Instance, Integer, TraitError, Unicode, default, validate
 
-from esap_spawner.capacity.hub_view import hub_view
 from esap_spawner.capacity.model import ClusterModel, Refusal, Reservation
 from esap_spawner.data.staging import StagingError
-from esap_spawner.observe import metrics
 from esap_spawner.observe.schema import SchemaError
-from esap_spawner.site.model import Site, load_site
+from esap_spawner.site.model import Site
 from esap_spawner.site.profiles import (
     Profile,
     kubespawner_profile,
@@ -57,7 +55,8 @@ from esap_spawner.spawn.confirm import (
     quiet_confirmations,
     summary,
 )
-from esap_spawner.spawn.data import DataSpawnerMixin, site_catalogue
+from esap_spawner.spawn.context import HubContext
+from esap_spawner.spawn.data import DataSpawnerMixin
 from esap_spawner.spawn.form import render_form
 from esap_spawner.spawn.options import (
     OptionsError,
@@ -66,13 +65,7 @@ from esap_spawner.spawn.options import (
     options_from_query,
     validate_options,
 )
-from esap_spawner.spawn.records import (
-    SpawnAttempt,
-    open_database,
-    outcome_of,
-    reason_in_words,
-    record_spawn,
-)
+from esap_spawner.spawn.records import SpawnAttempt, outcome_of, reason_in_words
 from esap_spawner.spawn.status import RefusalReason
 
 ANNOTATION_PREFIX = "esap.escape.eu"
@@ -81,24 +74,6 @@ DATABASE_OUT_OF_DATE = (
     "an administrator runs `esap-spawner db upgrade`."
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-# Tasks writing spawn records, kept referenced until done.
-_background: set[asyncio.Future[Any]] = set()
-
-# Site files are read once per process and path, re-read when the file changes.
-_site_cache: dict[str, tuple[float, Site]] = {}
-
-
-def cached_site(path: str) -> Site:
-    """The parsed site file at ``path``, re-read only when its mtime changes."""
-    mtime = Path(path).stat().st_mtime
-    hit = _site_cache.get(path)
-    if hit is None or hit[0] != mtime:
-        hit = (mtime, load_site(path))
-        _site_cache[path] = hit
-        # every profile's series exist (at zero) before its first spawn
-        metrics.init_profile_labels(hit[1].slugs)
-    return hit[1]
 
 
 async def _api_errors_in_words(started: Any) -> Any:
@@ -274,9 +249,18 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
 
     # -- the site file ---------------------------------------------------------------
 
+    context = Instance(
+        HubContext,
+        help="What the hub's spawners share (esap_spawner.spawn.context); tests pass their own.",
+    )
+
+    @default("context")
+    def _default_context(self) -> HubContext:
+        return HubContext.of(self)
+
     @property
     def site(self) -> Site:
-        return cached_site(self.site_file)
+        return self.context.site
 
     def _user_groups(self) -> list[str]:
         return sorted(g.name for g in self.user.groups)
@@ -334,10 +318,13 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         return render
 
     async def _cluster_view(self) -> ClusterModel:
-        """The hub's cluster view, watching this spawner's namespace's quotas too."""
-        view = hub_view()
-        return await view.ensure_started(
-            sync_timeout=self.admission_sync_timeout, namespace=self.namespace
+        """The hub's cluster view, watching through KubeSpawner's own API client (and this
+        spawner's namespace's quotas too)."""
+        return await self.context.cluster.ensure_started(
+            api_client=self.api.api_client,
+            config=self.config,
+            sync_timeout=self.admission_sync_timeout,
+            namespace=self.namespace,
         )
 
     async def _form_availability(self) -> dict[str, Any] | None:
@@ -413,7 +400,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         if not options.asks_to_run_code:
             return options.to_dict()
         localities = await dataset_localities(
-            site_catalogue(self.site), options.datasets, timeout=self.link_locality_timeout
+            self.context.catalogue, options.datasets, timeout=self.link_locality_timeout
         )
         missing = [loc.message for loc in localities.values() if loc.status == "not_found"]
         if missing:
@@ -434,7 +421,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         attempt.validated = time.time()
         await super().load_user_options()
         try:
-            await open_database(self.db_url, upgrade=self.db_upgrade_on_start)
+            await self.context.database()
         except SchemaError as e:  # the hub's snippet refuses to start on it; without it:
             self.log.error("esap: %s", e)
             raise refusals.failed(503, DATABASE_OUT_OF_DATE) from None
@@ -481,18 +468,8 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         if self._esap_reservation is not None and status.value != "success":
             self._esap_reservation.release()
         self._esap_attempt = None
-        task = asyncio.ensure_future(
-            record_spawn(
-                attempt,
-                status,
-                reason,
-                list(self.events) if attempt.pod_created else [],
-                db_url=self.db_url or None,
-                durations=hub_view().durations,
-            )
-        )
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        events = list(self.events) if attempt.pod_created else []
+        self.context.record(attempt, status, reason, events)
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()

@@ -201,3 +201,34 @@ def test_fifty_concurrent_spawns_never_exceed_max_servers(hub: HubProcess) -> No
     # fail their HTTP check); never more than ten pods of the profile existed
     assert len(watch.added) == 10, watch.added
     assert watch.most_at_once <= 10
+
+
+def test_the_view_watches_the_cluster_kubespawner_spawns_in(
+    sim_factory: Any, tmp_path: Path
+) -> None:
+    """KUBECONFIG names one cluster, c.KubeSpawner.k8s_api_host another: servers start in
+    the second, so admission must count the second's nodes, not the kubeconfig's."""
+    elsewhere = sim_factory({"nodes": [{"name": "tiny", "allocatable": {"cpu": "50m"}}]})
+    spawns_here = sim_factory(CLUSTER, kubelet="fake")
+    spawns_here.create_namespace("admission")
+    kubeconfig = elsewhere.write_kubeconfig(tmp_path / "kubeconfig")
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE))
+    config = simulator_hub_config(site_file=site_file, namespace="admission", start_timeout=20)
+    config += f"\nc.KubeSpawner.k8s_api_host = {spawns_here.url!r}"
+    config += "\nc.KubeSpawner.http_timeout = 3\n"
+    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(kubeconfig)}).start()
+    try:
+        hub.create_user("kim")
+        r = hub.api("POST", "/users/kim/server", json={"profile": "quota"})
+        # admitted (the tiny node of the kubeconfig's cluster would have refused it) ...
+        assert r.status_code in (201, 202), r.text
+        deadline = time.monotonic() + 30
+        while not profile_pods(spawns_here, "quota") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # ... and its pod is in the cluster KubeSpawner talks to
+        assert [p["metadata"]["name"] for p in profile_pods(spawns_here, "quota")] == [
+            "jupyter-kim"
+        ]
+    finally:
+        hub.stop()

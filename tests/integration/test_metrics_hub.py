@@ -1,8 +1,8 @@
 """The hub-side metrics appear on a real JupyterHub's /hub/metrics, next to JupyterHub's own.
 
-The hub's configuration records through esap_spawner.observe.metrics exactly as the spawner does
-(the module-level helpers writing to prometheus_client's default registry); the test
-scrapes /hub/metrics over HTTP and reads the series back with Prometheus' text parser.
+The hub's configuration records through ``metrics.HUB`` exactly as the spawner does (the hub
+context's default, in prometheus_client's default registry); the test scrapes /hub/metrics
+over HTTP and reads the series back with Prometheus' text parser.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ class _Avail:
     def __init__(self, can_start_now, running):
         self.can_start_now, self.running = can_start_now, running
 
-metrics.init_profile_labels(["small", "gpu"])
-metrics.observe_spawn("gpu", SpawnStatus.success, 42.0,
-                      {Phase.scheduling: 7.5, Phase.image: 30.0})
-metrics.observe_spawn("small", "refused", 0.2, {"validate": 0.2})
-metrics.observe_staging("success", 40.0, 2_000_000)
-metrics.set_profile_availability({"small": _Avail(5, 1), "gpu": _Avail(0, 2)})
+metrics.HUB.init_profile_labels(["small", "gpu"])
+metrics.HUB.observe_spawn("gpu", SpawnStatus.success, 42.0,
+                          {Phase.scheduling: 7.5, Phase.image: 30.0})
+metrics.HUB.observe_spawn("small", "refused", 0.2, {"validate": 0.2})
+metrics.HUB.observe_staging("success", 40.0, 2_000_000)
+metrics.HUB.set_profile_availability({"small": _Avail(5, 1), "gpu": _Avail(0, 2)})
 """
 
 

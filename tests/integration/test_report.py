@@ -239,8 +239,9 @@ def test_a_database_password_is_never_printed(
 async def test_the_hub_logs_a_database_without_its_password(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from esap_spawner.spawn.records import open_database
+    from esap_spawner.spawn.context import HubContext
 
-    assert await open_database(url, upgrade=False) is None  # the spawn goes on without it
+    context = HubContext(site_file="unused", db_url=url)
+    assert await context.database() is None  # the spawn goes on without it
     assert "cannot use" in caplog.text
     assert "S3cret" not in caplog.text, caplog.text

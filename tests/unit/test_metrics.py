@@ -221,14 +221,14 @@ def test_hub_cluster_view_age(hub: HubMetrics) -> None:
     assert value(hub.registry, "esap_cluster_view_age_seconds") == 12.5
 
 
-def test_module_helpers_record_in_the_hub_registry() -> None:
+def test_the_hub_metrics_record_in_the_default_registry() -> None:
     slug = "helper-test-profile"
-    metrics.init_profile_labels([slug])
+    metrics.HUB.init_profile_labels([slug])
     before = REGISTRY.get_sample_value(
         "esap_spawn_duration_seconds_count", {"profile": slug, "status": "failure"}
     )
     assert before == 0
-    metrics.observe_spawn(slug, SpawnStatus.failure, 30.0, {Phase.scheduling: 29.0})
+    metrics.HUB.observe_spawn(slug, SpawnStatus.failure, 30.0, {Phase.scheduling: 29.0})
     assert (
         REGISTRY.get_sample_value(
             "esap_spawn_duration_seconds_count", {"profile": slug, "status": "failure"}
@@ -236,9 +236,9 @@ def test_module_helpers_record_in_the_hub_registry() -> None:
         == 1
     )
     staged = REGISTRY.get_sample_value("esap_staging_bytes_total") or 0
-    metrics.observe_staging(StagingStatus.success, 1.0, 10)
+    metrics.HUB.observe_staging(StagingStatus.success, 1.0, 10)
     assert REGISTRY.get_sample_value("esap_staging_bytes_total") == staged + 10
-    metrics.set_profile_availability({slug: Avail(1, 2)})
+    metrics.HUB.set_profile_availability({slug: Avail(1, 2)})
     assert REGISTRY.get_sample_value("esap_profile_running_servers", {"profile": slug}) == 2
 
 

@@ -1,0 +1,209 @@
+"""What every ESAPSpawner of one hub process shares: the hub's context.
+
+JupyterHub makes a spawner per server, but they all run in the hub's one process and
+event loop, and they share what that process knows. :class:`HubContext` owns it:
+
+- the **site** (:attr:`~HubContext.site`): read once, read again when the file changes
+  (each profile's metric series created then); a file that turns bad while the hub runs
+  is reported and the last good one kept;
+- the site's **catalogue** (:attr:`~HubContext.catalogue`), built once per version of the
+  site by :func:`~esap_spawner.data.catalogue.factory.catalogue_from_site`;
+- the **database** (:meth:`~HubContext.database`), opened once, its schema checked;
+- the **cluster view** (:attr:`~HubContext.cluster`): one model of nodes and pods fed by one
+  watcher, on KubeSpawner's own API client, and the reservations of admitted spawns;
+- the **metrics** (the hub side of :mod:`esap_spawner.observe.metrics`), the recent spawn
+  **durations** and the **background** tasks writing spawn records.
+
+The hub's context lives in JupyterHub's shared settings (the one dict every ``User`` of a
+hub holds, ``user.settings``) under ``esap_contexts``, one per site file and database URL:
+:meth:`HubContext.of` finds or makes it. Nothing is kept at module level, so two hubs in one
+process (tests) never share anything, and a test hands a spawner the context it built
+(``ESAPSpawner(context=HubContext(...))``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Iterable, Mapping, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from esap_spawner.capacity.hub_view import HubClusterView
+from esap_spawner.data.catalogue.base import Catalogue
+from esap_spawner.data.catalogue.factory import catalogue_from_site
+from esap_spawner.observe.db import Database
+from esap_spawner.observe.metrics import HUB, HubMetrics
+from esap_spawner.observe.schema import SchemaError
+from esap_spawner.observe.urls import database_problem
+from esap_spawner.site.model import Site, SiteError, load_site
+from esap_spawner.spawn.records import SpawnAttempt, SpawnDurations, record_spawn
+from esap_spawner.spawn.status import SpawnStatus
+
+if TYPE_CHECKING:
+    from esap_spawner.spawn.spawner import ESAPSpawner
+
+__all__ = ["SETTINGS_KEY", "UPGRADE_HINT", "HubContext"]
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = "esap_contexts"
+UPGRADE_HINT = "set c.ESAPSpawner.db_upgrade_on_start = True (ESAP_DATABASE_UPGRADE=true)"
+
+
+class HubContext:
+    """The site, catalogue, database, cluster view and metrics of one hub process.
+
+    ``db_url`` empty: no database (no spawn history). ``db_upgrade``: an out-of-date
+    schema is upgraded when first opened instead of refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        site_file: str,
+        db_url: str = "",
+        db_upgrade: bool = False,
+        metrics: HubMetrics = HUB,
+    ) -> None:
+        self.site_file = site_file
+        self.db_url = db_url
+        self.db_upgrade = db_upgrade
+        self.metrics = metrics
+        self.durations = SpawnDurations()
+        self.cluster = HubClusterView(durations=self.durations, metrics=metrics)
+        self._site: tuple[float, Site] | None = None
+        self._catalogue: tuple[Site, Catalogue | None] | None = None
+        self._db: Database | None = None
+        self._opening: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    @classmethod
+    def of(cls, spawner: ESAPSpawner) -> HubContext:
+        """The context of ``spawner``'s hub for its site file and database, made on first
+        use; a spawner whose user holds no hub settings (a tool, a test) gets its own."""
+        settings = getattr(spawner.user, "settings", None)
+        key = (spawner.site_file, spawner.db_url)
+        contexts: MutableMapping[tuple[str, str], HubContext] = (
+            settings.setdefault(SETTINGS_KEY, {}) if isinstance(settings, dict) else {}
+        )
+        found = contexts.get(key)
+        if found is None:
+            found = contexts[key] = cls(
+                site_file=spawner.site_file,
+                db_url=spawner.db_url,
+                db_upgrade=spawner.db_upgrade_on_start,
+            )
+        return found
+
+    # -- the site and its catalogue ----------------------------------------------------
+
+    @property
+    def site(self) -> Site:
+        """The site file, read again when its modification time changes."""
+        mtime = Path(self.site_file).stat().st_mtime
+        if self._site is not None and self._site[0] == mtime:
+            return self._site[1]
+        try:
+            site = load_site(self.site_file)
+        except SiteError as exc:
+            if self._site is None:
+                raise
+            log.error("esap: the changed site file is not used, the last good one is:\n%s", exc)
+            self._site = (mtime, self._site[1])
+            return self._site[1]
+        self._site = (mtime, site)
+        self.metrics.init_profile_labels(site.slugs)  # every series exists before a spawn
+        return site
+
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The site's catalogue (None for ``data.catalogue: none``), one per site version."""
+        site = self.site
+        if self._catalogue is None or self._catalogue[0] is not site:
+            old = self._catalogue[1] if self._catalogue is not None else None
+            self._catalogue = (site, catalogue_from_site(site))
+            if old is not None:
+                self.in_background(old.close())
+        return self._catalogue[1]
+
+    # -- the database ------------------------------------------------------------------
+
+    async def database(self) -> Database | None:
+        """The database, opened (in a worker thread) and its schema checked on first use.
+
+        None without ``db_url``, or when it cannot be reached (logged: spawns go on without
+        their history; it is tried again next time). An out-of-date schema raises
+        :class:`~esap_spawner.observe.schema.SchemaError` unless ``db_upgrade``.
+        """
+        if not self.db_url:
+            return None
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._db is None:
+                try:
+                    self._db = await asyncio.to_thread(self._open)
+                except SchemaError:
+                    raise
+                except Exception as exc:
+                    log.warning("esap: %s", database_problem(self.db_url, exc))
+        return self._db
+
+    def _open(self) -> Database:
+        db = Database(self.db_url)
+        try:
+            db.ensure_schema(upgrade=self.db_upgrade, hint=UPGRADE_HINT)
+        except BaseException:
+            db.dispose()
+            raise
+        return db
+
+    # -- what a spawn leaves -------------------------------------------------------------
+
+    def record(
+        self,
+        attempt: SpawnAttempt,
+        status: SpawnStatus,
+        reason: str | None,
+        events: Iterable[Mapping[str, Any]],
+    ) -> None:
+        """Record an ended spawn (metrics, duration, database row) in the background."""
+
+        async def write() -> None:
+            try:
+                db = await self.database()
+            except SchemaError as exc:  # already refused the spawn; the row cannot be kept
+                log.warning("esap: the spawn of %s is not recorded: %s", attempt.user, exc)
+                db = None
+            await record_spawn(
+                attempt,
+                status,
+                reason,
+                events,
+                metrics=self.metrics,
+                durations=self.durations,
+                db=db,
+            )
+
+        self.in_background(write())
+
+    # -- background work and the end ---------------------------------------------------
+
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` without waiting for it, kept referenced until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop watching, finish the background work, release the catalogue and database."""
+        await self.cluster.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._catalogue is not None and self._catalogue[1] is not None:
+            await self._catalogue[1].close()
+        self._catalogue = None
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
