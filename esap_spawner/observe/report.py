@@ -9,20 +9,25 @@ plus one PNG per plot: spawn time per profile (p50/p90/p99 and the distribution)
 the time goes (phases, stacked), failures by reason, staging throughput, and
 availability over time per profile. An empty period still gives a page that says so.
 
+Small samples are described as they are: a percentile is given only when enough successful
+spawns lie behind it (:data:`MIN_SAMPLES`), the summary speaks of "its one successful spawn"
+or "its 4 successful spawns" below that, and a chart without data is left out for words.
+
 The module has three layers: pure statistics over plain records (:func:`percentile`,
-:func:`summarise_spawns`, ... tested without I/O), plots (:mod:`esap_spawner.observe.report_plots`,
-matplotlib with the Agg backend, imported only when needed), and the page and command.
+:func:`summarise_spawns`, ... tested without I/O), the page
+(:mod:`esap_spawner.observe.report_page`, a Jinja template) and its plots
+(:mod:`esap_spawner.observe.report_plots`, matplotlib with the Agg backend, imported only
+when there is something to plot), and the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,21 +38,30 @@ from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn.status import Phase
 
 __all__ = [
+    "MIN_SAMPLES",
     "FailureCount",
     "ProfileSummary",
+    "ReportData",
     "StagingThroughput",
     "add_arguments",
     "failure_counts",
     "headlines",
     "parse_since",
     "percentile",
+    "rate_unit",
     "run",
+    "staging_summary",
     "staging_throughput",
     "summarise_spawns",
+    "write_report",
 ]
 
 OTHER = "other"  # time not attributed to any measured phase
 PHASE_ORDER: tuple[str, ...] = (*(p.value for p in Phase), OTHER)
+# The fewest spawns for which a q-th percentile rests on data: it says that (100 - q) % of
+# spawns took longer, so at least one spawn must be expected above it (ceil(100 / (100 - q)):
+# p50 needs 2, p90 10, p99 100). Below that the report gives no percentile, only the spawns.
+MIN_SAMPLES: dict[int, int] = {q: math.ceil(100 / (100 - q)) for q in (50, 90, 99)}
 
 
 # --- pure statistics ----------------------------------------------------------------------
@@ -76,7 +90,8 @@ class SpawnLike(Protocol):
 
 @dataclass
 class ProfileSummary:
-    """Spawn figures for one profile. Percentiles and phases are over successful spawns."""
+    """Spawn figures for one profile. Percentiles and phases are over successful spawns;
+    a percentile is None when there are fewer successful spawns than :data:`MIN_SAMPLES`."""
 
     profile: str
     outcomes: dict[str, int]
@@ -89,6 +104,11 @@ class ProfileSummary:
     @property
     def total(self) -> int:
         return sum(self.outcomes.values())
+
+    @property
+    def timed(self) -> int:
+        """Successful spawns, the ones with a duration."""
+        return len(self.durations)
 
 
 def summarise_spawns(spawns: Iterable[SpawnLike]) -> list[ProfileSummary]:
@@ -107,7 +127,10 @@ def summarise_spawns(spawns: Iterable[SpawnLike]) -> list[ProfileSummary]:
         durations = [float(s.duration_seconds) for s in ok]
         summary = ProfileSummary(profile, dict(Counter(s.outcome for s in group)), durations)
         if durations:
-            summary.p50, summary.p90, summary.p99 = (percentile(durations, q) for q in (50, 90, 99))
+            summary.p50, summary.p90, summary.p99 = (
+                percentile(durations, q) if len(durations) >= MIN_SAMPLES[q] else None
+                for q in (50, 90, 99)
+            )
             sums = dict.fromkeys(PHASE_ORDER, 0.0)
             for spawn in ok:
                 phases = spawn.phase_seconds()
@@ -129,19 +152,34 @@ PHASE_WORDS = {
 }
 
 
+def how_fast(s: ProfileSummary) -> str:
+    """How long a profile's successful spawns took, in words that fit the number of them."""
+    n = s.timed
+    if s.p90 is not None:
+        return f"9 in 10 of its {n} successful spawns were ready within {format_seconds(s.p90)}"
+    if n == 1:
+        return f"its one successful spawn was ready in {format_seconds(s.durations[0])}"
+    slowest, middle = format_seconds(max(s.durations)), format_seconds(s.p50)
+    return f"its {n} successful spawns were ready within {slowest} (median {middle})"
+
+
 def headlines(summaries: Sequence[ProfileSummary]) -> list[str]:
-    """One sentence per timed profile, slowest p90 first: how slow, and where the time goes
-    (the largest phase and its share of the mean spawn)."""
-    timed = sorted((s for s in summaries if s.p90 is not None), key=lambda s: -(s.p90 or 0))
+    """One sentence per profile with a successful spawn, slowest first (p90, or the slowest
+    spawn when there are too few for a p90): how slow, and where the time goes (the largest
+    phase and its share of the mean spawn)."""
+    timed = sorted(
+        (s for s in summaries if s.durations),
+        key=lambda s: -(s.p90 if s.p90 is not None else max(s.durations)),
+    )
     lines = []
     for s in timed:
         total = sum(s.mean_phases.values())
         phase, seconds = max(s.mean_phases.items(), key=lambda kv: kv[1])
         share = f"{100 * seconds / total:.0f} %" if total > 0 else "all"
+        whole = ("its " if s.timed == 1 else "the mean ") + format_seconds(total)
         lines.append(
-            f"{s.profile}: 9 in 10 successful spawns ready within {format_seconds(s.p90)}; "
-            f"most of the time goes to {PHASE_WORDS[phase]} ({share} of the mean "
-            f"{format_seconds(total)})."
+            f"{s.profile}: {how_fast(s)}; most of the time goes to {PHASE_WORDS[phase]} "
+            f"({share} of {whole})."
         )
     return lines
 
@@ -196,6 +234,43 @@ class StagingThroughput:
     @property
     def bytes_per_second(self) -> float:
         return self.bytes / self.seconds if self.seconds > 0 else math.inf
+
+
+RATE_UNITS = (("B/s", 1.0), ("kB/s", 1e3), ("MB/s", 1e6), ("GB/s", 1e9), ("TB/s", 1e12))
+
+
+def rate_unit(largest: float) -> tuple[str, float]:
+    """The unit a chart of byte rates up to ``largest`` reads best in, and its size in B/s:
+    the largest decimal unit that keeps ``largest`` at 1 or more (``1830`` -> ``kB/s``)."""
+    chosen = RATE_UNITS[0]
+    for unit in RATE_UNITS:
+        if largest >= unit[1]:
+            chosen = unit
+    return chosen
+
+
+def format_rate(bytes_per_second: float) -> str:
+    return f"{format_bytes(bytes_per_second)}/s"
+
+
+def staging_summary(throughput: Sequence[StagingThroughput]) -> str:
+    """The staging section's sentence: one request is described, several summarised."""
+    timed = [t for t in throughput if math.isfinite(t.bytes_per_second)]
+    if not throughput:
+        return "No staging request finished in this period."
+    if len(throughput) == 1:
+        (t,) = throughput
+        rate = f" ({format_rate(t.bytes_per_second)})" if timed else ""
+        return (
+            f"1 staging request moved {format_bytes(t.bytes)} of {t.did} in "
+            f"{format_seconds(t.seconds)}{rate}, from the request to completion."
+        )
+    moved = format_bytes(sum(t.bytes for t in throughput))
+    median = format_rate(percentile([t.bytes_per_second for t in timed], 50)) if timed else "-"
+    return (
+        f"{len(throughput)} staging requests moved {moved}; median throughput {median} (bytes "
+        "brought to the destination storage divided by the time from request to completion)."
+    )
 
 
 def staging_throughput(records: Iterable[StagingLike]) -> list[StagingThroughput]:
@@ -262,158 +337,10 @@ class ReportData:
         return not (self.spawns or self.staging or self.availability)
 
 
-CSS = """
-body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:1em 0}td,th{padding:.3em .8em;border:1px solid #ddd}
-th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;border:1px solid #eee}.note{color:#555}.empty{font-size:1.2em;padding:1em;
-background:#fff8e0;border:1px solid #e8d890}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _num(seconds: float | None) -> str:
-    attr = "" if seconds is None else f' data-value="{seconds!r}"'
-    return f'<td class="num"{attr}>{_e(format_seconds(seconds))}</td>'
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], css_id: str) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
-    return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def render_html(data: ReportData, plots: dict[str, str], generated: datetime) -> str:
-    """The page. ``plots`` maps a section name to the PNG file written for it."""
-    period = f"{data.since:%Y-%m-%d %H:%M} to {data.until:%Y-%m-%d %H:%M} UTC"
-    parts = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>esap-spawner performance report</title><style>{CSS}</style></head><body>",
-        "<h1>Spawn performance report</h1>",
-        f"<p>Period: <b>{_e(period)}</b>. Generated {generated:%Y-%m-%d %H:%M} UTC from the "
-        "spawner's database. A <i>spawn</i> is one request to start a notebook server, from "
-        "the moment the user asked until the server answered (or the spawn failed). "
-        "A <i>profile</i> is one compute size a user can pick.</p>",
-    ]
-    if data.empty:
-        parts.append(
-            "<p class='empty'>Nothing recorded yet in this period: no spawns, no staging, "
-            "no availability samples. Come back after users have started servers.</p>"
-        )
-        return "\n".join([*parts, "</body></html>"])
-
-    def img(name: str, alt: str) -> str:
-        if name not in plots:
-            return ""
-        return f"<p><img src='{_e(plots[name])}' alt='{_e(alt)}'></p>"
-
-    summaries = summarise_spawns(data.spawns)
-    lines = headlines(summaries)
-    if lines:
-        items = "".join(f"<li>{_e(line)}</li>" for line in lines)
-        parts.append(f"<h2>In short</h2><ul id='headlines'>{items}</ul>")
-    parts += _spawn_sections(summaries, img)
-    parts += _failure_section(data, img)
-    parts += _staging_section(data, img)
-    parts += _availability_section(data, img)
-    return "\n".join([*parts, "</body></html>"])
-
-
-def _spawn_sections(
-    summaries: Sequence[ProfileSummary], img: Callable[[str, str], str]
-) -> list[str]:
-    """ "Spawn time per profile" and "Where the time goes"."""
-    parts = ["<h2>Spawn time per profile</h2>"]
-    if not summaries:
-        return [*parts, "<p>No spawns in this period.</p>"]
-    outcomes = ("success", "failure", "refused", "cancelled")
-    rows = [
-        [f"<td>{_e(s.profile)}</td>", f'<td class="num">{s.total}</td>',
-         *(f'<td class="num">{s.outcomes.get(o, 0)}</td>' for o in outcomes),
-         _num(s.p50), _num(s.p90), _num(s.p99)]
-        for s in summaries
-    ]  # fmt: skip
-    headers = ["profile", "spawns", *outcomes, "p50", "p90", "p99"]
-    parts += [
-        "<p class='note'>p50/p90/p99: half, 90 % and 99 % of the <b>successful</b> spawns "
-        "of the profile were ready within this time. Refused spawns end at once and would "
-        "hide slowness, so they are counted but not timed here.</p>",
-        _table(headers, rows, "spawn-times"),
-        img("durations", "Distribution of spawn times per profile"),
-    ]
-    parts.append("<h2>Where the time goes</h2>")
-    timed = [s for s in summaries if s.mean_phases]
-    if not timed:
-        return [*parts, "<p>No successful spawn in this period, so no phase breakdown.</p>"]
-    parts.append(
-        "<p class='note'>Mean seconds per phase of a successful spawn. <i>validate</i>: "
-        "checking the request; <i>staging</i>: bringing datasets to local storage; "
-        "<i>scheduling</i>: waiting for a node with room; <i>image</i>: downloading "
-        "the software image (0 when the node had it); <i>startup</i>: the notebook "
-        "server starting; <i>other</i>: the rest (creating objects, init containers, "
-        "waiting for the proxy).</p>"
-    )
-    rows = [
-        [f"<td>{_e(s.profile)}</td>", *(_num(s.mean_phases[p]) for p in PHASE_ORDER)] for s in timed
-    ]
-    return [*parts, _table(["profile", *PHASE_ORDER], rows, "phases"), img("phases", "Phases")]
-
-
-def _failure_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
-    failures = failure_counts(data.spawns)
-    parts = ["<h2>Failures by reason</h2>"]
-    if not failures:
-        return [*parts, "<p>No failed, refused or cancelled spawn in this period.</p>"]
-    rows = [
-        [f"<td>{_e(f.outcome)}</td>", f"<td>{_e(f.reason)}</td>",
-         f'<td class="num">{f.count}</td>', f"<td>{_e(', '.join(f.profiles))}</td>"]
-        for f in failures
-    ]  # fmt: skip
-    return [
-        *parts,
-        "<p class='note'><i>refused</i>: stopped before any pod was made (not allowed, "
-        "profile full, no room); <i>failure</i>: started then failed; <i>cancelled</i>: "
-        "stopped by the user.</p>",
-        _table(["outcome", "reason", "spawns", "profiles"], rows, "failures"),
-        img("failures", "Failures by reason"),
-    ]
-
-
-def _staging_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
-    throughput = staging_throughput(data.staging)
-    parts = ["<h2>Staging throughput</h2>"]
-    if not throughput:
-        return [*parts, "<p>No staging request finished in this period.</p>"]
-    rates = [t.bytes_per_second for t in throughput if math.isfinite(t.bytes_per_second)]
-    moved = sum(t.bytes for t in throughput)
-    median = f"{format_bytes(percentile(rates, 50))}/s" if rates else "-"
-    return [
-        *parts,
-        f"<p>{len(throughput)} staging requests moved {_e(format_bytes(moved))}; "
-        f"median throughput {_e(median)} (bytes brought to the destination storage "
-        "divided by the time from request to completion).</p>",
-        img("staging", "Staging throughput per request"),
-    ]
-
-
-def _availability_section(data: ReportData, img: Callable[[str, str], str]) -> list[str]:
-    parts = ["<h2>Availability over time</h2>"]
-    if not data.availability:
-        return [*parts, "<p>No availability samples in this period.</p>"]
-    return [
-        *parts,
-        "<p class='note'>Per profile: how many more servers could start at once "
-        "(<i>can start now</i>) and how many were running, as sampled by the spawner.</p>",
-        img("availability", "Availability over time per profile"),
-    ]
-
-
 def write_report(data: ReportData, out: Path, *, generated: datetime) -> Path:
     """Write ``index.html`` and its PNGs into ``out`` (created if needed); returns the page."""
+    from esap_spawner.observe.report_page import render_html
+
     out.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
     if not data.empty:

@@ -2,13 +2,20 @@
 
 Only :mod:`esap_spawner.observe.report` imports this (and only when there is something to plot),
 so the rest of the package never needs matplotlib (the ``report`` extra). Each function
-draws from figures already computed by the report's pure layer and returns the file name.
+draws from figures already computed by the report's pure layer and returns the file name, or
+None when it has nothing to draw (the page then says so in words).
+
+Charts hold up with little data: time axes span the report's period (not matplotlib's guess
+around a single point), byte rates are in the unit that fits them, spawn times start at 0 and
+every profile's label says how many spawns it shows (n); a profile with fewer than
+:data:`BOX_MIN` spawns gets its dots without a box.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +40,16 @@ PHASE_COLOURS = {
 }
 OUTCOME_COLOURS = {"failure": "#d55e00", "refused": "#e69f00", "cancelled": "#999999"}
 DPI = 100
+BOX_MIN = 5  # spawns of a profile below which its box (quartiles, whiskers) would mislead
+
+
+def _period_axis(ax: Any, since: datetime, until: datetime) -> None:
+    """A time axis over exactly the report's period, with ticks that suit its length."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.set_xlim(mdates.date2num(since), mdates.date2num(until))
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
 
 
 def _save(fig: Any, out: Path, name: str) -> str:
@@ -48,22 +65,30 @@ def plot_durations(summaries: list[ProfileSummary], out: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(timed)))
     data = [s.durations for s in timed]
-    ax.boxplot(data, orientation="horizontal", whis=(5, 95), showfliers=False, widths=0.5,
-               medianprops={"color": "black", "linewidth": 2})  # fmt: skip
+    boxed = [i for i, s in enumerate(timed, start=1) if s.timed >= BOX_MIN]
+    if boxed:
+        ax.boxplot([data[i - 1] for i in boxed], positions=boxed, orientation="horizontal",
+                   whis=(5, 95), showfliers=False, widths=0.5,
+                   medianprops={"color": "black", "linewidth": 2})  # fmt: skip
     jitter = random.Random(0)
     for i, values in enumerate(data, start=1):
         ys = [i + jitter.uniform(-0.18, 0.18) for _ in values]
-        ax.scatter(values, ys, s=10, alpha=0.5, color="#0072b2", zorder=3)
+        ax.scatter(values, ys, s=10 if len(values) > 20 else 30, alpha=0.6, color="#0072b2",
+                   zorder=3)  # fmt: skip
     for i, s in enumerate(timed, start=1):
-        ax.plot([s.p90 or 0.0], [i], marker="|", markersize=22, mew=2.5, color="#cc0000", zorder=4)
-    ax.set_yticks(range(1, len(timed) + 1), [s.profile for s in timed])
+        if s.p90 is not None:
+            ax.plot([s.p90], [i], marker="|", markersize=22, mew=2.5, color="#cc0000", zorder=4)
+    ax.set_yticks(range(1, len(timed) + 1), [f"{s.profile} (n={s.timed})" for s in timed])
+    ax.set_ylim(0.4, len(timed) + 0.6)
     positive = [v for v in (x for d in data for x in d) if v > 0]
     if positive and max(positive) / min(positive) > 30:
         ax.set_xscale("log")
+    else:
+        ax.set_xlim(0, max(max(d) for d in data) * 1.08 or 1)
     ax.set_xlabel("seconds from request to ready (successful spawns)")
     ax.set_title(
-        "Spawn time per profile: box = middle half, black line = median,\n"
-        "whiskers 5-95 %, red tick = p90"
+        "Spawn time per profile: one dot per spawn; box = middle half, black line = median,\n"
+        f"whiskers 5-95 % (profiles with {BOX_MIN}+ spawns), red tick = p90 (10+ spawns)"
     )
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out, "spawn-durations.png")
@@ -74,7 +99,7 @@ def plot_phases(summaries: list[ProfileSummary], out: Path) -> str | None:
     if not timed:
         return None
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.6 * len(timed)))
-    names = [s.profile for s in timed]
+    names = [f"{s.profile} (n={s.timed})" for s in timed]
     left = [0.0] * len(timed)
     for phase, colour in PHASE_COLOURS.items():
         widths = [s.mean_phases.get(phase, 0.0) for s in timed]
@@ -106,53 +131,59 @@ def plot_failures(data: ReportData, out: Path) -> str | None:
 
 
 def plot_staging(data: ReportData, out: Path) -> str | None:
-    from esap_spawner.observe.report import staging_throughput
+    from esap_spawner.observe.report import rate_unit, staging_throughput
 
     rows = [t for t in staging_throughput(data.staging) if math.isfinite(t.bytes_per_second)]
     if not rows:
         return None
+    unit, size = rate_unit(max(t.bytes_per_second for t in rows))
+    biggest = max(t.bytes for t in rows)
     fig, ax = plt.subplots(figsize=(9, 4))
     for outcome in sorted({t.outcome for t in rows}):
         chosen = [t for t in rows if t.outcome == outcome]
-        sizes = [20 + 200 * t.bytes / max(r.bytes for r in rows) for t in chosen]
-        when = [mdates.date2num(t.started) for t in chosen]
-        ax.scatter(when, [t.bytes_per_second / 1e6 for t in chosen],
-                   s=sizes, alpha=0.6, label=outcome)  # fmt: skip
-    ax.set_ylabel("MB/s (bytes staged / request duration)")
-    ax.set_title("Staging throughput per request (dot size: bytes)")
-    ax.set_xlabel("request time (UTC)")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    ax.legend()
+        ax.scatter([mdates.date2num(t.started) for t in chosen],
+                   [t.bytes_per_second / size for t in chosen],
+                   s=[30 + 200 * t.bytes / biggest for t in chosen], alpha=0.6,
+                   label=f"{outcome} ({len(chosen)})")  # fmt: skip
+    ax.set_ylim(0, max(t.bytes_per_second for t in rows) / size * 1.15)
+    ax.set_ylabel(f"{unit} (bytes staged / request duration)")
+    ax.set_title(f"Staging throughput per request, {len(rows)} in the period (dot size: bytes)")
+    _period_axis(ax, data.since, data.until)
+    ax.legend(title="outcome (requests)")
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
     return _save(fig, out, "staging.png")
 
 
 def plot_availability(data: ReportData, out: Path) -> str | None:
+    """One strip per profile with at least one known value; unknown samples are gaps."""
     by_profile: dict[str, list[Any]] = {}
     for sample in data.availability:
         by_profile.setdefault(sample.profile, []).append(sample)
-    if not by_profile:
+    profiles = sorted(
+        p for p, samples in by_profile.items()
+        if any(s.can_start_now is not None or s.running is not None for s in samples)
+    )  # fmt: skip
+    if not profiles:
         return None
-    profiles = sorted(by_profile)
-    fig, axes = plt.subplots(len(profiles), 1, figsize=(9, 0.5 + 2.0 * len(profiles)),
+    fig, axes = plt.subplots(len(profiles), 1, figsize=(9, 0.8 + 1.8 * len(profiles)),
                              sharex=True, squeeze=False)  # fmt: skip
     for ax, profile in zip(axes[:, 0], profiles, strict=True):
-        samples = by_profile[profile]
-        times = [s.time for s in samples]
+        samples = sorted(by_profile[profile], key=lambda s: s.time)
+        times = [mdates.date2num(s.time) for s in samples]
+        top = 1.0
         for attr, label, colour in (("can_start_now", "can start now", "#009e73"),
                                     ("running", "running", "#0072b2")):  # fmt: skip
             values = [math.nan if getattr(s, attr) is None else getattr(s, attr) for s in samples]
-            ax.step(times, values, where="post", label=label, color=colour)
-        ax.set_ylabel(profile)
-        ax.set_ylim(bottom=0)
+            top = max([top, *(v for v in values if not math.isnan(v))])
+            ax.step(times, values, where="post", label=label, color=colour,
+                    marker="o" if len(samples) < 30 else None, markersize=3)  # fmt: skip
+        ax.set_ylabel(f"{profile}\n(n={len(samples)})")
+        ax.set_ylim(0, top * 1.15 + 0.5)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2, frameon=False)
-    fig.suptitle("Availability over time per profile (servers)")
-    axes[-1, 0].set_xlabel("time (UTC)")
-    axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    fig.autofmt_xdate()
+    fig.suptitle("Availability over the report's period, per profile (servers; n: samples)")
+    _period_axis(axes[-1, 0], data.since, data.until)
     return _save(fig, out, "availability.png")
 
 

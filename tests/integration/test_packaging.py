@@ -99,6 +99,7 @@ def test_the_wheel_holds_the_package_its_data_and_the_licence(dists: tuple[Path,
         "esap_spawner/site/site.schema.json",
         "esap_spawner/site/examples/site.yaml",
         "esap_spawner/spawn/templates/form.html",
+        "esap_spawner/observe/templates/report.html",
         "esap_spawner/service/openapi.json",
     ):
         assert data in names, data

@@ -12,11 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esap_spawner.observe.report import (
+    MIN_SAMPLES,
+    StagingThroughput,
     failure_counts,
     format_seconds,
     headlines,
     parse_since,
     percentile,
+    rate_unit,
+    staging_summary,
     summarise_spawns,
 )
 from esap_spawner.spawn.status import Phase
@@ -138,12 +142,64 @@ def test_percentile_of_shuffled_input_is_order_independent() -> None:
 
 def test_headlines_name_the_slowest_profile_and_its_largest_phase_first() -> None:
     spawns = [
-        Spawn("small", "success", 10.0, phases={Phase.scheduling: 1.0, Phase.startup: 8.0}),
-        Spawn("gpu", "success", 200.0, phases={Phase.scheduling: 20.0, Phase.image: 150.0}),
+        *(Spawn("small", "success", 10.0, phases={Phase.scheduling: 1.0, Phase.startup: 8.0})
+          for _ in range(12)),
+        *(Spawn("gpu", "success", 200.0, phases={Phase.scheduling: 20.0, Phase.image: 150.0})
+          for _ in range(10)),
         Spawn("bigmem", "refused", 0.1, "no room"),
-    ]
+    ]  # fmt: skip
     lines = headlines(summarise_spawns(spawns))
     assert len(lines) == 2
-    assert lines[0].startswith("gpu: 9 in 10 successful spawns ready within 3.3 min")
+    assert lines[0].startswith("gpu: 9 in 10 of its 10 successful spawns were ready within 3.3 min")
     assert "pulling the image (75 % of the mean 3.3 min)" in lines[0]
+    assert lines[1].startswith("small: 9 in 10 of its 12 successful spawns")
     assert "the server starting (80 %" in lines[1]
+
+
+def test_small_samples_are_described_as_they_are() -> None:
+    one = [Spawn("gammapy", "success", 14.2, phases={Phase.staging: 6.1, Phase.startup: 5.2})]
+    four = [Spawn("small", "success", s, phases={Phase.startup: s / 2}) for s in (4, 5, 6, 30)]
+    summaries = summarise_spawns([*one, *four])
+    gammapy = next(s for s in summaries if s.profile == "gammapy")
+    small = next(s for s in summaries if s.profile == "small")
+    assert (gammapy.p50, gammapy.p90, gammapy.p99) == (None, None, None)  # no percentile of one
+    assert (small.p50, small.p90, small.p99) == (5.5, None, None)
+    lines = headlines(summaries)
+    assert lines == [
+        "small: its 4 successful spawns were ready within 30.0 s (median 5.50 s); most of the "
+        "time goes to the server starting (50 % of the mean 11.2 s).",
+        "gammapy: its one successful spawn was ready in 14.2 s; most of the time goes to "
+        "staging data (43 % of its 14.2 s).",
+    ]
+    assert not any("9 in 10" in line for line in lines)
+
+
+@pytest.mark.parametrize(("q", "needed"), [(50, 2), (90, 10), (99, 100)])
+def test_a_percentile_needs_one_spawn_expected_above_it(q: int, needed: int) -> None:
+    assert MIN_SAMPLES[q] == needed
+    assert needed * (100 - q) / 100 >= 1 > (needed - 1) * (100 - q) / 100
+
+
+@pytest.mark.parametrize(
+    ("largest", "unit", "size"),
+    [(0.0, "B/s", 1.0), (300.0, "B/s", 1.0), (999.0, "B/s", 1.0), (1000.0, "kB/s", 1e3),
+     (1830.0, "kB/s", 1e3), (2.5e6, "MB/s", 1e6), (4e9, "GB/s", 1e9), (7e15, "TB/s", 1e12)],
+)  # fmt: skip
+def test_rates_are_charted_in_the_unit_that_fits(largest: float, unit: str, size: float) -> None:
+    assert rate_unit(largest) == (unit, size)
+
+
+def staged(did: str, seconds: float, size: int) -> StagingThroughput:
+    return StagingThroughput(did, "HUB", NOW, seconds, size, "success")
+
+
+def test_the_staging_sentence_fits_the_number_of_requests() -> None:
+    assert staging_summary([]) == "No staging request finished in this period."
+    assert staging_summary([staged("escape:crab", 6.1, 1830)]) == (
+        "1 staging request moved 1.8 kB of escape:crab in 6.10 s (300 B/s), from the request "
+        "to completion."
+    )
+    many = [staged("a:1", 10, 10**8), staged("a:2", 10, 3 * 10**8), staged("a:3", 0, 10**6)]
+    assert staging_summary(many).startswith(
+        "3 staging requests moved 401.0 MB; median throughput 20.0 MB/s"
+    )
