@@ -4,7 +4,11 @@
   ``values.schema.yaml`` (the chart's own keys) and the package's site-file schema
   ``esap_spawner/site/site.schema.json``, which becomes the ``esap`` key: the chart accepts
   exactly the site files ``esap-spawner check-config`` accepts. The site schema's ``$defs``
-  move to the top level as ``site-<name>`` and its ``$ref`` s are rewritten to match.
+  move to the top level as ``definitions/site-<name>`` and its ``$ref`` s are rewritten to
+  match. The file is JSON Schema draft-07 (``definitions``, not 2020-12's ``$defs``): Helm 3
+  before 3.18 validates values with a draft-04/06/07 library, Helm 3.18+ and Helm 4 with one
+  that also reads draft-07, so every supported Helm enforces the same schema. Neither source
+  may use a keyword draft-07 does not know (tests/integration/test_helm_chart.py checks).
 - ``helm/esap-jupyterhub/files/grafana-dashboard.json``, a copy of
   ``docs/grafana-dashboard.json`` (Helm's ``.Files`` cannot read outside the chart).
 
@@ -35,17 +39,18 @@ DASHBOARD_COPY = CHART / "files" / "grafana-dashboard.json"
 
 DEF_PREFIX = "site-"
 GENERATED_MARK = "x-generated-from"
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 
 
 def _rewrite_refs(node: Any) -> Any:
-    """A copy of ``node`` whose ``#/$defs/X`` references point at ``#/$defs/site-X``."""
+    """A copy of ``node`` whose ``#/$defs/X`` references point at ``#/definitions/site-X``."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str):
                 if not value.startswith("#/$defs/"):
                     raise ValueError(f"site schema: cannot relocate the reference {value!r}")
-                out[key] = "#/$defs/" + DEF_PREFIX + value.removeprefix("#/$defs/")
+                out[key] = "#/definitions/" + DEF_PREFIX + value.removeprefix("#/$defs/")
             else:
                 out[key] = _rewrite_refs(value)
         return out
@@ -57,6 +62,7 @@ def _rewrite_refs(node: Any) -> Any:
 def values_schema(chart_schema: dict[str, Any], site_schema: dict[str, Any]) -> dict[str, Any]:
     """The chart's values schema with the site-file schema as its ``esap`` key."""
     schema = copy.deepcopy(chart_schema)
+    schema["$schema"] = DRAFT_07
     esap = schema["properties"]["esap"]
     if esap.get(GENERATED_MARK) != "esap_spawner/site/site.schema.json":
         raise ValueError(f"values.schema.yaml: esap must carry {GENERATED_MARK}")
@@ -69,11 +75,11 @@ def values_schema(chart_schema: dict[str, Any], site_schema: dict[str, Any]) -> 
         if key in site:
             generated[key] = site[key]
     schema["properties"]["esap"] = generated
-    defs = schema.setdefault("$defs", {})
+    defs = schema.setdefault("definitions", {})
     for name, definition in site.get("$defs", {}).items():
         defs[DEF_PREFIX + name] = definition
     if not defs:
-        del schema["$defs"]
+        del schema["definitions"]
     return schema
 
 

@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
+from jsonschema import Draft7Validator
 
 helm = pytest.importorskip("helm_python")
 
@@ -103,9 +104,9 @@ def test_esap_schema_is_the_site_schema() -> None:
     assert set(esap["properties"]) == set(site["properties"])
     assert esap["required"] == site["required"]
     for name in site["$defs"]:
-        assert f"site-{name}" in schema["$defs"]
+        assert f"site-{name}" in schema["definitions"]
     text = json.dumps(schema)
-    assert '"#/$defs/profile"' not in text  # every reference relocated
+    assert '"#/$defs/' not in text  # every reference relocated
 
 
 def _walk(node: Any, path: str, problems: list[str]) -> None:
@@ -135,8 +136,8 @@ def test_every_key_is_described_and_closed() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     problems: list[str] = []
     _walk(schema, "", problems)
-    for name, definition in schema.get("$defs", {}).items():
-        _walk(definition, f"$defs.{name}", problems)
+    for name, definition in schema.get("definitions", {}).items():
+        _walk(definition, f"definitions.{name}", problems)
     assert problems == []
 
 
@@ -184,6 +185,64 @@ def test_bad_values_are_refused_with_their_path(
     message = str(exc.value)
     assert path in message
     assert words in message
+    # a draft-07 validator (Helm 3 before 3.18 uses one) refuses them too, at the same path
+    merged = helm_merge(default_values(), {**values, "jupyterhub": {"enabled": False}})
+    errors = Draft7Validator(values_schema()).iter_errors(merged)
+    pointers = {"/" + "/".join(map(str, e.absolute_path)) for e in errors}
+    assert (path if path.startswith("/") else "/") in pointers, pointers
+
+
+# -- every supported Helm enforces the same schema ---------------------------------------
+
+
+def helm_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Values as Helm coalesces them: maps merge key by key, anything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = helm_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def values_schema() -> dict[str, Any]:
+    return dict(json.loads((CHART / "values.schema.json").read_text()))
+
+
+def schema_keywords(node: Any) -> set[str]:
+    """The keywords used anywhere a schema stands (not property names, not data)."""
+    if not isinstance(node, dict):
+        return set()
+    found = set(node)
+    for key in ("properties", "definitions", "$defs", "patternProperties"):
+        for sub in node.get(key, {}).values():
+            found |= schema_keywords(sub)
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains"):
+        found |= schema_keywords(node.get(key))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in node.get(key, []):
+            found |= schema_keywords(sub)
+    return found
+
+
+def test_the_values_schema_is_draft_07_which_every_helm_enforces() -> None:
+    """Helm 3 before 3.18 validates values with gojsonschema (drafts 4, 6 and 7); Helm 3.18+
+    and Helm 4 with santhosh-tekuri/jsonschema, which reads the draft a schema names. A
+    draft-07 schema using draft-07 keywords only is enforced alike by all of them. Helm 4
+    itself renders every other test here (helm-python-sdk); for Helm 3 this checks the
+    schema with an independent draft-07 implementation."""
+    schema = values_schema()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    Draft7Validator.check_schema(schema)
+    unknown = schema_keywords(schema) - set(Draft7Validator.VALIDATORS) - {
+        "$schema", "title", "description", "default", "definitions", "$comment", "examples",
+        "x-generated-from",
+    }  # fmt: skip
+    assert unknown == set(), f"keywords draft-07 does not know: {unknown}"
+    for overlay in ({}, full_values()):
+        values = helm_merge(default_values(), {**overlay, "jupyterhub": {"enabled": False}})
+        assert list(Draft7Validator(schema).iter_errors(values)) == []
 
 
 # -- the rendered manifests ------------------------------------------------------------
@@ -415,6 +474,20 @@ def test_hub_values_point_at_rendered_objects(full_objects: dict[Any, Any]) -> N
     service_mounts = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
     assert password_dir in hub_mounts
     assert password_dir in service_mounts
+
+
+def test_chart_metadata_is_complete() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={KUBE_VERSION}.0-0"  # the schemas manifests are checked on
+    assert chart["home"].startswith("https://")
+    assert chart["sources"] and all(s.startswith("https://") for s in chart["sources"])
+    assert all(m["name"] for m in chart["maintainers"])
+    from esap_spawner import __version__
+
+    assert chart["appVersion"] == __version__
+    with helm.Chart.load(CHART) as loaded:  # Helm itself accepts the metadata
+        rendered = loaded.render({"jupyterhub": {"enabled": False}}, name="esap", namespace="x")
+    assert rendered
 
 
 def test_chart_declares_z2jh_dependency_with_condition() -> None:
