@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.harness.hub",
     "tests.harness.rucio_server",
     "tests.harness.database",
+    "tests.harness.service",
 ]

@@ -39,9 +39,9 @@ import yaml
 
 from esap_spawner.dev.local import simulator_hub_config
 from tests.harness.hub import HubProcess, free_port
+from tests.harness.openapi import check_openapi
 from tests.integration.test_service_hub import OTHER_SERVICE_TOKEN, PORTAL_TOKEN, answer, hub_config
 from tests.integration.test_spawner_hub import SITE, stop_server, user_pods
-from tests.unit.test_service_handlers import check_openapi
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,7 @@ import pytest
 import requests
 import yaml
 
-from tests.harness.service import StandaloneService
-from tests.unit.test_service_handlers import SITE_YAML
+from tests.harness.service import SITE_YAML, StandaloneService
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from esap_spawner.service.handlers import load_openapi
-from tests.harness.service import StandaloneService
+from tests.harness.openapi import check_openapi
+from tests.harness.service import SITE_YAML, TOKENS, StandaloneService
 from tests.integration.test_service_hub import answer
-from tests.unit.test_service_handlers import SITE_YAML, TOKENS, check_openapi
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ import requests
 
 from esap_spawner.dev.sim import SimulatorThread
 from esap_spawner.observe.db import Database
-from tests.unit.test_service_handlers import SITE_YAML, TOKENS
+from tests.harness.service import SITE_YAML, TOKENS
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +156,15 @@ def test_the_managed_service_gets_the_spawners_database(
     else:
         assert service["environment"]["ESAP_DATABASE_URL"] == url
     assert not any("secret" in part for part in service["command"])
+
+
+def test_no_db_url_means_no_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    (tmp_path / "site.yaml").write_text(SITE_YAML)
+    from esap_spawner.service.app import ESAPService
+
+    service = ESAPService(site_file=str(tmp_path / "site.yaml"), db_url="")
+    app, _ = service.build()
+    assert service.history is None
+    model = app.settings["esap"].capacity
+    assert model.spawn_durations is None

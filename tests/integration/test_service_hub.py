@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.harness.service import StandaloneService
-from tests.unit.test_service_handlers import SITE_YAML, check_openapi
+from tests.harness.openapi import check_openapi
+from tests.harness.service import SITE_YAML, StandaloneService
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +212,7 @@ class Standalone(StandaloneService):
         kubeconfig: str | None = None,
         site_text: str = SITE_YAML,
     ) -> None:
-        from tests.unit.test_service_handlers import TOKENS
+        from tests.harness.service import TOKENS
 
         super().__init__(
             tmp_path, *extra, site_text=site_text, tokens=TOKENS, kubeconfig=kubeconfig

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-import yaml
 
 from esap_spawner.data.catalogue.base import Locality
 from esap_spawner.service.fixture_cli import facility_url, read_tokens
@@ -14,12 +12,6 @@ from esap_spawner.service.portal import LIMITS, FixtureError, fixture_entry
 from esap_spawner.site.profiles import Profile
 from esap_spawner.spawn.confirm import WARNING, locality_words, summary
 from esap_spawner.spawn.options import UserOptions
-from tests.unit import test_service_handlers as harness
-from tests.unit.test_service_handlers import Service, ServiceFactory, check_openapi
-
-service_factory, site_file, token_file = (
-    harness.service_factory, harness.site_file, harness.token_file
-)  # fmt: skip
 
 FACILITY = {
     "name": "Test Hub",
@@ -118,39 +110,3 @@ def test_summary_in_plain_words() -> None:
     assert locality_words(Locality.unknown("x:y", "catalogue down")) == (
         "locality unknown: catalogue down"
     )
-
-
-# -- the routes ------------------------------------------------------------------------------
-
-
-async def test_options_route_is_the_declaration_for_this_caller(
-    service_factory: ServiceFactory,
-) -> None:
-    service: Service = await service_factory()
-    answer = await service.fetch("api/v1/options", token="carol-token")
-    assert answer.code == 403  # a token without a catalogue scope
-    answer = await service.fetch("api/v1/options", token="alice-token")
-    body = check_openapi("GET", "/api/v1/options", answer)
-    assert body["additionalProperties"] is False
-    assert body["properties"]["profile"]["enum"] == ["small", "gpu"]  # alice is in radio
-    root = await service.fetch("api/v1/options", token="portal-token")
-    assert json.loads(root.body)["properties"]["profile"]["enum"] == ["small", "gpu"]
-
-
-async def test_fixture_route(service_factory: ServiceFactory) -> None:
-    service: Service = await service_factory()
-    answer = await service.fetch("api/v1/esap/fixture?pk=12", token="portal-token")
-    (entry,) = check_openapi("GET", "/api/v1/esap/fixture", answer)
-    assert entry == {
-        "model": "ida.facility",
-        "pk": 12,
-        "fields": {"name": "Test Hub", "description": entry["fields"]["description"],
-                   "url": "https://hub.example.org/services/esap/", "facilitytype": "jupyterhub"},
-    }  # fmt: skip
-    assert yaml.safe_load(answer.body) == [entry]  # JSON is YAML: loaddata reads either
-    for bad in ("0", "-1", "x", "99999999999"):
-        refused = await service.fetch(f"api/v1/esap/fixture?pk={bad}", token="portal-token")
-        assert check_openapi("GET", "/api/v1/esap/fixture", refused)["error"]["code"] == (
-            "invalid_pk"
-        )
-    assert (await service.fetch("api/v1/esap/fixture")).code == 401

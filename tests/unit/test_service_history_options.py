@@ -4,13 +4,10 @@ is optional (no ``db_url``: no history, ``estimated_start_seconds`` null)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from traitlets import TraitError
 
 from esap_spawner.service.app import ESAPService
-from tests.unit.test_service_handlers import SITE_YAML
 
 
 def parse(*argv: str) -> ESAPService:
@@ -45,16 +42,6 @@ def test_the_environment_names_the_hubs_database(monkeypatch: pytest.MonkeyPatch
 def test_bad_intervals_are_refused(trait: str, value: float) -> None:
     with pytest.raises(TraitError, match=trait):
         ESAPService(**{trait: value})
-
-
-def test_no_db_url_means_no_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    (tmp_path / "site.yaml").write_text(SITE_YAML)
-    service = ESAPService(site_file=str(tmp_path / "site.yaml"), db_url="")
-    app, _ = service.build()
-    assert service.history is None
-    model = app.settings["esap"].capacity
-    assert model.spawn_durations is None
 
 
 # -- the database jobs, over stand-ins (no I/O) ----------------------------------------
@@ -93,8 +80,7 @@ async def test_availability_is_sampled_only_from_a_current_view() -> None:
     from esap_spawner.capacity.model import ClusterModel
     from esap_spawner.service.history import sample_availability
     from esap_spawner.site.model import parse_site
-
-    from .test_service_handlers import Clock, synced_model
+    from tests.harness.service import SITE_YAML, Clock, synced_model
 
     site = parse_site(SITE_YAML)
     db = FakeDatabase()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -499,14 +497,3 @@ def test_check_config_through_the_command_line(capsys: pytest.CaptureFixture[str
     assert "OK: facility 'Minimal Hub', 1 profile (default), catalogue none" in (
         capsys.readouterr().out
     )
-
-
-def test_check_config_does_not_import_jupyterhub() -> None:
-    # A fresh interpreter: this test process has JupyterHub loaded by other tests.
-    code = (
-        "import sys; from esap_spawner.site import cli; "
-        "heavy = [m for m in ('jupyterhub', 'kubespawner', 'kubernetes_asyncio', 'tornado') "
-        "if m in sys.modules]; print(heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -12,165 +12,19 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
-from tornado.httpserver import HTTPServer
+from tornado.httpclient import HTTPResponse
 
 from esap_spawner.capacity.model import ClusterModel
-from esap_spawner.service.app import make_app
 from esap_spawner.service.auth import StaticTokenAuth
-from esap_spawner.service.handlers import load_openapi
-from esap_spawner.site.model import load_site
-from esap_spawner.site.profiles import PROFILE_LABEL
+from tests.harness.openapi import OPENAPI, REGISTRY, check_openapi
+from tests.harness.service import PREFIX, SITE_YAML, Service, ServiceFactory, server_pod
 
-PREFIX = "/services/esap/"
-SMALL_IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
-
-SITE_YAML = f"""
-facility:
-  name: Test Hub
-  description: A hub for tests
-  url: https://hub.example.org/
-  keywords: [radio, gpu]
-profiles:
-  - slug: small
-    display_name: "Small: 1 CPU, 2 GB"
-    description: For notebooks
-    cpu: {{guarantee: 1, limit: 2}}
-    memory: {{guarantee: 2G, limit: 4G}}
-    image: {SMALL_IMAGE}
-    max_servers: 5
-    hardware_capabilities: []
-  - slug: gpu
-    display_name: "GPU: 1 A100"
-    description: For training
-    cpu: {{guarantee: 4, limit: 8}}
-    memory: {{guarantee: 16Gi, limit: 32Gi}}
-    gpu: {{count: 1, resource: nvidia.com/gpu, model: A100}}
-    image: quay.io/jupyter/pytorch-notebook:cuda12-2026-01-01
-    node_selector: {{accelerator: a100}}
-    allowed_groups: [radio]
-    hardware_capabilities: [gpu]
-"""
-
-TOKENS = [
-    {"token": "portal-token", "name": "portal", "kind": "service", "scopes": ["custom:esap:read"]},
-    {
-        "token": "alice-token",
-        "name": "alice",
-        "groups": ["radio"],
-        "scopes": ["access:services!service=esap"],
-    },
-    {"token": "bob-token", "name": "bob", "groups": [], "scopes": ["access:services"]},
-    {
-        "token": "carol-token",
-        "name": "carol",
-        "groups": [],
-        "scopes": ["read:users:name!user=carol", "read:users!user"],  # the 2nd is malformed
-    },
-    {
-        "token": "root-token",
-        "name": "root",
-        "admin": True,
-        "scopes": ["access:services!service=esap"],
-    },
-    {"token": "prom-token", "name": "prometheus", "kind": "service", "scopes": ["read:metrics"]},
-]
-
-
-def node(
-    name: str,
-    *,
-    cpu: str,
-    memory: str,
-    gpu: int = 0,
-    labels: dict[str, str] | None = None,
-    images: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
-    if gpu:
-        allocatable["nvidia.com/gpu"] = str(gpu)
-    return {
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {},
-        "status": {
-            "allocatable": allocatable,
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "images": [{"names": [image]} for image in images],
-        },
-    }
-
-
-def server_pod(uid: str, node_name: str, profile: str, *, cpu: str, memory: str) -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {
-            "uid": uid,
-            "name": f"jupyter-{uid}",
-            "namespace": "hub",
-            "labels": {PROFILE_LABEL: profile},
-        },
-        "spec": {
-            "nodeName": node_name,
-            "containers": [
-                {"name": "notebook", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
-            ],
-        },
-        "status": {"phase": "Running"},
-    }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-    def __call__(self) -> float:
-        return self.now
-
-
-# -- OpenAPI ---------------------------------------------------------------------------
-
-OPENAPI = load_openapi()
-_REGISTRY: Registry = Registry().with_resource(
-    "urn:esap-openapi", Resource.from_contents(OPENAPI, default_specification=DRAFT202012)
-)
-
-
-def schema_validator(pointer: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"urn:esap-openapi#{pointer}"}, registry=_REGISTRY)
-
-
-def check_openapi(method: str, path_template: str, response: Any) -> Any:
-    """The answer's status is documented for this route, and its body fits the schema.
-
-    ``response`` has ``code``, ``headers`` and ``body`` (a tornado HTTPResponse or alike).
-    """
-    operation = OPENAPI["paths"][path_template][method.lower()]
-    status = str(response.code)
-    assert status in operation["responses"], f"{method} {path_template}: {status} undocumented"
-    documented = operation["responses"][status]
-    if response.code == 304:
-        assert response.body == b""
-        return None
-    content = documented["content"]
-    media = response.headers["Content-Type"].split(";")[0]
-    if media == "application/json":
-        body = json.loads(response.body)
-        pointer = f"/paths/{path_template.replace('/', '~1')}/{method.lower()}/responses/{status}"
-        pointer += "/content/application~1json/schema"
-        errors = sorted(schema_validator(pointer).iter_errors(body), key=str)
-        assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
-        return body
-    assert media in content or "text/plain" in content
-    return response.body.decode()
+pytestmark = pytest.mark.integration
 
 
 def test_openapi_document_is_valid_openapi_3_1() -> None:
@@ -195,108 +49,12 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
                 walk(value)
 
     walk(OPENAPI)
-    resolver = _REGISTRY.resolver("urn:esap-openapi")
+    resolver = REGISTRY.resolver("urn:esap-openapi")
     for ref in refs:
         resolver.lookup(f"urn:esap-openapi{ref}")
 
 
 # -- the app ---------------------------------------------------------------------------
-
-
-class Service:
-    def __init__(self, port: int, model: ClusterModel, clock: Clock) -> None:
-        self.port = port
-        self.model = model
-        self.clock = clock
-        self.client = AsyncHTTPClient()
-
-    async def fetch(
-        self,
-        path: str,
-        *,
-        token: str | None = None,
-        method: str = "GET",
-        body: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> HTTPResponse:
-        all_headers = dict(headers or {})
-        if token is not None:
-            all_headers["Authorization"] = f"token {token}"
-        if method in ("POST", "PUT", "PATCH") and body is None:
-            body = b""
-        return await self.client.fetch(
-            f"http://127.0.0.1:{self.port}{PREFIX}{path}",
-            method=method,
-            body=body,
-            headers=all_headers,
-            raise_error=False,
-            allow_nonstandard_methods=True,
-        )
-
-
-@pytest.fixture
-def site_file(tmp_path: Path) -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE_YAML)
-    return path
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tokens.json"
-    path.write_text(json.dumps(TOKENS))
-    return path
-
-
-def synced_model(clock: Clock) -> ClusterModel:
-    model = ClusterModel(clock=clock)
-    model.replace_all(
-        [
-            node("cpu-1", cpu="8", memory="32G", images=(SMALL_IMAGE,)),
-            node("cpu-2", cpu="4", memory="16G"),
-            node("gpu-1", cpu="16", memory="128Gi", gpu=2, labels={"accelerator": "a100"}),
-        ],
-        [server_pod("u1", "cpu-1", "small", cpu="1", memory="2G")],
-    )
-    return model
-
-
-ServiceFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def service_factory(site_file: Path, token_file: Path) -> AsyncIterator[ServiceFactory]:
-    servers: list[HTTPServer] = []
-
-    async def make(*, synced: bool = True, **options: Any) -> Service:
-        clock = Clock()
-        model = synced_model(clock) if synced else ClusterModel(clock=clock)
-        options.setdefault("auth", StaticTokenAuth.from_file(token_file))
-        app = make_app(
-            site=load_site(site_file),
-            capacity=model,
-            prefix=PREFIX,
-            site_file=str(site_file),
-            **options,
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        sock.setblocking(False)
-        server = HTTPServer(app)
-        server.add_sockets([sock])
-        servers.append(server)
-        return Service(sock.getsockname()[1], model, clock)
-
-    yield make
-    for server in servers:
-        server.stop()
-        await server.close_all_connections()
-
-
-@pytest.fixture
-async def service(service_factory: ServiceFactory) -> Service:
-    return await service_factory()
 
 
 # -- facility --------------------------------------------------------------------------

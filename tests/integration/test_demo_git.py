@@ -16,6 +16,8 @@ from esap_spawner.dev import demo_git
 from esap_spawner.spawn.objects import workflow_folder
 from esap_spawner.spawn.options import validate_workflow
 
+pytestmark = pytest.mark.integration
+
 
 def git(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

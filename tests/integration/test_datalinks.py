@@ -19,6 +19,8 @@ import pytest
 import esap_spawner.data.datalinks as datalinks_module
 from esap_spawner.spawn import objects
 
+pytestmark = pytest.mark.integration
+
 ROOT = "/home/jovyan/datasets"
 MOUNT = "/rucio/hub-local"
 PROGRAM: dict[str, Path] = {}
