@@ -7,12 +7,33 @@ RUCIO_VENV := .rucio-venv
 RUCIO_VERSION := 41.5.1
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint typecheck pytest setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean kube test-k8s
+.PHONY: demo test lint typecheck test-unit test-integration test-e2e test-k8s setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean kube
 
 demo: setup-demo setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
 
-test: setup lint typecheck pytest test-k8s
+# Tests in tiers, each a step of its own that prints how long it took, and `make test` a
+# table of them at the end: lint, typecheck, unit (no I/O), integration (the simulator, real
+# JupyterHub, Rucio and databases), e2e (a browser), k8s (a real control plane). A tier stops
+# the run when it fails. To add one: a target `test-NAME` whose recipe is
+# `$(call tier,NAME,COMMAND)`, listed in TIERS. PYTEST_ARGS go to every pytest tier
+# (`make test-unit PYTEST_ARGS=-x`).
+TIERS := lint typecheck test-unit test-integration test-e2e test-k8s
+TIER_TIMES := $(CURDIR)/.tier-times
+PYTEST := ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(BIN)/pytest -q -p no:cacheprovider
+
+test: setup
+	@rm -f $(TIER_TIMES); $(MAKE) --no-print-directory $(TIERS); status=$$?; \
+	echo "== tiers"; cat $(TIER_TIMES) 2>/dev/null; rm -f $(TIER_TIMES); exit $$status
+
+# $(call tier,NAME,COMMAND): run one tier, print its time, add its line to the table
+define tier
+	@echo "== $(1)"
+	@start=$$EPOCHREALTIME; ( $(2) ); status=$$?; \
+	seconds=$$(awk "BEGIN {printf \"%.1f\", $$EPOCHREALTIME - $$start}"); \
+	line=$$(printf '%-12s %8s s  %s' '$(1)' "$$seconds" "$$( [ $$status = 0 ] && echo ok || echo FAILED )"); \
+	echo "== $$line"; echo "$$line" >> $(TIER_TIMES); exit $$status
+endef
 
 setup: setup-python setup-proxy setup-browser setup-rucio
 
@@ -67,15 +88,19 @@ $(RUCIO_VENV)/.installed:
 	touch $@
 
 lint: setup-python
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/python helm/generate_schema.py --check
+	$(call tier,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/python helm/generate_schema.py --check)
 
 typecheck: setup-python
-	$(BIN)/mypy
+	$(call tier,typecheck,$(BIN)/mypy)
 
-pytest: setup
-	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test-unit: setup-python
+	$(call tier,unit,$(PYTEST) tests/unit $(PYTEST_ARGS))
+
+test-integration: setup
+	$(call tier,integration,$(PYTEST) tests/integration $(PYTEST_ARGS))
+
+test-e2e: setup
+	$(call tier,e2e,$(PYTEST) tests/e2e $(PYTEST_ARGS))
 
 # The k8s tier: a real control plane (tools/kube-up) built from upstream Go modules (Go 1.26+).
 # tools/build-kube builds the binaries once per machine into the user's cache and says how long
@@ -84,7 +109,7 @@ kube:
 	@tools/build-kube >/dev/null && echo "control plane binaries: $$(tools/build-kube --print)"
 
 test-k8s: setup kube
-	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(BIN)/pytest -q -p no:cacheprovider -m k8s tests/k8s tests/integration $(PYTEST_ARGS)
+	$(call tier,k8s,$(PYTEST) -m k8s tests/k8s tests/integration $(PYTEST_ARGS))
 
 bench: setup
 	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
@@ -94,4 +119,4 @@ docs: setup-python
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) $(RUCIO_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(RUCIO_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache $(TIER_TIMES)

@@ -11,11 +11,13 @@ time by a reference generated from the source of truth:
   ``ESAPService`` (type, default, help), for the classes that exist;
 - ``<!-- esap:api-routes -->``: the service's routes, from its OpenAPI document;
 - ``<!-- esap:options-reference -->``: the spawn options, from their one declaration
-  (``esap_spawner/spawn/options.py``).
+  (``esap_spawner/spawn/options.py``);
+- ``<!-- esap:wing-imports -->``: which wing of the package imports which, read from the
+  source (``esap_spawner/dev/imports.py``).
 
 ``mkdocs.yml`` names this file under ``hooks:``. Run it alone to print one reference::
 
-    python docs/gen_reference.py site|values|config|routes|options
+    python docs/gen_reference.py site|values|config|routes|options|wings
 """
 
 from __future__ import annotations
@@ -306,7 +308,19 @@ def options_reference() -> str:
     return "\n".join(out) + "\n"
 
 
+def wing_imports() -> str:
+    """Which wing imports which (beside the rules tests/unit/test_boundaries.py holds)."""
+    imports = importlib.import_module("esap_spawner.dev.imports")
+    graph = imports.wing_graph(imports.package_imports(REPO))
+    out = ["| wing | imports from |", "|---|---|"]
+    for wing in ("top", *imports.WINGS):
+        targets = ", ".join(f"`{t}`" for t in sorted(graph.get(wing, ()))) or "no other wing"
+        out.append(f"| `{wing}` | {targets} |")
+    return "\n".join(out) + "\n"
+
+
 GENERATORS = {
+    "wing-imports": wing_imports,
     "options-reference": options_reference,
     "site-reference": site_reference,
     "values-reference": values_reference,
@@ -358,7 +372,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 if __name__ == "__main__":
     aliases = {"site": "site-reference", "values": "values-reference"}
     aliases |= {"config": "config-reference", "routes": "api-routes"}
-    aliases |= {"options": "options-reference"}
+    aliases |= {"options": "options-reference", "wings": "wing-imports"}
     if len(sys.argv) != 2 or sys.argv[1] not in aliases:
         print(f"usage: python docs/gen_reference.py {'|'.join(aliases)}", file=sys.stderr)
         sys.exit(2)

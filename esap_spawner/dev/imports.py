@@ -81,15 +81,16 @@ def wing_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] != PACKAGE:
         return ""
-    if len(parts) > 2 or (len(parts) == 2 and parts[1] in WINGS):
-        return parts[1]
-    return "top"
+    return parts[1] if len(parts) > 1 and parts[1] in WINGS else "top"
 
 
 def wing_graph(imports: Iterable[Import]) -> dict[str, set[str]]:
-    """wing -> the other wings it imports from (``top`` included)."""
+    """wing -> the other wings it imports from (``top`` included); imports by name (the
+    CLI's table of subcommands) left out."""
     graph: dict[str, set[str]] = {}
     for found in imports:
+        if found.by_name:
+            continue
         source, target = wing_of(found.source), wing_of(found.target)
         if source and target and source != target:
             graph.setdefault(source, set()).add(target)
