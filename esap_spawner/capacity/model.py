@@ -27,12 +27,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from esap_spawner.capacity.nodes import Node, no_room_message, room
+from esap_spawner.capacity.nodes import FitCache, Node, no_room_message, room
 from esap_spawner.capacity.quota import Quotas
 from esap_spawner.capacity.requirements import (
     ProfileRequirements,
     Vector,
-    image_aliases,
     pod_vector,
     requirements_of,
 )
@@ -66,21 +65,6 @@ class Availability:
     estimated_start_seconds: float | None
 
 
-class _FitCache:
-    """Per-node fit of one profile's placement key, refreshed lazily on dirty nodes."""
-
-    __slots__ = ("all_dirty", "dirty", "fast", "per_node", "req", "total", "wanted_images")
-
-    def __init__(self, req: ProfileRequirements) -> None:
-        self.req = req
-        self.wanted_images = image_aliases(req.image)
-        self.per_node: dict[str, tuple[int, bool]] = {}
-        self.dirty: set[str] = set()
-        self.all_dirty = True
-        self.total = 0
-        self.fast = 0
-
-
 class ClusterModel:
     """Nodes and pods of a cluster, kept current by watch events; see the module docstring.
 
@@ -109,12 +93,13 @@ class ClusterModel:
         self._requested: dict[str, dict[str, int]] = {}
         self._pods: dict[str, _PodEntry] = {}
         self._running: dict[str, int] = {}
-        self._caches: dict[tuple[Any, ...], _FitCache] = {}
+        self._caches: dict[tuple[Any, ...], FitCache] = {}
         self._synced = False
         self._as_of: float | None = None
         self._down_since: dict[str, float] = {}
-        self.reservations = Ledger(self._add_vector)
+        self.reservations = Ledger(self._add_vector, changed=self._changed)
         self.quotas = Quotas()  # the hub namespace's ResourceQuotas
+        self._version = 0
 
     # ------------------------------------------------------------------ sync state
     @property
@@ -136,6 +121,17 @@ class ClusterModel:
             return False
         return self.clock() - min(self._down_since.values()) > self.stale_after
 
+    @property
+    def version(self) -> int:
+        """Moves with every change of what the model answers (but time's: staleness)."""
+        return self._version + self.quotas.version
+
+    def _changed(self, *, seen: bool = False) -> None:
+        """Something the answers depend on changed; ``seen``: an event or a list, now."""
+        if seen:
+            self._as_of = self.clock()
+        self._version += 1
+
     def view_age_seconds(self) -> float | None:
         """Seconds since the view was last known current: 0 while every watch is up,
         else the time since the first watch went down; None before the first sync."""
@@ -148,19 +144,22 @@ class ClusterModel:
     def watch_down(self, kind: str) -> None:
         """The watch of ``kind`` ("nodes"/"pods") failed; the view may fall behind."""
         self._down_since.setdefault(kind, self.clock())
+        self._changed()
 
     def watch_up(self, kind: str) -> None:
         """The watch of ``kind`` is connected again and resumed without loss."""
         self._down_since.pop(kind, None)
+        self._changed()
 
     def mark_synced(self) -> None:
         """Nodes and pods were both listed (by :meth:`replace_nodes`/:meth:`replace_pods`)."""
         self._synced = True
-        self._as_of = self.clock()
+        self._changed(seen=True)
 
     def mark_unsynced(self) -> None:
         """Forget that the view is complete (the watcher stopped or must start over)."""
         self._synced = False
+        self._changed()
 
     # ------------------------------------------------------------------ events
     def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
@@ -191,7 +190,7 @@ class ClusterModel:
             self._nodes[name] = Node(obj)
             self._requested.setdefault(name, {})
         self._mark_dirty(name)
-        self._as_of = self.clock()
+        self._changed(seen=True)
 
     def apply_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
         if event_type not in ("ADDED", "MODIFIED", "DELETED"):
@@ -213,7 +212,7 @@ class ClusterModel:
             self._match_reservation(
                 meta, uid, new, is_new=old is None, gone=event_type == "DELETED"
             )
-        self._as_of = self.clock()
+        self._changed(seen=True)
 
     def replace_all(
         self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
@@ -223,6 +222,7 @@ class ClusterModel:
         self.replace_pods(pods)
         self._synced = True
         self._down_since.clear()
+        self._changed()
 
     def replace_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
         """Replace every node by a fresh list (pods and their requests stay)."""
@@ -235,7 +235,7 @@ class ClusterModel:
             if not any(self._requested[name].values()):
                 del self._requested[name]
         self._invalidate_all()
-        self._as_of = self.clock()
+        self._changed(seen=True)
 
     def replace_pods(self, pods: Iterable[Mapping[str, Any]]) -> None:
         """Replace every pod by a fresh list; node reservations held by spawns stay."""
@@ -255,7 +255,7 @@ class ClusterModel:
                 self._match_reservation(meta, uid, entry, is_new=is_new, gone=False)
         self.reservations.pods_gone(self._pods)  # their pods went away while the watch was down
         self._invalidate_all()
-        self._as_of = self.clock()
+        self._changed(seen=True)
 
     def _pod_entry(self, obj: Mapping[str, Any]) -> _PodEntry:
         status = obj.get("status") or {}
@@ -346,13 +346,13 @@ class ClusterModel:
         cap = cache.total if left is None else left
         return min(cache.total, cap), min(cache.fast, cap)
 
-    def _refresh(self, req: ProfileRequirements) -> _FitCache:
+    def _refresh(self, req: ProfileRequirements) -> FitCache:
         key = req.placement_key
         cache = self._caches.get(key)
         if cache is None:
             if len(self._caches) >= 256:
                 self._caches.pop(next(iter(self._caches)))
-            cache = self._caches[key] = _FitCache(req)
+            cache = self._caches[key] = FitCache(req)
         if cache.all_dirty or len(cache.dirty) > len(self._nodes) // 2:
             cache.per_node.clear()
             cache.total = cache.fast = 0

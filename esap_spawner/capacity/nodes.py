@@ -2,7 +2,8 @@
 
 :class:`Node` is the model's summary of one Node object (allocatable resources in the
 model's integer units, labels, taints, readiness, cached images); :func:`room` counts how
-many more pods of one request vector fit beside what is requested there; and
+many more pods of one request vector fit beside what is requested there;
+:class:`FitCache` keeps those counts per node for one profile; and
 :func:`no_room_message` says, in a user's words, why none does. What pods request of a node
 lives in :class:`~esap_spawner.capacity.model.ClusterModel`, keyed by node name.
 """
@@ -17,10 +18,11 @@ from esap_spawner.capacity.requirements import (
     ProfileRequirements,
     Vector,
     describe_vector,
+    image_aliases,
     quantity_int,
 )
 
-__all__ = ["MAX_PER_NODE", "Node", "no_room_message", "room"]
+__all__ = ["MAX_PER_NODE", "FitCache", "Node", "no_room_message", "room"]
 
 # Beyond this many servers per node a count is not worth making (nodes without a "pods"
 # limit and profiles requesting nothing).
@@ -123,3 +125,18 @@ def no_room_message(
         f"profile {req.slug!r} cannot start now: no node has room (needs {needs}; "
         f"largest free: {describe_vector(free)})"
     )
+
+
+class FitCache:
+    """Per-node fit of one profile's placement key, refreshed lazily on dirty nodes."""
+
+    __slots__ = ("all_dirty", "dirty", "fast", "per_node", "req", "total", "wanted_images")
+
+    def __init__(self, req: ProfileRequirements) -> None:
+        self.req = req
+        self.wanted_images = image_aliases(req.image)
+        self.per_node: dict[str, tuple[int, bool]] = {}
+        self.dirty: set[str] = set()
+        self.all_dirty = True
+        self.total = 0
+        self.fast = 0

@@ -170,6 +170,7 @@ class Quotas:
 
     def __init__(self) -> None:
         self._by_uid: dict[str, Quota] = {}
+        self.version = 0  # one more at every change (part of the model's version)
 
     def __bool__(self) -> bool:
         return bool(self._by_uid)
@@ -183,10 +184,12 @@ class Quotas:
             self._by_uid.pop(obj["metadata"]["uid"], None)
         else:
             self._by_uid[obj["metadata"]["uid"]] = quota
+        self.version += 1
 
     def replace(self, objs: Iterable[Mapping[str, Any]]) -> None:
         """Replace every quota by a fresh list."""
         self._by_uid = {}
+        self.version += 1
         for obj in objs:
             self.apply("ADDED", obj)
 

@@ -667,6 +667,53 @@ def test_reservations_leave_no_trace_once_released(seed: int, n: int) -> None:
     _assert_matches_recomputation(model, nodes, pods)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 200))
+def test_the_version_changes_whenever_an_answer_does(seed: int, n: int) -> None:
+    """One change at a time (an event, a reservation or its release, a watch down or up, a
+    relist, a lost sync, time lapsing a reservation, a quota), each followed by a question: while
+    ``version`` stays the same, so do availability, ``as_of`` and staleness, so answers
+    cached by version are current. (Staleness also turns with time alone: out of the way
+    here with a long ``stale_after``; the service bounds the age of what it caches.)"""
+    rng = random.Random(seed)
+    clock = Clock()
+    events, nodes, pods = _random_events(rng, n)
+    model = ClusterModel(profile_label=PROFILE_LABEL, clock=clock, stale_after=1e9)
+    model.replace_all([], [])
+    held: list[Reservation] = []
+    last: tuple[int, tuple[Any, ...]] | None = None
+    changes = 0
+    for kind, obj in events:
+        roll = rng.random()
+        if roll < 0.1:
+            r = model.reserve(rng.choice(PROPERTY_PROFILES), ttl=rng.choice([5, 500]))
+            if isinstance(r, Reservation):
+                held.append(r)
+        elif roll < 0.15 and held:
+            held.pop(rng.randrange(len(held))).release()
+        elif roll < 0.2:
+            (model.watch_down if rng.random() < 0.5 else model.watch_up)("pods")
+        elif roll < 0.22:
+            model.replace_all(list(nodes.values()), list(pods.values()))
+        elif roll < 0.24:
+            model.mark_unsynced()
+        elif roll < 0.26:
+            clock.now += 10  # lapses the short reservations when availability is asked
+        elif roll < 0.28:  # the hub namespace's quota, as its watch feeds it
+            hard = {"requests.cpu": rng.choice(["2", "6", "40"])}
+            model.quotas.apply("ADDED", {"kind": "ResourceQuota", "metadata": {"uid": "q"},
+                                         "status": {"hard": hard, "used": {}}})  # fmt: skip
+        else:
+            model.apply(kind, obj)
+        answer = (model.availability(PROPERTY_PROFILES), model.as_of, model.stale)
+        if last is not None and last[0] == model.version:
+            assert answer == last[1]
+        elif last is not None and answer != last[1]:
+            changes += 1
+        last = (model.version, answer)
+    assert changes > 0 or n < 100  # a long stream does move the answers
+
+
 # ---------------------------------------------------------------- site profiles
 
 
