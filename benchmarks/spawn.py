@@ -1,37 +1,61 @@
-"""ESAPSpawner against plain KubeSpawner: start-to-ready time and API requests per spawn.
+"""ESAPSpawner against plain KubeSpawner: hub CPU and wall time per spawn, with statistics.
 
-Both spawners run in this one process against the same simulator (fake kubelet, the same
-delays), alternately, with the same resources and no datasets. The baseline is KubeSpawner
-configured by hand with the profile's resources; ESAPSpawner gets them from a site file and
-validates the options on the way. Requests are counted at the kubernetes_asyncio REST layer
-(every HTTP call either spawner makes, watches included).
+Usage: ``python benchmarks/spawn.py [--spawns 100] [--warmup 10] [--runs 3]`` (about
+40 s per run on the shared 2-core machine).
 
-Usage: ``python benchmarks/spawn.py [--spawns 20]``. Prints the medians, the ratio and the
-requests per spawn. Target (issue 2): ratio <= 1.10, at most one extra request.
+Each class runs in a hub process of its own (``--hub KIND``), against a Kubernetes
+simulator of its own (``--serve-sim``, fake kubelet, the same delays), so neither hub
+sees the other's pods and ESAPSpawner's cluster watch costs nothing in the baseline's
+process. The parent drives both: after ``--warmup`` spawns of each class, it asks for one
+spawn of each class in turn, ABBA order (kube, esap, esap, kube, ...), so drift on the
+shared machine hits both alike. The pair of one round is measured in the same minute.
+
+Per spawn, inside its hub process:
+
+- **CPU**: ``time.process_time`` (all threads of that process) from building the
+  spawner to ``start()`` returning, plus the loop turns that run the spawn's own
+  follow-up (ESAPSpawner's settle callback and its records); "cycle CPU" adds ``stop()``.
+  ``perf stat`` counters are not available on these VMs and callgrind would slow the
+  hub 50x against a simulator with real-time kubelet delays; process time is what the
+  spawner itself costs, and the contention of other jobs barely moves it.
+- **wall**: ``start()`` to ready, as a user waits for it;
+- **API requests**: every HTTP call the process made at the kubernetes_asyncio REST
+  layer during the spawn (watches included).
+
+Baseline: KubeSpawner configured by hand with the profile's resources. ESAPSpawner reads
+them from a site file, validates the options, runs admission against its live cluster
+view (the watch starts during warm-up) and records the spawn's phases (``db_url`` empty:
+no database write, as the baseline writes none).
+
+Printed per run: the medians per class; the ratio ESAP/KubeSpawner of the median CPU and
+wall time with a 95% bootstrap interval (paired: the rounds are resampled, so each
+resample keeps the two spawns measured side by side); the extra requests per spawn. With
+``--runs`` > 1 the runs are separate processes in sequence and the intervals are compared.
+Targets (issue 17): CPU ratio <= 1.05 with the interval's upper bound <= 1.10; +0 API
+requests per spawn.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jupyterhub.objects import Hub, Server
-from kubernetes_asyncio.client import rest
-from kubernetes_asyncio.config import kube_config
-from traitlets.config import Config
+from _headline import headline
 
-from esap_spawner.dev.sim import KubeletDelays, SimulatorThread
-
-DELAYS = KubeletDelays(pull=0.0, create=0.02, start=0.02, stop=0.02)
+CPU_TARGET, CPU_UPPER_TARGET = 1.05, 1.10
+CLASSES = ("kubespawner", "esap")
+NAMESPACE = "bench"
 CLUSTER = {
     "nodes": [
         {"name": f"node-{i}", "allocatable": {"cpu": "64", "memory": "256Gi"}} for i in range(3)
@@ -50,20 +74,37 @@ SITE = {
     "profiles": [PROFILE],
 }
 
-ADMISSION = True  # set from --no-admission
-requests_made: Counter[str] = Counter()
-_original_request = rest.RESTClientObject.request
+
+# -- the simulator process ----------------------------------------------------------
 
 
-async def counting_request(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-    requests_made[method] += 1
-    return await _original_request(self, method, url, *args, **kwargs)
+def serve_sim(kubeconfig: str) -> None:
+    """A simulator with the fake kubelet; prints READY once its kubeconfig is written."""
+    from esap_spawner.dev.sim import KubeletDelays
+    from esap_spawner.dev.sim.simulator import Simulator
+
+    async def main() -> None:
+        delays = KubeletDelays(pull=0.0, create=0.02, start=0.02, stop=0.02)
+        sim = Simulator(CLUSTER, kubelet="fake", delays=delays)
+        await sim.start()
+        sim.create_namespace(NAMESPACE)
+        sim.write_kubeconfig(kubeconfig, namespace=NAMESPACE)
+        print("READY", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await sim.stop()
+
+    asyncio.run(main())
+
+
+# -- the hub process (one per class) ------------------------------------------------
 
 
 class User:
     """The part of a JupyterHub user the spawners read."""
 
     def __init__(self, name: str) -> None:
+        from jupyterhub.objects import Server
+
         self.name = name
         self.id = 1
         self.groups: list[Any] = []
@@ -79,13 +120,15 @@ class User:
         return str(self.server.url)
 
 
-def make(kind: str, user: str, site_file: Path) -> Any:
+def make_spawner(kind: str, user: str, site_file: str) -> Any:
+    from jupyterhub.objects import Hub
     from kubespawner import KubeSpawner
+    from traitlets.config import Config
 
     from esap_spawner.spawn.spawner import ESAPSpawner
 
     config = Config()
-    config.KubeSpawner.namespace = "bench"
+    config.KubeSpawner.namespace = NAMESPACE
     config.KubeSpawner.cmd = ["jupyterhub-singleuser"]
     config.KubeSpawner.start_timeout = 30
     if kind == "kubespawner":
@@ -96,9 +139,8 @@ def make(kind: str, user: str, site_file: Path) -> Any:
         config.KubeSpawner.mem_limit = "4G"
         cls = KubeSpawner
     else:
-        config.ESAPSpawner.site_file = str(site_file)
+        config.ESAPSpawner.site_file = site_file
         config.ESAPSpawner.db_url = ""
-        config.ESAPSpawner.admission = ADMISSION
         cls = ESAPSpawner
     spawner = cls(
         hub=Hub(ip="127.0.0.1", port=8081),
@@ -111,64 +153,204 @@ def make(kind: str, user: str, site_file: Path) -> Any:
     return spawner
 
 
-async def one_spawn(kind: str, user: str, site_file: Path) -> tuple[float, int]:
-    spawner = make(kind, user, site_file)
-    before = sum(requests_made.values())
-    tic = time.perf_counter()
-    await spawner.start()
-    elapsed = time.perf_counter() - tic
-    made = sum(requests_made.values()) - before
-    await spawner.stop(now=True)
-    return elapsed, made
+def serve_hub(kind: str, site_file: str) -> None:
+    """Answer ``spawn NAME`` lines on stdin with one JSON line of measurements each."""
+    from kubernetes_asyncio.client import rest
+
+    requests = [0]
+    original = rest.RESTClientObject.request
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        requests[0] += 1
+        return await original(self, *args, **kwargs)
+
+    rest.RESTClientObject.request = counting  # type: ignore[method-assign]
+
+    async def one(user: str) -> dict[str, float]:
+        before = requests[0]
+        cpu0 = time.process_time()
+        spawner = make_spawner(kind, user, site_file)
+        t0 = time.perf_counter()
+        await spawner.start()
+        wall = time.perf_counter() - t0
+        for _ in range(3):  # the settle callback, then the records task it starts
+            await asyncio.sleep(0)
+        cpu = time.process_time() - cpu0
+        made = requests[0] - before
+        await spawner.stop(now=True)
+        cycle = time.process_time() - cpu0
+        return {"cpu": cpu, "cycle_cpu": cycle, "wall": wall, "requests": made}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line.strip():
+                return
+            print(json.dumps(await one(line.split()[1])), flush=True)
+
+    asyncio.run(main())
 
 
-async def run(spawns: int, site_file: Path) -> dict[str, dict[str, float]]:
-    times: dict[str, list[float]] = {"kubespawner": [], "esap": []}
-    counts: dict[str, list[int]] = {"kubespawner": [], "esap": []}
-    # warm-up: reflectors start once per namespace and process, for both classes
-    for kind in ("kubespawner", "esap"):
-        await one_spawn(kind, f"warm-{kind}", site_file)
-    for i in range(spawns):
-        for kind in ("kubespawner", "esap") if i % 2 == 0 else ("esap", "kubespawner"):
-            elapsed, made = await one_spawn(kind, f"{kind}-{i}", site_file)
-            times[kind].append(elapsed)
-            counts[kind].append(made)
-    return {
-        kind: {
-            "median_s": statistics.median(times[kind]),
-            "p90_s": sorted(times[kind])[int(0.9 * (len(times[kind]) - 1))],
-            "requests_per_spawn": statistics.median(counts[kind]),
-        }
-        for kind in times
-    }
+class Child:
+    """A process of this script; it says READY (or answers) on its stdout."""
+
+    def __init__(self, *argv: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args[2:]} ended (exit {self.proc.wait()})")
+        return line
+
+    def ask(self, line: str) -> dict[str, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, float] = json.loads(self.readline())
+        return answer
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- one run: two simulators, two hubs, interleaved spawns ---------------------------
+
+
+def one_run(spawns: int, warmup: int, tmp: Path) -> dict[str, list[dict[str, float]]]:
+    """``spawns`` measured spawns per class after ``warmup``; the samples in round order."""
+    site_file = tmp / "site.yaml"
+    site_file.write_text(json.dumps(SITE))  # JSON is YAML
+    children: list[Child] = []
+    try:
+        hubs = {}
+        for kind in CLASSES:
+            kubeconfig = str(tmp / f"kubeconfig-{kind}")
+            sim = Child("--serve-sim", kubeconfig)
+            children.append(sim)
+            if sim.readline().strip() != "READY":
+                raise RuntimeError("the simulator did not start")
+            # kubernetes_asyncio reads KUBECONFIG when first imported
+            hubs[kind] = Child("--hub", kind, "--site-file", str(site_file),
+                               env={"KUBECONFIG": kubeconfig})  # fmt: skip
+            children.append(hubs[kind])
+        for i in range(warmup):
+            for kind in CLASSES:
+                hubs[kind].ask(f"spawn warm-{i}")
+        samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in CLASSES}
+        for i in range(spawns):
+            order = CLASSES if i % 2 == 0 else CLASSES[::-1]  # ABBA
+            for kind in order:
+                samples[kind].append(hubs[kind].ask(f"spawn user-{i}"))
+        return samples
+    finally:
+        for child in reversed(children):
+            child.close()
+
+
+# -- statistics ----------------------------------------------------------------------
+
+
+def ratio_interval(base: Sequence[float], ours: Sequence[float], *, resamples: int,
+                   seed: int = 17) -> tuple[float, float, float]:  # fmt: skip
+    """Ratio of medians ``ours / base`` and its 95% paired-bootstrap interval."""
+    rng = random.Random(seed)
+    n = len(base)
+    point = statistics.median(ours) / statistics.median(base)
+    ratios = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ratios.append(
+            statistics.median([ours[i] for i in idx]) / statistics.median([base[i] for i in idx])
+        )
+    ratios.sort()
+    return point, ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
+def summarise(samples: dict[str, list[dict[str, float]]], resamples: int) -> dict[str, Any]:
+    def col(kind: str, key: str) -> list[float]:
+        return [s[key] for s in samples[kind]]
+
+    row: dict[str, Any] = {}
+    for kind in CLASSES:
+        row[kind] = {key: statistics.median(col(kind, key))
+                     for key in ("cpu", "cycle_cpu", "wall", "requests")}  # fmt: skip
+        row[kind]["requests_max"] = max(col(kind, "requests"))
+    for key in ("cpu", "cycle_cpu", "wall"):
+        row[key] = ratio_interval(col("kubespawner", key), col("esap", key), resamples=resamples)
+    row["extra_requests"] = row["esap"]["requests"] - row["kubespawner"]["requests"]
+    return row
+
+
+def print_run(n: int, row: dict[str, Any]) -> None:
+    print(f"\nrun {n}:{'':14}{'CPU ms':>9}{'cycle CPU ms':>14}{'wall ms':>10}"
+          f"{'requests':>10}{'(max)':>7}")  # fmt: skip
+    for kind in CLASSES:
+        r = row[kind]
+        print(f"  {kind:20}{r['cpu'] * 1e3:9.2f}{r['cycle_cpu'] * 1e3:14.2f}"
+              f"{r['wall'] * 1e3:10.1f}{r['requests']:10.0f}{r['requests_max']:7.0f}")  # fmt: skip
+    for key, label in (("cpu", "CPU"), ("cycle_cpu", "cycle CPU"), ("wall", "wall")):
+        point, low, high = row[key]
+        print(f"  esap/kubespawner {label:10} {point:.3f}  95% interval [{low:.3f}, {high:.3f}]")
+    print(f"  extra API requests per spawn (medians): {row['extra_requests']:+.0f}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spawns", type=int, default=20)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--spawns", type=int, default=100, help="measured spawns per class")
+    parser.add_argument("--warmup", type=int, default=10, help="unmeasured spawns per class")
+    parser.add_argument("--runs", type=int, default=3, help="independent runs in sequence")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--serve-sim", metavar="KUBECONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--hub", choices=CLASSES, help=argparse.SUPPRESS)
+    parser.add_argument("--site-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rest.RESTClientObject.request = counting_request  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory() as tmp:
-        site_file = Path(tmp) / "site.yaml"
-        site_file.write_text(yaml.safe_dump(SITE))
-        with SimulatorThread(CLUSTER, kubelet="fake", delays=DELAYS) as sim:
-            sim.create_namespace("bench")
-            kubeconfig = str(sim.write_kubeconfig(Path(tmp) / "kubeconfig"))
-            # kubernetes_asyncio reads KUBECONFIG when imported: point both at the simulator
-            os.environ["KUBECONFIG"] = kubeconfig
-            kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
-            results = asyncio.run(run(args.spawns, site_file))
-    base, ours = results["kubespawner"], results["esap"]
-    print(f"spawns per class: {args.spawns} (alternating), fake kubelet, delays {DELAYS}")
-    print(f"{'':14}{'median s':>10}{'p90 s':>10}{'requests/spawn':>16}")
-    for kind, row in results.items():
-        print(
-            f"{kind:14}{row['median_s']:10.3f}{row['p90_s']:10.3f}{row['requests_per_spawn']:16.0f}"
-        )
-    ratio = ours["median_s"] / base["median_s"]
-    extra = ours["requests_per_spawn"] - base["requests_per_spawn"]
-    print(f"ratio esap/kubespawner (median start-to-ready): {ratio:.3f} (target <= 1.10)")
-    print(f"extra API requests per spawn: {extra:+.0f} (target <= 1)")
+    if args.serve_sim:
+        serve_sim(args.serve_sim)
+        return 0
+    if args.hub:
+        serve_hub(args.hub, args.site_file)
+        return 0
+    print(f"spawn benchmark: {args.runs} run(s) of {args.spawns} spawns per class (ABBA) after"
+          f" {args.warmup} warm-up spawns; fake kubelet (create 0.02 s, start 0.02 s); load"
+          f" average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+    rows = []
+    for n in range(1, args.runs + 1):
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            samples = one_run(args.spawns, args.warmup, Path(tmp))
+        rows.append(summarise(samples, args.resamples))
+        print_run(n, rows[-1])
+        print(f"  ({time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f})")
+    intervals = [row["cpu"] for row in rows]
+    common = (max(i[1] for i in intervals), min(i[2] for i in intervals))
+    overlap = common[0] <= common[1]
+    print("\nCPU ratio per run: " + "; ".join(
+        f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in intervals))  # fmt: skip
+    if len(rows) > 1:
+        print(f"intervals overlap: {'yes, common part' if overlap else 'NO'}"
+              f" [{common[0]:.3f}, {common[1]:.3f}]")  # fmt: skip
+    worst = max(intervals, key=lambda i: i[2])
+    extra = max(row["extra_requests"] for row in rows)
+    holds = all(p <= CPU_TARGET and hi <= CPU_UPPER_TARGET for p, _, hi in intervals)
+    headline("spawn", "ESAPSpawner/KubeSpawner CPU per spawn (median, 95% upper bound)",
+             f"{worst[0]:.3f} (<= {worst[2]:.3f})", f"<= {CPU_TARGET} (<= {CPU_UPPER_TARGET})",
+             holds and overlap)  # fmt: skip
+    headline("spawn", "extra API requests per spawn", f"{extra:+.0f}", "+0", extra <= 0)
     return 0
 
 
