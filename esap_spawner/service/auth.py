@@ -23,14 +23,20 @@ Both hand the hub-shaped identity model (``kind``, ``name``, ``groups``, ``admin
   by adding it to the ``user`` role in ``load_roles``.
 - Any other valid token: 403. No token: 401, unless anonymous access is on (then the
   caller sees only unrestricted profiles).
+
+:class:`CallerCache` keeps the callers of recent tokens for as long as HubAuth keeps the
+hub's answers (``cache_max_age``, 300 s by default), so a repeat request with the same
+token costs a dictionary look-up instead of a round trip and a scope check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -43,6 +49,7 @@ __all__ = [
     "AuthError",
     "AuthStrategy",
     "Caller",
+    "CallerCache",
     "HubTokenAuth",
     "StaticTokenAuth",
     "access_scope",
@@ -177,6 +184,11 @@ class HubTokenAuth:
         self.hub_auth = hub_auth
         self.service_name = service_name
 
+    @property
+    def cache_max_age(self) -> float:
+        """How long HubAuth keeps the hub's answer about a token (seconds)."""
+        return float(self.hub_auth.cache_max_age)
+
     async def authenticate(self, token: str) -> Caller:
         try:
             model = await self.hub_auth.user_for_token(token, sync=False)
@@ -234,3 +246,61 @@ class StaticTokenAuth:
         if model is None:
             raise AuthError(401, "invalid_token", "the token is not known to this service")
         return caller_from_model(model, service_name=self.service_name)
+
+
+#: How long a caller is remembered when the strategy does not say (HubAuth's default).
+DEFAULT_CACHE_MAX_AGE = 300.0
+
+
+class CallerCache:
+    """The callers of recently seen tokens, each for ``max_age`` seconds.
+
+    The same rule as HubAuth's own cache (JupyterHub caches the hub's answer about a token
+    for ``HubAuth.cache_max_age``): a change of a token's scopes or a revoked token takes
+    effect within ``max_age``. Only accepted tokens are kept; a refused one is asked about
+    again (HubAuth answers a repeat from its own cache, a token file at once). Entries are
+    keyed by the token's SHA-256 digest, never the token itself. At most ``max_entries``:
+    when full, expired entries go first, then the oldest.
+    """
+
+    def __init__(
+        self,
+        max_age: float = DEFAULT_CACHE_MAX_AGE,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age < 0 or max_entries < 1:
+            raise ValueError(f"max_age must be >= 0 and max_entries >= 1: {max_age}, {max_entries}")
+        self.max_age = max_age
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[bytes, tuple[float, Caller]] = {}
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+    def get(self, token: str) -> Caller | None:
+        """The caller this token stood for, if seen within ``max_age``."""
+        entry = self._entries.get(self._key(token))
+        if entry is None or entry[0] <= self.clock():
+            return None
+        return entry[1]
+
+    def put(self, token: str, caller: Caller) -> None:
+        if self.max_age == 0:
+            return
+        entries = self._entries
+        now = self.clock()
+        if len(entries) >= self.max_entries:
+            for key in [k for k, (expires, _) in entries.items() if expires <= now]:
+                del entries[key]
+            while len(entries) >= self.max_entries:
+                del entries[next(iter(entries))]
+        key = self._key(token)
+        entries.pop(key, None)  # re-inserted last: the dict's order is the age order
+        entries[key] = (now + self.max_age, caller)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -16,16 +16,20 @@ carries an ``ETag`` computed from its body, and a matching ``If-None-Match`` get
 ``{"error": {"code": ..., "message": ...}}``; anything unexpected is logged and becomes a
 500 with a generic message. No handler waits for Kubernetes: answers come from the cached
 cluster view.
+
+The facility and profiles routes write answers prepared when the cluster view changes
+(:mod:`esap_spawner.service.answers`), gzip-compressed for clients that accept it; a
+request authenticates (recent tokens from :class:`~esap_spawner.service.auth.CallerCache`),
+picks its audience and writes bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -34,6 +38,7 @@ from tornado import web
 
 from esap_spawner.data.did import DidError, parse_did
 from esap_spawner.observe.metrics import CatalogueOperation, CatalogueStatus
+from esap_spawner.service.answers import Prepared, accepts_gzip
 from esap_spawner.service.auth import (
     ANONYMOUS,
     METRICS_SCOPE,
@@ -47,12 +52,7 @@ from esap_spawner.service.auth import (
 from esap_spawner.service.bodies import BoundedBody, error_json, implemented_methods
 from esap_spawner.service.interfaces import CheckResult, LocalityUnavailable
 from esap_spawner.service.state import ServiceState
-from esap_spawner.service.views import (
-    facility_body,
-    iso_utc,
-    profile_body,
-    profiles_body,
-)
+from esap_spawner.service.views import iso_utc
 
 __all__ = ["ApiError", "load_openapi", "routes"]
 
@@ -118,21 +118,17 @@ class BaseHandler(web.RequestHandler):
         self.set_status(status)
         self.finish(json.dumps(body, separators=(",", ":")))
 
-    def write_cached(self, key: Hashable, render: Callable[[], Any]) -> None:
-        """Answer ``render()`` as JSON, reusing the bytes and ETag of an equal answer.
-
-        ``key`` must hold everything the body depends on. While the cluster view and the
-        caller's visibility are unchanged, an answer costs no rendering, serialising or
-        hashing; tornado's ``finish`` then honours ``If-None-Match`` with our ETag.
-        """
-        answers = self.state.answers
-        entry = answers.get(key)
-        if entry is None:
-            data = json.dumps(render(), separators=(",", ":")).encode()
-            entry = (data, f'"{hashlib.sha1(data).hexdigest()}"')
-            answers.put(key, entry)
-        self._etag: str | None = entry[1]
-        self.finish(entry[0])
+    def write_prepared(self, answer: Prepared) -> None:
+        """Write a prepared answer (gzip when the client accepts it) with its ETag;
+        tornado's ``finish`` then honours ``If-None-Match`` with that tag."""
+        self.set_header("Vary", "Accept-Encoding")
+        if accepts_gzip(self.request.headers.get("Accept-Encoding")):
+            self.set_header("Content-Encoding", "gzip")
+            self._etag: str | None = answer.gzip_etag
+            self.finish(answer.gzip)
+        else:
+            self._etag = answer.etag
+            self.finish(answer.body)
 
     def compute_etag(self) -> str | None:
         etag = getattr(self, "_etag", None)
@@ -187,47 +183,15 @@ class BaseHandler(web.RequestHandler):
                 )
             if state.auth is None:
                 raise AuthError(401, "invalid_token", "this service accepts no tokens")
-            caller = await state.auth.authenticate(token)
+            caller = state.callers.get(token)
+            if caller is None:
+                caller = await state.auth.authenticate(token)
+                state.callers.put(token, caller)
             if catalogue:
                 check_catalogue_access(caller, service_name=state.service_name)
         except AuthError as exc:
             raise ApiError(exc.status, exc.code, exc.message, retry_after=exc.retry_after) from exc
         return caller
-
-    def visible(self, caller: Caller) -> Sequence[Any]:
-        """The profiles this caller may see: all for a portal, else what it may start."""
-        state = self.state
-        if caller.is_portal:
-            return state.profiles
-        groups = caller.groups if caller.kind == "user" else frozenset()
-        is_admin = caller.is_admin if caller.kind == "user" else False
-        return tuple(
-            p for p in state.profiles if state.may_use(p, groups=groups, is_admin=is_admin)
-        )
-
-    @property
-    def hub_root(self) -> str:
-        return self.state.hub_root
-
-    def availability_message(self) -> str | None:
-        state = self.state
-        if state.cluster_note:
-            return state.cluster_note
-        if not state.capacity.synced:
-            return "the cluster view is not synced yet: availability is 'unknown'"
-        if state.capacity.stale:
-            return "the cluster view is stale: the watches are down, figures may be old"
-        return None
-
-
-def _availability_key(profiles: Sequence[Any], availability: Mapping[str, Any]) -> list[Any]:
-    """What the profiles part of an answer depends on, as hashable values."""
-    key: list[Any] = []
-    for p in profiles:
-        a = availability[p.slug]
-        key.append((p.slug, a.status, a.can_start_now, a.fast_start, a.running,
-                    a.max_servers, a.estimated_start_seconds))  # fmt: skip
-    return key
 
 
 class NotFoundHandler(BaseHandler):
@@ -243,17 +207,7 @@ class FacilityHandler(BaseHandler):
 
     async def get(self) -> None:
         await self.authenticate()
-        state = self.state
-        self.write_cached(
-            ("facility",),
-            lambda: facility_body(
-                state.site.facility,
-                root=self.hub_root,
-                prefix=state.prefix,
-                launch_root=state.esap_url,
-                style=state.query_style,
-            ),
-        )
+        self.write_prepared(self.state.facility)
 
 
 class ProfilesHandler(BaseHandler):
@@ -261,26 +215,8 @@ class ProfilesHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = await self.authenticate()
-        state = self.state
-        visible = self.visible(caller)
-        capacity = state.capacity
-        availability = capacity.availability(visible, limited_threshold=state.limited_threshold)
-        as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
-        key = ("profiles", caller.is_portal, as_of, stale, message,
-               *_availability_key(visible, availability))  # fmt: skip
-        self.write_cached(
-            key,
-            lambda: profiles_body(
-                visible,
-                availability,
-                as_of=as_of,
-                stale=stale,
-                root=self.hub_root,
-                with_groups=caller.is_portal,
-                message=message,
-                style=state.query_style,
-            ),
-        )
+        answers = self.state.answers
+        self.write_prepared(answers.listing(answers.audience(caller)))
 
 
 class ProfileHandler(BaseHandler):
@@ -288,33 +224,11 @@ class ProfileHandler(BaseHandler):
 
     async def get(self, slug: str) -> None:
         caller = await self.authenticate()
-        state = self.state
-        found = [p for p in self.visible(caller) if p.slug == slug]
-        if not found:
+        answers = self.state.answers
+        answer = answers.single(answers.audience(caller), slug)
+        if answer is None:
             raise ApiError(404, "unknown_profile", f"no profile {slug!r} that this caller may see")
-        capacity = state.capacity
-        availability = capacity.availability(found, limited_threshold=state.limited_threshold)
-        as_of, stale, message = capacity.as_of, capacity.stale, self.availability_message()
-
-        def render() -> dict[str, Any]:
-            body: dict[str, Any] = {
-                "as_of": iso_utc(as_of),
-                "stale": stale,
-                "profile": profile_body(
-                    found[0],
-                    availability[slug],
-                    root=self.hub_root,
-                    with_groups=caller.is_portal,
-                    style=state.query_style,
-                ),
-            }
-            if message:
-                body["message"] = message
-            return body
-
-        key = ("profile", caller.is_portal, as_of, stale, message,
-               *_availability_key(found, availability))  # fmt: skip
-        self.write_cached(key, render)
+        self.write_prepared(answer)
 
 
 class LocalityHandler(BoundedBody, BaseHandler):

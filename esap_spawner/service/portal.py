@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from esap_spawner.service.handlers import ApiError, BaseHandler
-from esap_spawner.service.views import facility_body
 from esap_spawner.spawn.options import options_schema
 
 __all__ = ["FIXTURE_MODEL", "LIMITS", "FixtureError", "fixture_entry", "portal_routes"]
@@ -77,10 +76,9 @@ class OptionsHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = await self.authenticate()
-        visible = self.visible(caller)
-        self.write_cached(
-            ("options", tuple(p.slug for p in visible)), lambda: options_schema(visible)
-        )
+        answers = self.state.answers
+        audience = answers.audience(caller)
+        self.write_prepared(answers.once(audience, "options", options_schema))
 
 
 class FixtureHandler(BaseHandler):
@@ -93,16 +91,8 @@ class FixtureHandler(BaseHandler):
         raw = self.get_query_argument("pk", "1")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_PK:
             raise ApiError(400, "invalid_pk", f"pk must be a whole number from 1 to {MAX_PK}")
-        state = self.state
-        facility = facility_body(
-            state.site.facility,
-            root=state.hub_root,
-            prefix=state.prefix,
-            launch_root=state.esap_url,
-            style=state.query_style,
-        )
         try:
-            entry, warnings = fixture_entry(facility, int(raw))
+            entry, warnings = fixture_entry(self.state.facility.data, int(raw))
         except FixtureError as exc:
             raise ApiError(409, "facility_not_loadable", str(exc)) from None
         for warning in warnings:  # the site file's own limits keep name and description short

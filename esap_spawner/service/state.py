@@ -2,43 +2,29 @@
 
 One :class:`ServiceState` per tornado Application (in ``settings["esap"]``), with its own
 :class:`esap_spawner.observe.metrics.ServiceMetrics` (a registry per app, so several apps in one
-process, as in tests and benchmarks, do not share counters).
+process, as in tests and benchmarks, do not share counters), its prepared answers
+(:class:`~esap_spawner.service.answers.Answers`) and its cache of recent callers
+(:class:`~esap_spawner.service.auth.CallerCache`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from esap_spawner.observe.metrics import ServiceMetrics
-from esap_spawner.service.auth import AuthStrategy
+from esap_spawner.service.answers import Answers, Prepared
+from esap_spawner.service.auth import DEFAULT_CACHE_MAX_AGE, AuthStrategy, CallerCache
 from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
-from esap_spawner.service.views import QueryStyle, esap_url, hub_root
+from esap_spawner.service.views import QueryStyle, esap_url, facility_body, hub_root
 
 __all__ = ["ROUTES", "ServiceState"]
 
 ROUTES = ("facility", "profiles", "profile", "locality", "openapi", "options", "esap_fixture",
           "launch", "health", "metrics", "other")  # fmt: skip
-
-
-class AnswerCache:
-    """Recent answers (body bytes and ETag) by what they depend on; bounded, cleared
-    whole when full (the cluster view moves on, old keys never come back)."""
-
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self._entries: dict[Hashable, tuple[bytes, str]] = {}
-
-    def get(self, key: Hashable) -> tuple[bytes, str] | None:
-        return self._entries.get(key)
-
-    def put(self, key: Hashable, entry: tuple[bytes, str]) -> None:
-        if len(self._entries) >= self.size:
-            self._entries.clear()
-        self._entries[key] = entry
 
 
 @dataclass
@@ -80,7 +66,9 @@ class ServiceState:
     query_style: QueryStyle = "opt"
     default_branches: DefaultBranches | None = None
     metrics: ServiceMetrics = field(init=False)
-    answers: AnswerCache = field(init=False, default_factory=AnswerCache)
+    answers: Answers = field(init=False)
+    callers: CallerCache = field(init=False)
+    facility: Prepared = field(init=False)
     checks_seen: dict[str, bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +91,13 @@ class ServiceState:
             profiles=[p.slug for p in self.profiles],
             handlers=ROUTES,
         )
+        self.answers = Answers(self)
+        max_age = getattr(self.auth, "cache_max_age", DEFAULT_CACHE_MAX_AGE)
+        self.callers = CallerCache(float(max_age))
+        # the facility never changes while the service runs (a new site file needs a restart)
+        facility = facility_body(self.site.facility, root=self.hub_root, prefix=self.prefix,
+                                 launch_root=self.esap_url, style=self.query_style)  # fmt: skip
+        self.facility = Prepared(facility, inputs=None, expires=float("inf"))
 
     @property
     def profiles(self) -> Sequence[Any]:

@@ -9,6 +9,7 @@ checked against the status codes and schemas that ``openapi.json`` documents.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import socket
@@ -258,6 +259,62 @@ async def test_different_callers_get_different_etags(service: Service) -> None:
         "api/v1/profiles", token="bob-token", headers={"If-None-Match": portal.headers["ETag"]}
     )
     assert r.code == 200
+
+
+@pytest.mark.parametrize("path", ["api/v1/facility", "api/v1/profiles", "api/v1/profiles/small"])
+async def test_gzip_for_clients_that_accept_it(service: Service, path: str) -> None:
+    url = f"http://127.0.0.1:{service.port}{PREFIX}{path}"
+    auth = {"Authorization": "token portal-token"}
+    plain = await service.client.fetch(url, headers=auth, decompress_response=False)
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["Vary"] == "Accept-Encoding"
+    zipped = await service.client.fetch(
+        url, headers={**auth, "Accept-Encoding": "gzip"}, decompress_response=False
+    )
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(zipped.body) == plain.body
+    assert zipped.headers["ETag"] != plain.headers["ETag"]
+    again = await service.client.fetch(
+        url,
+        headers={**auth, "Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]},
+        decompress_response=False,
+        raise_error=False,
+    )
+    assert again.code == 304 and "Content-Encoding" not in again.headers
+    refused = await service.client.fetch(
+        url, headers={**auth, "Accept-Encoding": "gzip;q=0"}, decompress_response=False
+    )
+    assert refused.body == plain.body
+
+
+class CountingAuth:
+    """The token file's strategy, counting how often it is asked."""
+
+    def __init__(self, inner: StaticTokenAuth) -> None:
+        self.inner = inner
+        self.asked = 0
+
+    async def authenticate(self, token: str) -> Any:
+        self.asked += 1
+        return await self.inner.authenticate(token)
+
+
+async def test_a_token_is_checked_once_per_cache_age(
+    service_factory: ServiceFactory, token_file: Path
+) -> None:
+    auth = CountingAuth(StaticTokenAuth.from_file(token_file))
+    service = await service_factory(auth=auth)
+    for _ in range(3):
+        assert (await service.fetch("api/v1/profiles", token="alice-token")).code == 200
+    assert auth.asked == 1
+    for _ in range(2):  # refusals are not remembered: asked each time
+        assert (await service.fetch("api/v1/profiles", token="no-such-token")).code == 401
+    assert auth.asked == 3
+    # a remembered token still goes through the scope check of each route
+    assert (await service.fetch("api/v1/profiles", token="carol-token")).code == 403
+    assert (await service.fetch("api/v1/profiles", token="carol-token")).code == 403
+    assert auth.asked == 4
 
 
 # -- auth errors -----------------------------------------------------------------------
