@@ -311,6 +311,8 @@ class ServiceMetrics:
         for operation in CatalogueOperation:
             for status in CatalogueStatus:
                 self.catalogue_duration.labels(operation=operation.value, status=status.value)
+        # the series of each answered (handler, code), so a request skips the label look-up
+        self._request_series: dict[tuple[str, int | str], Any] = {}
         for handler in handlers:
             self.request_duration.labels(handler=handler, code="200")
         self.profiles.init(profiles)
@@ -319,9 +321,11 @@ class ServiceMetrics:
 
     def observe_request(self, handler: str, code: int | str, seconds: float) -> None:
         """Record one answered request (``handler`` is the route's name, e.g. ``profiles``)."""
-        self.request_duration.labels(handler=handler, code=str(int(code))).observe(
-            _check_seconds(seconds, "request duration")
-        )
+        series = self._request_series.get((handler, code))
+        if series is None:
+            series = self.request_duration.labels(handler=handler, code=str(int(code)))
+            self._request_series[(handler, code)] = series
+        series.observe(_check_seconds(seconds, "request duration"))
 
     def observe_catalogue(
         self, operation: CatalogueOperation | str, status: CatalogueStatus | str, seconds: float

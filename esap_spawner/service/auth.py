@@ -26,7 +26,8 @@ Both hand the hub-shaped identity model (``kind``, ``name``, ``groups``, ``admin
 
 :class:`CallerCache` keeps the callers of recent tokens for as long as HubAuth keeps the
 hub's answers (``cache_max_age``, 300 s by default), so a repeat request with the same
-token costs a dictionary look-up instead of a round trip and a scope check.
+``Authorization`` header costs a dictionary look-up instead of a round trip and a scope
+check.
 """
 
 from __future__ import annotations
@@ -253,14 +254,15 @@ DEFAULT_CACHE_MAX_AGE = 300.0
 
 
 class CallerCache:
-    """The callers of recently seen tokens, each for ``max_age`` seconds.
+    """The callers of recently seen ``Authorization`` headers, each for ``max_age`` seconds.
 
     The same rule as HubAuth's own cache (JupyterHub caches the hub's answer about a token
     for ``HubAuth.cache_max_age``): a change of a token's scopes or a revoked token takes
     effect within ``max_age``. Only accepted tokens are kept; a refused one is asked about
     again (HubAuth answers a repeat from its own cache, a token file at once). Entries are
-    keyed by the token's SHA-256 digest, never the token itself. At most ``max_entries``:
-    when full, expired entries go first, then the oldest.
+    keyed by the header's SHA-256 digest, never by the token itself, and a hit needs no
+    parsing of the header. At most ``max_entries``: when full, expired entries go first,
+    then the oldest.
     """
 
     def __init__(
@@ -277,18 +279,14 @@ class CallerCache:
         self.clock = clock
         self._entries: dict[bytes, tuple[float, Caller]] = {}
 
-    @staticmethod
-    def _key(token: str) -> bytes:
-        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
-
-    def get(self, token: str) -> Caller | None:
-        """The caller this token stood for, if seen within ``max_age``."""
-        entry = self._entries.get(self._key(token))
+    def get(self, header: str) -> Caller | None:
+        """The caller this header stood for, if seen within ``max_age``."""
+        entry = self._entries.get(hashlib.sha256(header.encode("utf-8", "replace")).digest())
         if entry is None or entry[0] <= self.clock():
             return None
         return entry[1]
 
-    def put(self, token: str, caller: Caller) -> None:
+    def put(self, header: str, caller: Caller) -> None:
         if self.max_age == 0:
             return
         entries = self._entries
@@ -298,7 +296,7 @@ class CallerCache:
                 del entries[key]
             while len(entries) >= self.max_entries:
                 del entries[next(iter(entries))]
-        key = self._key(token)
+        key = hashlib.sha256(header.encode("utf-8", "replace")).digest()
         entries.pop(key, None)  # re-inserted last: the dict's order is the age order
         entries[key] = (now + self.max_age, caller)
 

@@ -25,6 +25,7 @@ picks its audience and writes bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -96,43 +97,41 @@ class BaseHandler(web.RequestHandler):
     #: whether ``--allow-anonymous`` opens this route to callers without a token
     anonymous_allowed = True
 
-    @property
+    @functools.cached_property
     def state(self) -> ServiceState:
         state: ServiceState = self.settings["esap"]
         return state
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache")
-
-    def prepare(self) -> None:
-        self._started = time.perf_counter()
+        # constant values: stored without set_header's per-call check of the value
+        self._headers["Content-Type"] = "application/json; charset=utf-8"
+        self._headers["Cache-Control"] = "no-cache"
 
     def on_finish(self) -> None:
-        started = getattr(self, "_started", None)
-        if started is not None:
-            elapsed = max(0.0, time.perf_counter() - started)
-            self.state.metrics.observe_request(self.route, self.get_status(), elapsed)
+        # tornado's clock (wall time, so never below 0): from the request's start to finish()
+        seconds = max(0.0, self.request.request_time())
+        self.state.metrics.observe_request(self.route, self.get_status(), seconds)
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(body, separators=(",", ":")))
 
     def write_prepared(self, answer: Prepared) -> None:
-        """Write a prepared answer (gzip when the client accepts it) with its ETag;
-        tornado's ``finish`` then honours ``If-None-Match`` with that tag."""
-        self.set_header("Vary", "Accept-Encoding")
-        if accepts_gzip(self.request.headers.get("Accept-Encoding")):
+        """Write a prepared answer (gzip when the client accepts it) with its own ETag, or
+        304 when ``If-None-Match`` names that tag (tornado computes no tag of its own then)."""
+        asked = self.request.headers
+        zipped = "Accept-Encoding" in asked and accepts_gzip(asked["Accept-Encoding"])
+        # a hex digest and a constant: stored without set_header's check of the value
+        self._headers["Etag"] = answer.gzip_etag if zipped else answer.etag
+        self._headers["Vary"] = "Accept-Encoding"
+        if "If-None-Match" in asked and self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+        elif zipped:
             self.set_header("Content-Encoding", "gzip")
-            self._etag: str | None = answer.gzip_etag
             self.finish(answer.gzip)
         else:
-            self._etag = answer.etag
             self.finish(answer.body)
-
-    def compute_etag(self) -> str | None:
-        etag = getattr(self, "_etag", None)
-        return etag if etag is not None else super().compute_etag()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -171,26 +170,34 @@ class BaseHandler(web.RequestHandler):
         token's validity is checked.
         """
         state = self.state
+        header = self.request.headers.get("Authorization")
+        # a header seen recently: its caller, without parsing it or asking anyone
+        caller = state.callers.get(header) if header else None
         try:
-            token = token_from_header(self.request.headers.get("Authorization"))
-            if token is None:
-                if state.allow_anonymous and catalogue and self.anonymous_allowed:
-                    return ANONYMOUS
-                raise AuthError(
-                    401,
-                    "missing_token",
-                    "send a JupyterHub API token: 'Authorization: token <api-token>'",
-                )
-            if state.auth is None:
-                raise AuthError(401, "invalid_token", "this service accepts no tokens")
-            caller = state.callers.get(token)
             if caller is None:
-                caller = await state.auth.authenticate(token)
-                state.callers.put(token, caller)
-            if catalogue:
+                caller = await self._authenticate_anew(header, catalogue=catalogue)
+            if catalogue and caller.kind == "other":
                 check_catalogue_access(caller, service_name=state.service_name)
         except AuthError as exc:
             raise ApiError(exc.status, exc.code, exc.message, retry_after=exc.retry_after) from exc
+        return caller
+
+    async def _authenticate_anew(self, header: str | None, *, catalogue: bool) -> Caller:
+        """The caller of an ``Authorization`` header not seen recently (or of none)."""
+        state = self.state
+        token = token_from_header(header)
+        if token is None or header is None:
+            if state.allow_anonymous and catalogue and self.anonymous_allowed:
+                return ANONYMOUS
+            raise AuthError(
+                401,
+                "missing_token",
+                "send a JupyterHub API token: 'Authorization: token <api-token>'",
+            )
+        if state.auth is None:
+            raise AuthError(401, "invalid_token", "this service accepts no tokens")
+        caller = await state.auth.authenticate(token)
+        state.callers.put(header, caller)
         return caller
 
 
@@ -411,9 +418,9 @@ class MetricsHandler(BaseHandler):
 def routes(prefix: str) -> list[tuple[str, type[BaseHandler]]]:
     """URL patterns under ``prefix`` (which starts and ends with '/')."""
     api = prefix + "api/v1/"
-    return [
-        (api + "facility", FacilityHandler),
+    return [  # the most asked first: tornado tries the patterns in order
         (api + "profiles", ProfilesHandler),
+        (api + "facility", FacilityHandler),
         (api + r"profiles/([^/]+)", ProfileHandler),
         (api + "locality", LocalityHandler),
         (api + "openapi.json", OpenAPIHandler),
