@@ -41,6 +41,10 @@ ESAP_USER_ACCESS
 Roles: ``esap-portal`` has ``custom:esap:read`` (the whole catalogue). The service itself
 needs no scopes: it checks a caller's token by calling ``GET /hub/api/user`` *with that
 token* (HubAuth), so its own token only identifies it.
+
+The service has a URL, so the hub lists it in the Services menu and gives it an OAuth
+client: its root is a status page that users sign in to through the hub. It is part of
+the hub, so ``oauth_no_confirm`` skips the "authorize access" step.
 """
 
 import os
@@ -108,7 +112,12 @@ if _esap_mode == "external":
             " and ESAP_SERVICE_API_TOKEN (the token it was given)"
         )
     c.JupyterHub.services.append(
-        {"name": ESAP_SERVICE_NAME, "url": _esap_url, "api_token": _esap_token}
+        {
+            "name": ESAP_SERVICE_NAME,
+            "url": _esap_url,
+            "api_token": _esap_token,
+            "oauth_no_confirm": True,
+        }
     )
 elif _esap_mode == "managed":
     _esap_port = os.environ.get("ESAP_SERVICE_PORT", "").strip() or "8890"
@@ -145,6 +154,7 @@ elif _esap_mode == "managed":
                 (os.environ.get("ESAP_SITE_FILE", "").strip() or "/etc/esap/site.yaml"),
             ],
             "environment": _esap_env,
+            "oauth_no_confirm": True,
         }
     )
 elif _esap_mode != "off":

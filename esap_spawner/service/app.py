@@ -25,7 +25,7 @@ from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, 
 
 from esap_spawner import __version__
 from esap_spawner.capacity.watch import ClusterWatcher
-from esap_spawner.service.auth import AuthStrategy, HubTokenAuth, StaticTokenAuth
+from esap_spawner.service.auth import AuthStrategy, auth_from_environment
 from esap_spawner.service.catalogue import locality_backend
 from esap_spawner.service.cli import CommandLineApp
 from esap_spawner.service.git_remote import DefaultBranches
@@ -40,6 +40,7 @@ from esap_spawner.service.views import QueryStyle
 
 if TYPE_CHECKING:
     from esap_spawner.observe.db import Database
+from esap_spawner.service.status import page_routes
 
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
 
@@ -67,13 +68,16 @@ def make_app(
     site_file: str | None = None,
     query_style: QueryStyle | None = None,
     default_branches: DefaultBranches | None = None,
+    history: SpawnHistory | None = None,
+    browser_auth: Any = None,
 ) -> tornado.web.Application:
-    """The service's tornado Application; see :mod:`esap_spawner.service.handlers`.
+    """The service's tornado Application (:mod:`.handlers`; the page at the prefix: :mod:`.status`).
 
     ``may_use`` defaults to :func:`esap_spawner.site.profiles.may_use`. ``max_body_size``
     bounds request bodies (:mod:`esap_spawner.service.bodies`). ``cluster_note`` says
     why availability is unknown when no cluster is configured (shown in answers and in
     ``health``). ``query_style`` defaults to the style of the JupyterHub installed here.
+    ``browser_auth``: the hub's OAuth (HubOAuth) for browsers to sign in to the page.
     """
     if may_use is None:
         from esap_spawner.site.profiles import may_use as site_may_use
@@ -98,14 +102,20 @@ def make_app(
         site_file=site_file,
         query_style=query_style or installed_query_style(),
         default_branches=default_branches,
+        history=history,
+        browser_auth=browser_auth,
     )
+    oauth = browser_auth is not None
+    pages = page_routes(prefix, oauth=oauth)
     return tornado.web.Application(
-        routes(prefix) + portal_routes(prefix) + launch_routes(prefix),
+        [*routes(prefix), *portal_routes(prefix), *launch_routes(prefix), *pages],
         esap=state,
         esap_openapi=load_openapi(),
         max_body_size=max_body_size,
         default_handler_class=NotFoundHandler,
         compress_response=False,
+        # signs the OAuth cookie; new per process: after a restart the hub signs in again
+        cookie_secret=os.urandom(32) if oauth else None,
     )
 
 
@@ -330,7 +340,9 @@ class ESAPService(CommandLineApp):
         if not self.site_file:
             raise ValueError("no site file: pass --site-file FILE")
         site = load_site(self.site_file)
-        auth = self._auth()
+        auth, browser_auth = auth_from_environment(
+            token_file=self.token_file, service_name=self.service_name
+        )
         catalogue = locality_backend(site)
         self.history: SpawnHistory | None = None
         if self.db_url:
@@ -372,6 +384,8 @@ class ESAPService(CommandLineApp):
                 ca_file=self.workflow_ca_file or None,
                 allowed_hosts=site.workflows.allowed_hosts,
             ),
+            history=self.history,
+            browser_auth=browser_auth,
         )
         return app, watch
 
@@ -392,20 +406,6 @@ class ESAPService(CommandLineApp):
             self.log.warning("cannot check the esap tables: %s", database_problem(db.url, exc))
         else:
             self.log.info("esap tables in %r: %s", db, status.describe())
-
-    def _auth(self) -> AuthStrategy | None:
-        if os.environ.get("JUPYTERHUB_API_TOKEN"):
-            from jupyterhub.services.auth import HubAuth
-
-            self.log.info(
-                "checking tokens with the hub at %s", os.environ.get("JUPYTERHUB_API_URL")
-            )
-            return HubTokenAuth(HubAuth(), service_name=self.service_name)
-        if self.token_file:
-            self.log.info("checking tokens against %s", self.token_file)
-            return StaticTokenAuth.from_file(self.token_file, service_name=self.service_name)
-        self.log.warning("no hub and no token file: every token is refused")
-        return None
 
     async def serve(self) -> None:
         """Listen and run until cancelled; watch the cluster when one is configured."""

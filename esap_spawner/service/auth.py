@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +55,7 @@ __all__ = [
     "HubTokenAuth",
     "StaticTokenAuth",
     "access_scope",
+    "auth_from_environment",
     "caller_from_model",
     "check_catalogue_access",
     "may_operate",
@@ -247,6 +249,30 @@ class StaticTokenAuth:
         if model is None:
             raise AuthError(401, "invalid_token", "the token is not known to this service")
         return caller_from_model(model, service_name=self.service_name)
+
+
+def auth_from_environment(*, token_file: str, service_name: str) -> tuple[AuthStrategy | None, Any]:
+    """How tokens are checked, and the hub's OAuth for browsers (None without one).
+
+    Run by a hub (``JUPYTERHUB_API_TOKEN``): the hub checks tokens; when it also gave the
+    service an OAuth client (it does for a service with a URL: ``JUPYTERHUB_CLIENT_ID``),
+    one :class:`~jupyterhub.services.auth.HubOAuth` checks tokens and signs browsers in to
+    the status page. Else ``token_file`` (none: every token is refused).
+    """
+    if os.environ.get("JUPYTERHUB_API_TOKEN"):
+        from jupyterhub.services.auth import HubAuth, HubOAuth
+
+        log.info("checking tokens with the hub at %s", os.environ.get("JUPYTERHUB_API_URL"))
+        if os.environ.get("JUPYTERHUB_CLIENT_ID"):
+            hub_oauth = HubOAuth()
+            return HubTokenAuth(hub_oauth, service_name=service_name), hub_oauth
+        log.info("no OAuth client from the hub: the status page takes tokens only")
+        return HubTokenAuth(HubAuth(), service_name=service_name), None
+    if token_file:
+        log.info("checking tokens against %s", token_file)
+        return StaticTokenAuth.from_file(token_file, service_name=service_name), None
+    log.warning("no hub and no token file: every token is refused")
+    return None, None
 
 
 #: How long a caller is remembered when the strategy does not say (HubAuth's default).

@@ -2,8 +2,9 @@
 
 Two jobs, both off the request path (the database is only touched in worker threads):
 
-- :class:`SpawnHistory` holds the recent successful spawn durations of each profile,
-  re-read every ``refresh_seconds``; the service's
+- :class:`SpawnHistory` holds the recent successful spawn durations of each profile and
+  the staging requests in flight (for the status page), re-read every
+  ``refresh_seconds``; the service's
   :class:`~esap_spawner.capacity.model.ClusterModel` reads it as ``spawn_durations``, so
   ``estimated_start_seconds`` is the median of the spawns the hub recorded. It is a
   snapshot refreshed in a worker thread: reading the database when an answer needs it
@@ -21,22 +22,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only when a database is configured
     from esap_spawner.observe.db import Database
 
-__all__ = ["SpawnHistory", "every", "sample_availability"]
+__all__ = ["SpawnHistory", "Staging", "every", "sample_availability"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Staging:
+    """One staging request in flight, as the status page shows it (no user in it)."""
+
+    did: str
+    state: str | None
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    started: float  # seconds since the epoch
+
+
 class SpawnHistory:
-    """Recent successful spawn durations per profile (newest first), as last read.
+    """Recent successful spawn durations per profile (newest first), and the staging
+    requests in flight, as last read.
 
     Call it as ``spawn_durations(slug)``: a dictionary look-up, never I/O. :meth:`refresh`
     reads the database (blocking: run it in a thread, as :meth:`refresh_in_thread` does).
+    ``staging`` and ``read_at`` (seconds since the epoch; None before the first read) are
+    the last snapshot of the requests in flight.
     """
 
     def __init__(self, db: Database, slugs: Sequence[str], *, limit: int = 50) -> None:
@@ -44,16 +64,31 @@ class SpawnHistory:
         self.slugs = tuple(slugs)
         self.limit = limit
         self._durations: dict[str, tuple[float, ...]] = {}
+        self.staging: tuple[Staging, ...] = ()
+        self.read_at: float | None = None
 
     def __call__(self, slug: str) -> Sequence[float]:
         return self._durations.get(slug, ())
 
     def refresh(self) -> None:
-        """Read every profile's recent durations, then swap the snapshot in at once."""
+        """Read every profile's recent durations and the staging in flight, then swap the
+        snapshots in at once."""
         fresh = {
             slug: tuple(self.db.recent_spawn_durations(slug, self.limit)) for slug in self.slugs
         }
-        self._durations = fresh
+        staging = tuple(
+            Staging(
+                did=r.did,
+                state=r.state,
+                files_done=r.files_done,
+                files_total=r.files_total,
+                bytes_done=r.bytes_done,
+                bytes_total=r.bytes_total,
+                started=r.created_at.replace(tzinfo=UTC).timestamp(),
+            )
+            for r in self.db.staging_in_flight()
+        )
+        self._durations, self.staging, self.read_at = fresh, staging, time.time()
 
     async def refresh_in_thread(self) -> None:
         await asyncio.to_thread(self.refresh)

@@ -18,6 +18,7 @@ from esap_spawner.observe.metrics import ServiceMetrics
 from esap_spawner.service.answers import Answers, Prepared
 from esap_spawner.service.auth import DEFAULT_CACHE_MAX_AGE, AuthStrategy, CallerCache
 from esap_spawner.service.git_remote import DefaultBranches
+from esap_spawner.service.history import SpawnHistory
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from esap_spawner.service.views import QueryStyle, esap_url, facility_body, hub_root
 
@@ -45,6 +46,9 @@ class ServiceState:
     looks default branches up with ``default_branches`` (one with defaults when None).
     ``checks_seen``: whether each health check passed when last asked, so the log says
     when one changes.
+    ``history`` is the spawn history read from the database (None without one);
+    ``browser_auth`` a :class:`jupyterhub.services.auth.HubOAuth` through which browsers
+    sign in to the status page (None without a hub).
     """
 
     site: Any
@@ -65,6 +69,8 @@ class ServiceState:
     site_mtime: float | None = None
     query_style: QueryStyle = "opt"
     default_branches: DefaultBranches | None = None
+    history: SpawnHistory | None = None
+    browser_auth: Any = None
     metrics: ServiceMetrics = field(init=False)
     answers: Answers = field(init=False)
     callers: CallerCache = field(init=False)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -164,13 +165,18 @@ class HubProcess:
 
     # -- browser-like session -------------------------------------------------------
 
-    def login(self, name: str, password: str = PASSWORD) -> requests.Session:
+    def login(
+        self, name: str, password: str = PASSWORD, *, next_url: str | None = None
+    ) -> requests.Session:
+        """A session logged in as ``name``. ``next_url``: where the hub would send the
+        browser next (then the hub does not look at the user's server at all)."""
         session = requests.Session()
         r = session.get(f"{self.url}/hub/login", timeout=10)
         r.raise_for_status()
         xsrf = session.cookies.get("_xsrf", path="/hub/")
+        query = f"?next={quote(next_url, safe='')}" if next_url else ""
         r = session.post(
-            f"{self.url}/hub/login",
+            f"{self.url}/hub/login{query}",
             data={"username": name, "password": password, "_xsrf": xsrf},
             timeout=30,
             allow_redirects=False,

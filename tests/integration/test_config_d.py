@@ -117,6 +117,7 @@ def test_external_service_with_portal_and_prometheus(
         "name": "esap",
         "url": "http://esap-service:8890",
         "api_token": "svc-token",
+        "oauth_no_confirm": True,  # its status page is part of the hub: no authorize step
     }
     assert services["esap-portal"] == {"name": "esap-portal", "api_token": "portal-token"}
     assert services["prometheus"] == {"name": "prometheus", "api_token": "prom-token"}
@@ -151,6 +152,7 @@ def test_managed_service_by_default(tmp_path: Path, clean_env: pytest.MonkeyPatc
         str(SITE),
     ]
     assert "api_token" not in service  # the hub generates a managed service's token
+    assert service["oauth_no_confirm"] is True
     assert config.JupyterHub.authenticate_prometheus is False
     # no portal token: the role exists (for groups/users), with no service
     assert roles_by_name(config)["esap-portal"]["services"] == []

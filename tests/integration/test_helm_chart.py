@@ -605,6 +605,14 @@ def test_rendered_chart_runs_a_hub_that_advertises_its_profiles(tmp_path: Path) 
         r = requests.get(f"{hub.url}/services/esap/metrics", headers=bearer, timeout=10)
         assert r.status_code == 200, r.text
         assert requests.get(f"{hub.url}/services/esap/metrics", timeout=10).status_code == 401
+
+        # a user's browser signs in to the status page through the hub (OAuth)
+        hub.create_user("alice")  # (the hub has no cluster: her server is never looked at)
+        page = hub.login("alice", next_url="/services/esap/").get(
+            f"{hub.url}/services/esap/", timeout=30
+        )
+        assert page.status_code == 200, (page.text, (tmp_path / "service.log").read_text()[-2000:])
+        assert "signed in as <strong>alice</strong>" in page.text
     finally:
         hub.stop()
         service.terminate()

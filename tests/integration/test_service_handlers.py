@@ -569,6 +569,42 @@ async def test_unexpected_exception_is_generic_json_500(
 # -- openapi, health, metrics ----------------------------------------------------------
 
 
+# -- the status page at the prefix ----------------------------------------------------------
+
+
+async def test_status_page_with_a_token_shows_what_the_api_shows(service: Service) -> None:
+    r = await service.fetch("", token="bob-token")
+    assert r.code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert r.headers["Cache-Control"] == "no-cache"
+    page = r.body.decode()
+    assert "<h1>Test Hub</h1>" in page
+    assert 'data-profile="small"' in page and 'data-profile="gpu"' not in page
+    api = json.loads((await service.fetch("api/v1/profiles", token="bob-token")).body)
+    small = api["profiles"][0]["availability"]
+    row = page.split('data-profile="small"')[1].split("</tr>")[0]
+    assert f'<td class="num">{small["can_start_now"]}' in row
+    portal = (await service.fetch("", token="portal-token")).body.decode()
+    assert 'data-profile="gpu"' in portal and "groups: radio" in portal
+
+
+async def test_status_page_refusals_are_html(service_factory: ServiceFactory) -> None:
+    service = await service_factory()
+    r = await service.fetch("")
+    assert r.code == 401 and r.headers["Content-Type"].startswith("text/html")
+    assert "browsers cannot sign in" in r.body.decode()
+    r = await service.fetch("", token="carol-token")
+    assert r.code == 403 and "<h1>403</h1>" in r.body.decode()
+    open_service = await service_factory(allow_anonymous=True)
+    r = await open_service.fetch("")
+    assert r.code == 200 and 'data-profile="gpu"' not in r.body.decode()
+
+
+async def test_the_prefix_without_its_slash_leads_to_the_page(service: Service) -> None:
+    url = f"http://127.0.0.1:{service.port}{PREFIX.rstrip('/')}"
+    r = await service.client.fetch(url, follow_redirects=False, raise_error=False)
+    assert r.code == 301 and r.headers["Location"] == PREFIX
+
+
 async def test_openapi_is_served_without_a_token(service: Service) -> None:
     r = await service.fetch("api/v1/openapi.json")
     assert r.code == 200

@@ -49,7 +49,8 @@ c.JupyterHub.custom_scopes = {{
 }}
 c.JupyterHub.services.extend([
     {{"name": "esap", "url": "http://127.0.0.1:{port}", "command": {command!r},
-      "environment": {{"KUBECONFIG": "{site_file.parent}/no-such-kubeconfig"}}}},
+      "environment": {{"KUBECONFIG": "{site_file.parent}/no-such-kubeconfig"}},
+      "oauth_no_confirm": True}},
     {{"name": "portal", "api_token": {PORTAL_TOKEN!r}}},
     {{"name": "other", "api_token": {OTHER_SERVICE_TOKEN!r}}},
 ])
@@ -185,6 +186,27 @@ def test_a_large_body_is_413_through_the_proxy(hub: Any, token: str | None) -> N
         )
         body = check_openapi("POST", "/api/v1/locality", answer(r))
         assert (r.status_code, body["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_status_page_signs_browsers_in_through_the_hub(hub: Any) -> None:
+    """A logged-in user opens the page from the hub's Services menu: the service sends the
+    browser through the hub's OAuth and back, then shows what that user may start."""
+    alice = hub.login("alice")
+    home = alice.get(f"{hub.url}/hub/home", timeout=30)
+    assert 'href="/services/esap/"' in home.text  # the Services menu entry
+    r = alice.get(f"{hub.url}/services/esap/", timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert [h.status_code for h in r.history] == [302, 302, 302]  # authorize, callback, page
+    assert "signed in as <strong>alice</strong>" in r.text
+    assert 'data-profile="small"' in r.text and 'data-profile="gpu"' in r.text
+    again = alice.get(f"{hub.url}/services/esap/", timeout=30)
+    assert again.status_code == 200 and not again.history  # the service's cookie now
+    bob = hub.login("bob").get(f"{hub.url}/services/esap/", timeout=30)
+    assert "signed in as <strong>bob</strong>" in bob.text
+    assert 'data-profile="gpu"' not in bob.text
+    # no hub session: sent to the hub's login
+    anonymous = requests.get(f"{hub.url}/services/esap/", timeout=30)
+    assert anonymous.url.startswith(f"{hub.url}/hub/login")
 
 
 def test_health_and_openapi_are_public(hub: Any) -> None:

@@ -51,9 +51,13 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.durations = {"small": [30.0, 10.0, 20.0]}
         self.samples: list[dict[str, object]] = []
+        self.staging: list[object] = []
 
     def recent_spawn_durations(self, profile: str, limit: int = 50) -> list[float]:
         return self.durations.get(profile, [])[:limit]
+
+    def staging_in_flight(self) -> list[object]:
+        return list(self.staging)
 
     def record_availability(self, availability: dict[str, object]) -> int:
         self.samples.append(availability)
@@ -74,6 +78,26 @@ async def test_spawn_history_is_a_snapshot_read_in_a_thread() -> None:
     await history.refresh_in_thread()
     model = ClusterModel(spawn_durations=history)
     assert model._estimate("small") == 5.0 and model._estimate("gpu") is None
+
+
+async def test_spawn_history_reads_the_staging_in_flight() -> None:
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from esap_spawner.service.history import SpawnHistory, Staging
+
+    db = FakeDatabase()
+    history = SpawnHistory(db, ["small"])  # type: ignore[arg-type]
+    assert history.staging == () and history.read_at is None
+    db.staging.append(
+        SimpleNamespace(did="lofar:L1", state="REPLICATING", files_done=3, files_total=10,
+                        bytes_done=300, bytes_total=1000, created_at=datetime(2026, 1, 1))
+    )  # fmt: skip
+    await history.refresh_in_thread()
+    assert history.staging == (
+        Staging("lofar:L1", "REPLICATING", 3, 10, 300, 1000, started=1_767_225_600.0),
+    )
+    assert history.read_at is not None
 
 
 async def test_availability_is_sampled_only_from_a_current_view() -> None:
