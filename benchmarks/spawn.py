@@ -99,12 +99,18 @@ def serve_sim(kubeconfig: str) -> None:
 # -- the hub process (one per class) ------------------------------------------------
 
 
+#: The hub's shared settings: every user of one hub holds the same dict (ESAPSpawner finds
+#: the hub's context, with its one cluster view, there).
+HUB_SETTINGS: dict[str, Any] = {}
+
+
 class User:
     """The part of a JupyterHub user the spawners read."""
 
     def __init__(self, name: str) -> None:
         from jupyterhub.objects import Server
 
+        self.settings = HUB_SETTINGS
         self.name = name
         self.id = 1
         self.groups: list[Any] = []
