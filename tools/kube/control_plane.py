@@ -18,8 +18,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,17 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent dies (Linux), no orphan left behind."""
+    """In the child before exec: SIGKILL when the parent dies (Linux), no orphan left behind.
+
+    The kernel ties this to the *thread* that forked: a child started from a worker thread
+    would die with that thread, so only children of the main thread get it (Component.start).
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 @dataclass
@@ -82,7 +91,7 @@ class Component:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if _in_main_thread() else None,
             )
 
     def exited(self) -> int | None:
@@ -147,7 +156,9 @@ class ControlPlane:
 
     ``bin_dir`` holds the five binaries (``tools/build-kube --print``)."""
 
-    def __init__(self, bin_dir: Path, *, log_level: int = 1) -> None:
+    def __init__(
+        self, bin_dir: Path, *, log_level: int = 1, apiserver_flags: Sequence[str] = ()
+    ) -> None:
         missing = [name for name in COMPONENTS if not os.access(bin_dir / name, os.X_OK)]
         if missing:
             raise ControlPlaneError(
@@ -156,6 +167,7 @@ class ControlPlane:
             )
         self.bin_dir = bin_dir
         self.log_level = log_level
+        self.apiserver_flags = list(apiserver_flags)  # e.g. ["--watch-cache=false"]
         self.folder = Path(tempfile.mkdtemp(prefix="kube-up-"))
         self.ports = {
             "etcd": free_port(), "etcd-peer": free_port(), "kube-apiserver": free_port(),
@@ -283,6 +295,7 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             "--v", str(self.log_level),
+            *self.apiserver_flags,
         ]  # fmt: skip
 
     def _component_kubeconfig(self, name: str) -> Path:
