@@ -157,6 +157,7 @@ class ClusterWatcher(LoggingConfigurable):
         self._listed: set[str] = set()
         self._synced = asyncio.Event()
         self.events_applied = 0
+        self.bookmarks = 0
         self.relists = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -254,6 +255,7 @@ class ClusterWatcher(LoggingConfigurable):
         """Apply one event; return its resourceVersion (bookmarks included)."""
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if event_type == "BOOKMARK":
+            self.bookmarks += 1
             return version
         try:
             if kind == "nodes":
