@@ -11,12 +11,10 @@ pure pod parts) into KubeSpawner's seams:
 - ``_prepare_data(options)``, called by ``ESAPSpawner.load_user_options`` after admission:
   resolves and stages the requested datasets (one bulk resolve; rules created or reused;
   polled until OK or the deadline), builds the plan and (re)creates the pod's ConfigMap
-  (``<pod>-datalinks``: the plan and the datalinks program) before the pod exists. Every
-  failure is a :class:`~esap_spawner.data.staging.StagingError` with an HTTP status and the
-  reason in words, which the spawner turns into a refusal;
-- ``after_pod_created_hook`` (default): the pod becomes the ConfigMap's owner, so deleting
-  the pod deletes it (an administrator's own hook replaces this; ``stop`` deletes the
-  ConfigMap anyway);
+  (``<pod>-datalinks``: the plan and the datalinks program) before the pod exists, which
+  owns it once it exists (:mod:`esap_spawner.spawn.pod_owned`). Every failure is a
+  :class:`~esap_spawner.data.staging.StagingError` with an HTTP status and the reason in
+  words, which the spawner turns into a refusal;
 - ``add_data_to_pod(pod)``, called by ``get_pod_manifest``: storage volumes mounted
   read-only, the datasets folder, the init containers, ``ESAP_DATASETS``;
 - ``get_env``: a workflow opens at ``/lab/tree/<folder>/<filepath>``
@@ -26,21 +24,18 @@ pure pod parts) into KubeSpawner's seams:
   spawn after a hub restart reuses its rules (and the database's in-flight rows, and
   Rucio's own rule for the same DID, RSE and account, back that up). JupyterHub saves a
   spawner's state when a start ends or a server stops, not in the middle of a start;
-- ``stop``: the ConfigMap goes; rules expire after their lifetime, or are removed when
-  ``remove_staging_rules_on_stop`` is set.
+- ``stop``: rules expire after their lifetime, or are removed when
+  ``remove_staging_rules_on_stop`` is set (the ConfigMap goes with the pod).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kubernetes_asyncio.client import V1ConfigMap, V1Container, V1EnvVar, V1Volume, V1VolumeMount
-from kubernetes_asyncio.client.rest import ApiException
+from kubernetes_asyncio.client import V1Container, V1EnvVar, V1Volume, V1VolumeMount
 from kubespawner.utils import get_k8s_model
-from traitlets import default
 
 from esap_spawner.data import staging
 from esap_spawner.data.catalogue.base import CatalogueError, DidFiles, StagingStatus
@@ -49,11 +44,7 @@ from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
 from esap_spawner.spawn.options import UserOptions
-
-if TYPE_CHECKING:
-    from kubespawner import KubeSpawner as _Base
-else:  # traits need a HasTraits class; KubeSpawner comes after this mixin in the MRO
-    from traitlets.config import LoggingConfigurable as _Base
+from esap_spawner.spawn.pod_owned import PodOwnedObjects
 
 
 def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
@@ -81,7 +72,7 @@ def _field(obj: Any, attribute: str, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, attribute, None)
 
 
-class DataSpawnerMixin(_Base):
+class DataSpawnerMixin(PodOwnedObjects):
     """Datasets and workflow for a KubeSpawner subclass with ``site``, ``esap_options``,
     ``_attempt()``, ``db_url`` and the staging traits (``staging_poll_interval``,
     ``staging_poll_max``, ``staging_pod_margin``, ``remove_staging_rules_on_stop``,
@@ -94,7 +85,6 @@ class DataSpawnerMixin(_Base):
     _esap_saved_staging: dict[str, Any] | None = None
     _esap_messages: list[dict[str, Any]] | None = None
     _esap_data_ready: asyncio.Event | None = None
-    _esap_config_map: str | None = None
 
     def _progress_message(self, message: str, fraction: float) -> None:
         if self._esap_messages is None:
@@ -120,7 +110,6 @@ class DataSpawnerMixin(_Base):
         """Stage and lay out the requested datasets; ship the plan in a ConfigMap."""
         self._esap_plan = None
         self._esap_storage = ()
-        self._esap_config_map = None
         if self._esap_data_ready is None or self._esap_data_ready.is_set():
             # not started through start() (tests, tools): a fresh page of messages
             self._esap_data_ready = asyncio.Event()
@@ -205,42 +194,7 @@ class DataSpawnerMixin(_Base):
             )
         except objects.DataPlanError as e:
             raise StagingError(413, str(e), StagingStatus.failure) from None
-        name = manifest["metadata"]["name"]
-        try:
-            await self.api.delete_namespaced_config_map(name, self.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        await self.api.create_namespaced_config_map(
-            self.namespace, get_k8s_model(V1ConfigMap, manifest)
-        )
-        self._esap_config_map = name
-
-    @default("after_pod_created_hook")
-    def _default_after_pod_created_hook(self) -> Any:
-        async def own_config_map(spawner: DataSpawnerMixin, pod: dict[str, Any]) -> None:
-            await spawner.own_config_map(pod)
-
-        return own_config_map
-
-    async def own_config_map(self, pod: dict[str, Any]) -> None:
-        """Make the pod the owner of its ConfigMap: deleting the pod deletes it."""
-        if self._esap_config_map is None:
-            return
-        owner = objects.pod_owner_reference(self.pod_name, pod["metadata"]["uid"])
-        try:
-            await self.api.patch_namespaced_config_map(
-                self._esap_config_map,
-                self.namespace,
-                {"metadata": {"ownerReferences": [owner]}},
-            )
-        except ApiException as e:  # the server works without it; stop() still deletes it
-            self.log.warning(
-                "esap: could not hand ConfigMap %s to pod %s: %s",
-                self._esap_config_map,
-                self.pod_name,
-                e.reason,
-            )
+        await self.create_before_pod(manifest)
 
     def _pod_data(self, pod: Any) -> objects.PodData:
         options = getattr(self, "esap_options", None)
@@ -258,7 +212,6 @@ class DataSpawnerMixin(_Base):
             image=container.image,
             uid=_field(container.security_context, "run_as_user", "runAsUser")
             or _field(pod.spec.security_context, "run_as_user", "runAsUser"),
-            hub_environment=self.get_env(),
             plan=self._esap_plan,
             storage=self._esap_storage,
             workflow=options.workflow if options else None,
@@ -331,12 +284,8 @@ class DataSpawnerMixin(_Base):
         start = getattr(self, "_start_future", None)
         if start is not None and not start.done():
             # KubeSpawner stops an old pod of the same name during a start (409): the
-            # ConfigMap and the rules belong to the start going on
+            # rules belong to the start going on
             return
-        with contextlib.suppress(ApiException):
-            await self.api.delete_namespaced_config_map(
-                objects.config_map_name(self.pod_name), self.namespace
-            )
         stager = self._esap_stager
         if self.remove_staging_rules_on_stop and stager is not None:
             for entry in stager.entries.values():

@@ -26,8 +26,9 @@ The pieces, for a spawn with datasets:
   into the home directory; the server then opens ``lab/tree/<folder>/<filepath>``.
 
 Init containers run the notebook's image (it has python3 and git), as the notebook's user, never
-as root, with no privilege escalation, every capability dropped, and get the JUPYTERHUB_*
-environment the notebook gets (KubeSpawner gives init containers none, kubespawner#855).
+as root, with no privilege escalation, every capability dropped, and get no JUPYTERHUB_*
+variable: they need none, and the checkout talks to a host the user chose (the hub token
+stays with the notebook, read from its Secret: :mod:`esap_spawner.spawn.token_secret`).
 """
 
 from __future__ import annotations
@@ -238,19 +239,11 @@ def security_context(uid: int | None, *, read_only_root: bool) -> dict[str, Any]
     return context
 
 
-def hub_env(env: Mapping[str, str]) -> list[dict[str, str]]:
-    """The JUPYTERHUB_* part of the notebook's environment, as a container ``env`` list."""
-    return [
-        {"name": k, "value": str(v)} for k, v in sorted(env.items()) if k.startswith("JUPYTERHUB_")
-    ]
-
-
 def links_init_container(
     *,
     image: str,
     mount_root: str,
     storage_mounts: Sequence[Mapping[str, Any]],
-    env: Mapping[str, str],
     uid: int | None,
     image_pull_policy: str | None = None,
 ) -> dict[str, Any]:
@@ -265,7 +258,7 @@ def links_init_container(
             f"--plan={DATALINKS_DIR}/{PLAN_KEY}",
             f"--root={mount_root}",
         ],
-        "env": [*hub_env(env), {"name": "ESAP_DATASETS", "value": manifest_path(mount_root)}],
+        "env": [{"name": "ESAP_DATASETS", "value": manifest_path(mount_root)}],
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": DATALINKS_DIR, "readOnly": True},
             datasets_mount(mount_root, read_only=False),
@@ -334,7 +327,6 @@ def checkout_init_container(
     ref: str | None,
     dest: str,
     home_volume: HomeVolume | None,
-    env: Mapping[str, str],
     uid: int | None,
     image_pull_policy: str | None = None,
     checkout_env: Mapping[str, str] | None = None,
@@ -345,7 +337,7 @@ def checkout_init_container(
     With a volume at the home directory the checkout goes there (and survives restarts, where
     it is kept as it is); without one, an emptyDir :data:`WORKFLOW_VOLUME` holds it (see
     :func:`workflow_volumes`). ``checkout_env`` (the admin's, e.g. ``GIT_SSL_CAINFO``) comes
-    after the hub's variables; ``GIT_TERMINAL_PROMPT`` and ``HOME`` are always ours.
+    before ``GIT_TERMINAL_PROMPT`` and ``HOME``, which are always ours.
     """
     # --option=value: a value starting with '-' is refused by the script, not read as an option
     argv = [
@@ -368,7 +360,6 @@ def checkout_init_container(
         "image": image,
         "command": argv,
         "env": [
-            *hub_env(env),
             *(
                 {"name": k, "value": v}
                 for k, v in sorted((checkout_env or {}).items())
@@ -428,7 +419,6 @@ def pod_data(
     pod_name: str,
     image: str,
     uid: int | None,
-    hub_environment: Mapping[str, str],
     plan: Mapping[str, Any] | None,
     storage: Sequence[LocalRSE],
     workflow: str | None,
@@ -462,7 +452,6 @@ def pod_data(
                 image=image,
                 mount_root=mount_root,
                 storage_mounts=store_mounts,
-                env=hub_environment,
                 uid=uid,
                 image_pull_policy=image_pull_policy,
             )
@@ -479,7 +468,6 @@ def pod_data(
                 ref=ref,
                 dest=dest,
                 home_volume=home_volume,
-                env=hub_environment,
                 uid=uid,
                 image_pull_policy=image_pull_policy,
                 checkout_env=checkout_env,

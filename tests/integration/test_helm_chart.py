@@ -384,7 +384,8 @@ def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None
         {"kind": "ServiceAccount", "name": "esap-service", "namespace": "jhub"},
         {"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"},
     ]
-    # namespaced, for the hub only: the ConfigMap each pod gets with its dataset plan
+    # namespaced, for the hub only: the ConfigMap each pod gets with its dataset plan, and
+    # the owner set on its token Secret (z2jh's hub Role creates and deletes secrets)
     roles = [name for kind, name in default_objects if kind == "Role"]
     assert roles == ["jhub-esap-cluster-reader-hub-data"]
     assert default_objects[("Role", roles[0])]["rules"] == [
@@ -392,7 +393,8 @@ def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None
             "apiGroups": [""],
             "resources": ["configmaps"],
             "verbs": ["get", "create", "patch", "delete"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["patch"]},
     ]
     hub_binding = default_objects[("RoleBinding", roles[0])]
     assert hub_binding["subjects"] == [

@@ -455,7 +455,6 @@ def esap_pod(
         pod_name="nb",
         image="python:3",
         uid=1000,
-        hub_environment={"JUPYTERHUB_USER": "ada"},
         plan=plan if datasets else None,
         storage=[storage],
         workflow=workflow,

@@ -7,6 +7,7 @@ jupyterhub-singleuser answering through the real configurable-http-proxy.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -139,6 +140,40 @@ def test_rest_spawn_with_profile_gets_its_resources(hub: HubProcess, sim: Any) -
     assert api.status_code == 200, api.text
     stop_server(hub, "ada")
     assert user_pods(sim, hub, "ada") == []
+
+
+def test_no_pod_carries_a_hub_token(hub: HubProcess, sim: Any) -> None:
+    """Security review finding 1: listing every pod, as the advertising service does, finds
+    no user's hub token; the servers, which need theirs to answer through the hub, read it
+    from their Secrets."""
+    namespace = hub.namespace  # type: ignore[attr-defined]
+    names = [f"t{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        hub.create_user(name)
+        r = hub.api("POST", f"/users/{name}/server", json={"profile": "small"})
+        assert r.status_code in (201, 202), r.text
+    tokens, secrets = [], []
+    for name in names:
+        assert hub.wait_for_server(name)["servers"][""]["ready"]
+        status = requests.get(
+            f"{hub.url}/user/{name}/api/status",
+            headers={"Authorization": f"token {hub.user_token(name)}"},
+            timeout=20,
+        )
+        assert status.status_code == 200, status.text
+        (pod,) = user_pods(sim, hub, name)
+        secrets.append(f"{pod['metadata']['name']}-token")
+        secret = sim.call(sim.store.find, "secrets", namespace, secrets[-1])
+        tokens.append(base64.b64decode(secret["data"]["token"]).decode())
+    every_pod = requests.get(f"{sim.url}/api/v1/pods", timeout=10).json()
+    assert len(every_pod["items"]) >= len(names)
+    text = json.dumps(every_pod)
+    for token in tokens:
+        assert len(token) >= 32 and token not in text
+    for name in names:
+        stop_server(hub, name)
+    for secret_name in secrets:
+        assert sim.call(sim.store.find, "secrets", namespace, secret_name) is None
 
 
 @pytest.mark.parametrize(

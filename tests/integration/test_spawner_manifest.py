@@ -2,7 +2,8 @@
 
 The spawner is the real class, fed the way JupyterHub feeds it (user options, then
 ``load_user_options`` and ``get_pod_manifest``); it needs a kubeconfig to construct, which
-the session simulator provides, but builds the manifest without calling the API.
+the session simulator provides, and the API to create the pod's token Secret (in the
+namespace ``golden``, made for the test).
 
 Regenerate the golden files after an intended change with
 ``ESAP_REGENERATE_GOLDEN=1 pytest tests/integration/test_spawner_manifest.py`` and review
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from tests.integration.test_spawner_hub import SITE
 pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).parent.parent / "data" / "golden"
-VOLATILE_ENV = {"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_OAUTH_SCOPES"}
+VOLATILE_ENV = {"JUPYTERHUB_OAUTH_SCOPES"}
 
 
 class Group:
@@ -78,9 +80,18 @@ def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESA
 def scrub(pod: dict[str, Any]) -> dict[str, Any]:
     for container in pod["spec"]["containers"]:
         for env in container.get("env", []):
-            if env["name"] in VOLATILE_ENV:
+            if env["name"] in VOLATILE_ENV and "value" in env:
                 env["value"] = "<scrubbed>"
     return pod
+
+
+@pytest.fixture
+def golden_namespace(sim: Any) -> Iterator[str]:
+    sim.create_namespace("golden")
+    try:
+        yield "golden"
+    finally:
+        sim.call(sim.store.delete, "namespaces", "", "golden")
 
 
 @pytest.mark.parametrize(
@@ -91,7 +102,7 @@ def scrub(pod: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 async def test_pod_manifest_matches_golden(
-    sim: Any, tmp_path: Path, user: MockUser, options: dict[str, Any], golden: str
+    golden_namespace: str, tmp_path: Path, user: MockUser, options: dict[str, Any], golden: str
 ) -> None:
     spawner = make_spawner(tmp_path, user, options)
     await spawner.load_user_options()

@@ -25,7 +25,6 @@ NFS = LocalRSE(
     mount_path="/rucio/nfs",
     volume={"nfs": {"server": "nfs.example.org", "path": "/export"}},
 )
-ENV = {"JUPYTERHUB_API_URL": "http://hub:8081/hub/api", "JUPYTERHUB_USER": "ada", "OTHER": "x"}
 
 
 def replica_file(name: str, pfn: str, rse: str = "HUB_LOCAL_DISK", size: int = 10) -> FileReplica:
@@ -118,7 +117,6 @@ def test_links_init_container_golden() -> None:
         image="quay.io/jupyter/scipy-notebook:2026-01-01",
         mount_root="/home/jovyan/datasets",
         storage_mounts=[{"name": "esap-rse-hub-local-disk", "mountPath": "/rucio/hub-local"}],
-        env=ENV,
         uid=1000,
     )
     assert container == {
@@ -126,11 +124,7 @@ def test_links_init_container_golden() -> None:
         "image": "quay.io/jupyter/scipy-notebook:2026-01-01",
         "command": ["python3", "/opt/esap/datalinks.py", "links",
                     "--plan=/opt/esap/plan.json", "--root=/home/jovyan/datasets"],
-        "env": [
-            {"name": "JUPYTERHUB_API_URL", "value": "http://hub:8081/hub/api"},
-            {"name": "JUPYTERHUB_USER", "value": "ada"},
-            {"name": "ESAP_DATASETS", "value": "/home/jovyan/datasets/manifest.json"},
-        ],
+        "env": [{"name": "ESAP_DATASETS", "value": "/home/jovyan/datasets/manifest.json"}],
         "volumeMounts": [
             {"name": "esap-datalinks", "mountPath": "/opt/esap", "readOnly": True},
             {"name": "esap-datasets", "mountPath": "/home/jovyan/datasets", "readOnly": False},
@@ -157,15 +151,14 @@ DEST = "/home/jovyan/My-Notebooks"
 def test_checkout_container_argv_home_volume_and_url() -> None:
     url = "https://git.example.org/esap/My Notebooks.git"
     without = objects.checkout_init_container(
-        image="img", url=url, ref="v1.0", dest=DEST, home_volume=None, env=ENV, uid=1000
+        image="img", url=url, ref="v1.0", dest=DEST, home_volume=None, uid=1000
     )
     assert without["command"] == [
         "python3", "/opt/esap/datalinks.py", "checkout", f"--url={url}",
         "--dest=/home/jovyan/My-Notebooks", "--ref=v1.0",
     ]  # fmt: skip
     assert {"name": "GIT_TERMINAL_PROMPT", "value": "0"} in without["env"]
-    assert {"name": "JUPYTERHUB_USER", "value": "ada"} in without["env"]
-    assert all(e["name"] != "OTHER" for e in without["env"])
+    assert not [e for e in without["env"] if e["name"].startswith("JUPYTERHUB_")]
     assert without["volumeMounts"][1] == {
         "name": "esap-workflow", "mountPath": "/home/jovyan/My-Notebooks"
     }  # fmt: skip
@@ -184,14 +177,14 @@ def test_checkout_container_argv_home_volume_and_url() -> None:
     )  # fmt: skip
     assert home == HomeVolume("home", "/home/jovyan", "homes/ada")
     within = objects.checkout_init_container(
-        image="img", url=url, ref=None, dest=DEST, home_volume=home, env={}, uid=None
+        image="img", url=url, ref=None, dest=DEST, home_volume=home, uid=None
     )
     assert within["volumeMounts"][1] == {
         "name": "home", "mountPath": "/home/jovyan", "subPath": "homes/ada"
     }  # fmt: skip
     assert not any(a.startswith("--ref") for a in within["command"])
     extra = objects.checkout_init_container(
-        image="img", url=url, ref=None, dest=DEST, home_volume=None, env=ENV, uid=1,
+        image="img", url=url, ref=None, dest=DEST, home_volume=None, uid=1,
         checkout_env={"HTTPS_PROXY": "http://proxy:3128", "HOME": "/root"},
     )  # fmt: skip
     names = [e["name"] for e in extra["env"]]
