@@ -16,15 +16,20 @@ IMPORTS = package_imports(REPO, sorted((REPO / "jupyterhub_config.d").glob("*.py
 
 # The modules that talk to the Kubernetes API: the cluster view's list+watch (and the hub's
 # view, on KubeSpawner's own API client), and the spawner (KubeSpawner's subclass, its data
-# side, and the words for its API errors).
+# side, the objects its pods own, and the words for its API errors).
 KUBERNETES_EDGE = {
     "esap_spawner.capacity.watch",
     "esap_spawner.capacity.hub_view",
     "esap_spawner.spawn.spawner",
     "esap_spawner.spawn.data",
+    "esap_spawner.spawn.pod_owned",
     "esap_spawner.spawn.records",
 }
-KUBESPAWNER_EDGE = {"esap_spawner.spawn.spawner", "esap_spawner.spawn.data"}
+KUBESPAWNER_EDGE = {
+    "esap_spawner.spawn.spawner",
+    "esap_spawner.spawn.data",
+    "esap_spawner.spawn.pod_owned",
+}
 
 
 def product(found: Import) -> bool:
