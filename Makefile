@@ -7,7 +7,7 @@ RUCIO_VENV := .rucio-venv
 RUCIO_VERSION := 41.5.1
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint typecheck test-unit test-integration test-e2e test-k8s setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean kube
+.PHONY: test-min demo test lint typecheck test-unit test-integration test-e2e test-k8s setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean kube
 
 demo: setup-demo setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
@@ -87,6 +87,18 @@ $(RUCIO_VENV)/.installed:
 	$(RUCIO_VENV)/bin/pip install -q rucio==$(RUCIO_VERSION) rucio-clients==$(RUCIO_VERSION) gunicorn
 	touch $@
 
+# The oldest versions pyproject.toml declares (tools/lower_bounds.py pins every ">=" bound of
+# the dependencies and the extras the tests use), in their own venv: the unit and
+# integration tiers. Not part of `make test` (it installs a second environment).
+MIN_VENV := .venv-min
+test-min: setup-proxy setup-rucio
+	(test -x $(MIN_VENV)/bin/python || $(PY) -m venv $(MIN_VENV)) && $(MIN_VENV)/bin/pip install -q --upgrade 'pip>=25.1' packaging
+	$(MIN_VENV)/bin/python tools/lower_bounds.py demo rucio report > $(MIN_VENV)/lower-bounds.txt
+	$(MIN_VENV)/bin/pip install -q -e '.[demo,rucio,report]' --group test -c $(MIN_VENV)/lower-bounds.txt
+	@echo "== installed at their lowest declared versions:"
+	@$(MIN_VENV)/bin/python -c 'import sys, importlib.metadata as m; [print(f"  {n} {m.version(n)}") for n in (l.split("==")[0] for l in open(sys.argv[1]).read().split())]' $(MIN_VENV)/lower-bounds.txt
+	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+
 lint: setup-python
 	$(call tier,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/python helm/generate_schema.py --check)
 
@@ -119,4 +131,4 @@ docs: setup-python
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) $(RUCIO_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache $(TIER_TIMES)
+	rm -rf $(VENV) $(MIN_VENV) $(RUCIO_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache $(TIER_TIMES)

@@ -15,14 +15,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from traitlets import Enum, TraitError, Unicode, default
 from traitlets.config import Application, Config, catch_config_error
-from traitlets.config.application import ClassesType, StrDict
 from traitlets.config.loader import KVArgParseConfigLoader
 
 from esap_spawner import __version__
+
+if TYPE_CHECKING:  # typing names of traitlets 5.10+; the code runs on 5.9 (make test-min)
+    from traitlets.config.application import ClassesType, StrDict
 
 __all__ = ["ALIASES", "EXAMPLES", "FLAGS", "LOG_FORMAT", "CommandLineApp", "StrictLoader", "main"]
 
