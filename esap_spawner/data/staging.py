@@ -7,7 +7,9 @@ injected. For the requested DIDs it
 
 1. resolves them in ONE bulk call and computes their locality (pure:
    :func:`~esap_spawner.data.catalogue.locality.did_locality`); a DID that does not exist fails
-   the spawn at once;
+   the spawn at once, and so do datasets that need more staged than the site allows one
+   server, or more requests than the user may have in flight
+   (:mod:`esap_spawner.data.staging_limits`, :class:`StagingLimit`): no rule exists yet;
 2. for each DID not fully at a local RSE, finds its request again (the spawner's saved state
    by rule id, else the database's in-flight row for user + DID + RSE) or calls
    ``catalogue.stage()``, which itself reuses a rule the account already has for that DID and
@@ -42,6 +44,7 @@ from esap_spawner.data.catalogue.base import (
     DidFiles,
     DidNotFound,
     InvalidDid,
+    Locality,
     QuotaExceeded,
     StagingProgress,
     StagingRequest,
@@ -49,6 +52,7 @@ from esap_spawner.data.catalogue.base import (
     StagingStatus,
 )
 from esap_spawner.data.catalogue.locality import did_locality
+from esap_spawner.data.staging_limits import StagingLimits, too_many_in_flight, too_much_to_stage
 from esap_spawner.observe.db import Database
 from esap_spawner.observe.metrics import HUB, HubMetrics
 from esap_spawner.site.quantity import format_bytes
@@ -65,6 +69,11 @@ class StagingError(Exception):
         super().__init__(message)
         self.status = status
         self.outcome = outcome
+
+
+class StagingLimit(StagingError):
+    """The datasets are more than the site lets one server stage (413), or the user has too
+    many staging requests in flight (429): refused before any rule is made."""
 
 
 def error_for(exc: CatalogueError, did: str | None = None) -> StagingError:
@@ -95,6 +104,7 @@ class StagingSettings:
     poll_min: float = 1.0
     poll_max: float = 15.0
     poll_factor: float = 1.6
+    limits: StagingLimits = field(default_factory=StagingLimits)
 
 
 @dataclass
@@ -206,11 +216,12 @@ class Stager:
                 StagingStatus.failure,
             )
         local = {r.name for r in self.catalogue.local_rses}
-        remote = [
-            did
+        needed = [
+            locality
             for did, files in resolved.items()
-            if did_locality(did, files, local).staging_required
+            if (locality := did_locality(did, files, local)).staging_required
         ]
+        remote = [n.did for n in needed]
         if not remote:
             return {did: files for did, files in resolved.items() if files is not None}
         if not self.settings.destination_rse:
@@ -221,6 +232,7 @@ class Stager:
                 "destination_rse in its site file)",
                 StagingStatus.failure,
             )
+        await self._check_limits(needed)
         self.staged = True
         try:
             for did in remote:
@@ -239,6 +251,25 @@ class Stager:
             raise error_for(exc) from exc
         resolved.update(fresh)
         return {did: files for did, files in resolved.items() if files is not None}
+
+    async def _check_limits(self, needed: Sequence[Locality]) -> None:
+        """Refuse (:class:`StagingLimit`) before any rule: too much to stage, or too many
+        requests in flight for this user (those of this spawn's DIDs are resumed, not new)."""
+        limits, rse = self.settings.limits, self.settings.destination_rse
+        assert rse is not None
+        problem = too_much_to_stage(needed, limits, destination=rse)
+        if problem is not None:
+            raise StagingLimit(413, problem, StagingStatus.failure)
+        if self.db is None:
+            return
+        records = await self._db("staging_in_flight", self.user)
+        if records is None:  # the database did not answer (logged): no count to hold to
+            return
+        ours = {n.did for n in needed}
+        resumed = {r.did for r in records if r.did in ours and r.destination_rse == rse}
+        problem = too_many_in_flight(len(records) - len(resumed), len(ours - resumed), limits)
+        if problem is not None:
+            raise StagingLimit(429, problem, StagingStatus.failure)
 
     async def _request(self, did: str, files: DidFiles | None) -> None:
         """Find the request for ``did`` again (state, database) or make one (catalogue)."""
@@ -438,6 +469,7 @@ __all__ = [
     "DidStaging",
     "Stager",
     "StagingError",
+    "StagingLimit",
     "StagingSettings",
     "dump_staging_state",
     "error_for",

@@ -363,9 +363,12 @@ class Database:
         with self.session() as s:
             return s.scalars(query).first()
 
-    def staging_in_flight(self) -> list[StagingRecord]:
-        """Staging records without an outcome yet (to resume polling after a restart)."""
+    def staging_in_flight(self, user: str | None = None) -> list[StagingRecord]:
+        """Staging records without an outcome yet (to resume polling after a restart), of
+        every user or of ``user`` (to hold a user to their limit of requests in flight)."""
         query = select(StagingRecord).where(StagingRecord.finished_at.is_(None))
+        if user is not None:
+            query = query.where(StagingRecord.user_hash == self.user_hash(user))
         with self.session() as s:
             return list(s.scalars(query.order_by(StagingRecord.created_at)))
 

@@ -307,7 +307,9 @@ def _rucio_problems(rucio: Mapping[str, Any], problems: list[SiteProblem]) -> No
                     SiteProblem(f"data.rucio.local_rses[{i}].name", f"duplicate RSE {name!r}")
                 )
             names.append(name)
-    destination = mapping(rucio.get("staging")).get("destination_rse")
+    staging = mapping(rucio.get("staging"))
+    _quantity(staging.get("max_bytes"), "data.rucio.staging.max_bytes", problems, positive=True)
+    destination = staging.get("destination_rse")
     if isinstance(destination, str) and destination not in names:
         known = f"the local RSEs are {', '.join(names)}" if names else "no local_rses are listed"
         problems.append(

@@ -56,6 +56,9 @@ __all__ = [
 DEFAULT_MOUNT_ROOT = "/home/jovyan/datasets"
 DEFAULT_RULE_LIFETIME = 604800
 DEFAULT_MAX_DIDS = 100
+DEFAULT_MAX_STAGED_FILES = 5000
+DEFAULT_MAX_STAGED_BYTES = 100 * 10**9
+DEFAULT_MAX_RULES_PER_USER = 20
 DEFAULT_STAGING_TIMEOUT = 3600
 
 
@@ -109,6 +112,9 @@ class StagingConfig:
     rule_lifetime: int = DEFAULT_RULE_LIFETIME
     max_dids: int = DEFAULT_MAX_DIDS
     timeout: int = DEFAULT_STAGING_TIMEOUT
+    max_files: int = DEFAULT_MAX_STAGED_FILES
+    max_bytes: int = DEFAULT_MAX_STAGED_BYTES
+    max_rules_per_user: int = DEFAULT_MAX_RULES_PER_USER
 
 
 @dataclass(frozen=True)
@@ -407,6 +413,9 @@ def _build_rucio(raw: Mapping[str, Any]) -> RucioConfig:
             rule_lifetime=staging.get("rule_lifetime", DEFAULT_RULE_LIFETIME),
             max_dids=staging.get("max_dids", DEFAULT_MAX_DIDS),
             timeout=staging.get("timeout", DEFAULT_STAGING_TIMEOUT),
+            max_files=staging.get("max_files", DEFAULT_MAX_STAGED_FILES),
+            max_bytes=parse_bytes(staging.get("max_bytes", DEFAULT_MAX_STAGED_BYTES)),
+            max_rules_per_user=staging.get("max_rules_per_user", DEFAULT_MAX_RULES_PER_USER),
         ),
         **{key: raw[key] for key in optional if key in raw},
     )

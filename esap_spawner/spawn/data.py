@@ -40,6 +40,7 @@ from kubespawner.utils import get_k8s_model
 from esap_spawner.data import staging
 from esap_spawner.data.catalogue.base import CatalogueError, DidFiles, StagingStatus
 from esap_spawner.data.staging import StagingError
+from esap_spawner.data.staging_limits import StagingLimits
 from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
@@ -48,7 +49,7 @@ from esap_spawner.spawn.pod_owned import PodOwnedObjects
 
 
 def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
-    """Destination and lifetime from the site file's ``data.rucio.staging``."""
+    """Destination, lifetime and limits from the site file's ``data.rucio.staging``."""
     rucio = site.data.rucio
     if site.data.catalogue != "rucio" or rucio is None:
         return staging.StagingSettings(destination_rse=None, lifetime=0, poll_min=poll_min)
@@ -57,6 +58,11 @@ def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging
         lifetime=rucio.staging.rule_lifetime,
         poll_min=poll_min,
         poll_max=max(poll_min, poll_max),
+        limits=StagingLimits(
+            max_files=rucio.staging.max_files,
+            max_bytes=rucio.staging.max_bytes,
+            max_rules_per_user=rucio.staging.max_rules_per_user,
+        ),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from tornado import web
 
 from esap_spawner.capacity.model import Refusal
-from esap_spawner.data.staging import StagingError
+from esap_spawner.data.staging import StagingError, StagingLimit
 from esap_spawner.spawn.option_values import OptionsError
 from esap_spawner.spawn.status import RefusalReason
 
@@ -75,8 +75,11 @@ def from_capacity(refusal: Refusal) -> web.HTTPError:
 
 
 def from_staging(error: StagingError) -> web.HTTPError:
-    """Staging's no: the catalogue's 4xx (not found, no quota, no access, too much) refuses the
-    spawn, a 5xx (catalogue down, transfer failed, timeout) is a failure."""
+    """Staging's no: the site's limits (too much to stage, too many requests in flight) and
+    the catalogue's 4xx (not found, no quota, no access) refuse the spawn, a 5xx (catalogue
+    down, transfer failed, timeout) is a failure."""
+    if isinstance(error, StagingLimit):
+        return refuse(RefusalReason.staging_limit, error.status, str(error))
     if error.status < 500:
         return refuse(RefusalReason.staging_refused, error.status, str(error))
     return failed(error.status, str(error))

@@ -28,6 +28,7 @@ class RefusalReason(StrEnum):
     quota = "quota"  # 409: the profile is at its max_servers
     no_room = "no-room"  # 409: no node can hold the profile now
     staging_refused = "staging-refused"  # 4xx: the data catalogue refused the datasets
+    staging_limit = "staging-limit"  # 413/429: more than the site's staging limits allow
 
 
 class Phase(StrEnum):

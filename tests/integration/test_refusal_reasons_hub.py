@@ -154,6 +154,7 @@ def test_refusals_carry_their_reason_and_failures_stay_errors(hub: HubProcess) -
         RefusalReason.not_allowed: 1,
         RefusalReason.invalid_options: 1,
         RefusalReason.staging_refused: 1,
+        RefusalReason.staging_limit: 0,  # a static catalogue never stages
     }
     # the server that never answered is an error, not one of our refusals
     assert sum(v for (status, _), v in after.items() if status == "error") == errors_before + 1

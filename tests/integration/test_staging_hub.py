@@ -30,6 +30,8 @@ from tests.integration.test_staging_spawn import alice_rules, rucio_site
 
 pytestmark = pytest.mark.integration
 
+MAX_FILES = 10  # data.rucio.staging.max_files of the module's hub
+
 
 @pytest.fixture(scope="module")
 def hub(
@@ -37,6 +39,7 @@ def hub(
 ) -> Iterator[HubProcess]:
     workdir = tmp_path_factory.mktemp("staging-hub")
     site = rucio_site(rucio_server, workdir, "alice")
+    site["data"]["rucio"]["staging"]["max_files"] = MAX_FILES
     site_file = workdir / "site.yaml"
     site_file.write_text(yaml.safe_dump(site))
     namespace = f"stg-{uuid.uuid4().hex[:6]}"
@@ -205,3 +208,42 @@ def test_missing_dataset_refused_through_the_hub(hub: HubProcess) -> None:
     else:
         assert r.status_code == 404, r.text
         assert "dataset nope:nothing does not exist in the data catalogue" in r.text
+
+
+def test_a_dataset_over_the_staging_limit_is_refused_in_the_answer_and_on_the_page(
+    hub: HubProcess, sim: Any, rucio_server: RucioServer
+) -> None:
+    """Security review finding 2: more files than the site lets one server stage is refused
+    right after the first resolve, in the REST answer and on the spawn page, and no rule
+    (nor anything else) is made."""
+    scope = rucio_server.new_scope("big")
+    rucio_server.upload_dataset(scope, "big", make_files(scope, "f", MAX_FILES + 1, 8), REMOTE_RSE)
+    did = f"{scope}:big"
+    words = f"need {MAX_FILES + 1} files"
+    hub.create_user("olga")
+    r = hub.api("POST", "/users/olga/server", json={"profile": "small", "dataset": [did]})
+    if r.status_code == 202:  # the refusal came after the hub's slow_spawn_timeout
+        hub.wait_for_server("olga")
+        assert "" not in hub.api("GET", "/users/olga").json().get("servers", {})
+    else:
+        assert r.status_code == 413, r.text
+        assert words in r.json()["message"] and f"at most {MAX_FILES:,} files" in r.text
+
+    browser = hub.login("olga")
+    xsrf = browser.cookies.get("_xsrf", path="/hub/")
+    page = browser.post(
+        f"{hub.url}/hub/spawn", data={"profile": "small", "dataset": did, "_xsrf": xsrf},
+        timeout=60,
+    )  # fmt: skip
+    if "spawn-pending" in page.url:  # refused after slow_spawn_timeout: on the progress page
+        progress = ProgressReader(hub, "olga")
+        progress.thread.join(timeout=60)
+        assert any(words in m for m in progress.messages()), progress.messages()
+    else:
+        assert page.status_code == 413, page.text[:500]
+        assert words in page.text
+    assert alice_rules(rucio_server, scope, "big") == []
+    namespace = hub.namespace  # type: ignore[attr-defined]
+    for kind in ("pods", "configmaps", "secrets"):
+        listed = requests.get(f"{sim.url}/api/v1/namespaces/{namespace}/{kind}", timeout=10)
+        assert not [o for o in listed.json()["items"] if "olga" in o["metadata"]["name"]]

@@ -309,6 +309,43 @@ async def test_missing_dataset_is_refused(
     )
 
 
+async def test_staging_limits_refuse_before_any_rule(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    sim: Any,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    """Security review finding 2: the site's per-spawn limits (files, bytes) and per-user
+    limit of requests in flight are checked right after the first resolve: a spawn over one
+    is refused with the reason, and no rule, staging row or ConfigMap is made."""
+    did, _ = remote_dataset  # 4 files of 300 kB, all remote
+    scope, name = did.split(":")
+    options = {"profile": "small", "dataset": [did]}
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    for limit, status, words in (
+        ({"max_files": 3}, 413, "need 4 files (1.2 MB) copied to"),
+        ({"max_bytes": "1M"}, 413, "at most 4 files and 1.0 MB for one server"),
+        ({"max_rules_per_user": 1}, 429, "you have 1 staging request in flight"),
+    ):
+        site = rucio_site(rucio_server, tmp_path, "alice")
+        site["data"]["rucio"]["staging"].update(limit)
+        site["data"]["rucio"]["staging"].setdefault("max_files", 4)
+        user = f"lim{status}{len(words)}"
+        if "max_rules_per_user" in limit:  # another server of this user is staging
+            db.ensure_schema()
+            db.start_staging(user=user, did=f"{scope}:other", destination_rse=LOCAL_RSE)
+        spawner = make_spawner(tmp_path, site, options, sim_namespace, user)
+        with pytest.raises(web.HTTPError) as refused:
+            await spawner.load_user_options()
+        assert refused.value.status_code == status, limit
+        assert words in refused.value.jupyterhub_message, limit  # type: ignore[attr-defined]
+        assert alice_rules(rucio_server, scope, name) == []
+        assert not [r for r in db.staging_between(0) if r.did == did]
+        made = sim.call(sim.store.objects, "configmaps", sim_namespace)
+        assert not [o for o in made if user in o["metadata"]["name"]]
+
+
 async def test_rucio_stopped_mid_staging_fails_cleanly(
     rucio_server: RucioServer,
     sim_namespace: str,

@@ -232,6 +232,21 @@ BAD: list[tuple[str, Mutation, list[tuple[str, str]]]] = [
         [("data.rucio.staging.destination_rse", "'FAR_AWAY' is not one of data.rucio.local_rses")],
     ),
     (
+        "staging byte limit not a quantity",
+        lambda d: rucio(d)["staging"].update(max_bytes="lots"),
+        [("data.rucio.staging.max_bytes", "lots")],
+    ),
+    (
+        "staging byte limit zero",
+        lambda d: rucio(d)["staging"].update(max_bytes=0),
+        [("data.rucio.staging.max_bytes", "must be above 0")],
+    ),
+    (
+        "staging file limit zero",
+        lambda d: rucio(d)["staging"].update(max_files=0),
+        [("data.rucio.staging.max_files", "at least 1")],
+    ),
+    (
         "unknown catalogue",
         lambda d: d["data"].update(catalogue="ftp"),
         [("data.catalogue", "expected one of rucio, static, none; got 'ftp'")],
@@ -387,6 +402,13 @@ def test_defaults_are_filled_in() -> None:
     assert site.data.rucio is not None
     staging = site.data.rucio.staging
     assert (staging.rule_lifetime, staging.max_dids, staging.timeout) == (604800, 100, 3600)
+    assert (staging.max_files, staging.max_bytes, staging.max_rules_per_user) == (
+        5000,
+        100 * 10**9,
+        20,
+    )
+    data["data"]["rucio"]["staging"]["max_bytes"] = "2Ti"
+    assert parse_site(data).data.rucio.staging.max_bytes == 2 * 2**40  # type: ignore[union-attr]
     assert site.data.max_dids == 100
     assert site.data.rucio.auth_type == "userpass"
     large = site.profile("large")

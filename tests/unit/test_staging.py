@@ -255,3 +255,73 @@ async def test_state_keeps_this_runs_dids_and_unfinished_others() -> None:
     run, _ = stager(MemoryCatalogue([2]), Clock(), saved={"old:finished": done, "old:open": open_})
     await run.run([DID])
     assert [d["did"] for d in run.state()["dids"]] == ["old:open", DID]
+
+
+# -- the site's staging limits (security review finding 2) ---------------------------------
+
+
+def test_too_much_to_stage_counts_what_is_not_yet_local() -> None:
+    from esap_spawner.data.staging_limits import StagingLimits, too_much_to_stage
+
+    half = Locality(DID, "partial", files_total=10, files_local=4, bytes_total=10**9,
+                    bytes_local=4 * 10**8, staging_required=True)  # fmt: skip
+    limits = StagingLimits(max_files=6, max_bytes=6 * 10**8)
+    assert too_much_to_stage([half], limits, destination=LOCAL) is None  # 6 files, 600 MB
+    assert too_much_to_stage([half, half], limits, destination=LOCAL) == (
+        f"the 2 datasets to stage need 12 files (1.2 GB) copied to {LOCAL}; this hub stages "
+        "at most 6 files and 600.0 MB for one server: ask for fewer datasets"
+    )
+    assert too_much_to_stage([half], StagingLimits(max_files=5), destination=LOCAL)
+    assert too_much_to_stage([half], StagingLimits(max_bytes=10**8), destination=LOCAL)
+
+
+def test_too_many_in_flight_counts_only_new_requests() -> None:
+    from esap_spawner.data.staging_limits import StagingLimits, too_many_in_flight
+
+    limits = StagingLimits(max_rules_per_user=3)
+    assert too_many_in_flight(2, 1, limits) is None
+    assert too_many_in_flight(5, 0, limits) is None  # everything resumed: nothing new
+    assert too_many_in_flight(2, 2, limits) == (
+        "you have 2 staging requests in flight and this server needs 2 more; at most 3 per "
+        "user: wait for them to finish, or stop a server that is still staging"
+    )
+
+
+class InFlight:
+    """The part of the database the stager's limit reads: one user's requests in flight."""
+
+    def __init__(self, *rows: tuple[str, str]) -> None:
+        self.rows = [type("Row", (), {"did": did, "destination_rse": rse}) for did, rse in rows]
+        self.asked: list[str | None] = []
+
+    def staging_in_flight(self, user: str | None = None) -> list[Any]:
+        self.asked.append(user)
+        return self.rows
+
+
+async def test_a_spawn_over_the_limits_makes_no_rule() -> None:
+    from esap_spawner.data.staging import StagingLimit
+    from esap_spawner.data.staging_limits import StagingLimits
+
+    catalogue, clock = MemoryCatalogue([2]), Clock()
+    tight = StagingSettings(LOCAL, 3600, limits=StagingLimits(max_files=1))
+    run, _ = stager(catalogue, clock, settings=tight)
+    with pytest.raises(StagingLimit) as refused:
+        await run.run([DID])
+    assert refused.value.status == 413
+    assert "need 2 files (1.0 kB)" in str(refused.value)
+    assert catalogue.calls["stage"] == 0 and run.entries == {}
+
+    busy = InFlight(("escape:a", LOCAL), ("escape:b", "ELSEWHERE"))
+    full = StagingSettings(LOCAL, 3600, limits=StagingLimits(max_rules_per_user=2))
+    run, _ = stager(catalogue, clock, settings=full, db=busy)
+    with pytest.raises(StagingLimit) as refused:
+        await run.run([DID])
+    assert refused.value.status == 429 and busy.asked == ["ada"]
+    assert "you have 2 staging requests in flight" in str(refused.value)
+    assert catalogue.calls["stage"] == 0
+
+    # its own request in flight (a hub restart, a retried spawn) is resumed, not new
+    resumed = InFlight(("escape:a", LOCAL), (DID, LOCAL))
+    run, _ = stager(catalogue, clock, settings=full, db=resumed)
+    await run._check_limits([Locality(DID, "remote", files_total=2, staging_required=True)])
