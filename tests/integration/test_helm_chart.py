@@ -377,16 +377,23 @@ def test_tokens_secret_can_be_left_to_the_admin() -> None:
 def test_rbac_reads_nodes_and_pods_only(default_objects: dict[Any, Any]) -> None:
     role = default_objects[("ClusterRole", "jhub-esap-cluster-reader")]
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}
     ]
     binding = default_objects[("ClusterRoleBinding", "jhub-esap-cluster-reader")]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "esap-service", "namespace": "jhub"},
         {"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"},
     ]
+    # the quotas of the namespace, for the service and the hub
+    quotas = default_objects[("Role", "jhub-esap-cluster-reader-quotas")]
+    assert quotas["rules"] == [
+        {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["list", "watch"]}
+    ]
+    quota_binding = default_objects[("RoleBinding", "jhub-esap-cluster-reader-quotas")]
+    assert quota_binding["subjects"] == binding["subjects"]
     # namespaced, for the hub only: the ConfigMap each pod gets with its dataset plan, and
     # the owner set on its token Secret (z2jh's hub Role creates and deletes secrets)
-    roles = [name for kind, name in default_objects if kind == "Role"]
+    roles = [name for kind, name in default_objects if kind == "Role" and "quotas" not in name]
     assert roles == ["jhub-esap-cluster-reader-hub-data"]
     assert default_objects[("Role", roles[0])]["rules"] == [
         {
