@@ -44,6 +44,7 @@ __all__ = [
     "ReportData",
     "StagingThroughput",
     "add_arguments",
+    "availability_profiles",
     "failure_counts",
     "headlines",
     "parse_since",
@@ -286,6 +287,18 @@ def staging_throughput(records: Iterable[StagingLike]) -> list[StagingThroughput
             )
         )
     return sorted(found, key=lambda t: t.started)
+
+
+def availability_profiles(samples: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """Profiles sampled in the period: those with at least one known value, and those whose
+    every sample was unknown (the cluster view was not synced)."""
+    known: set[str] = set()
+    seen: set[str] = set()
+    for sample in samples:
+        seen.add(sample.profile)
+        if sample.can_start_now is not None or sample.running is not None:
+            known.add(sample.profile)
+    return sorted(known), sorted(seen - known)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -17,6 +17,7 @@ from esap_spawner.observe.report import (
     PHASE_ORDER,
     ProfileSummary,
     ReportData,
+    availability_profiles,
     failure_counts,
     format_seconds,
     headlines,
@@ -60,22 +61,10 @@ def spawn_rows(summaries: Sequence[ProfileSummary]) -> list[dict[str, Any]]:
     return rows
 
 
-def availability_values(samples: Sequence[Any]) -> tuple[list[str], list[str]]:
-    """Profiles sampled in the period: those with at least one known value, and those whose
-    every sample was unknown (the cluster view was not synced)."""
-    known: set[str] = set()
-    seen: set[str] = set()
-    for sample in samples:
-        seen.add(sample.profile)
-        if sample.can_start_now is not None or sample.running is not None:
-            known.add(sample.profile)
-    return sorted(known), sorted(seen - known)
-
-
 def page_context(data: ReportData, plots: dict[str, str], generated: datetime) -> dict[str, Any]:
     """Everything the template shows. ``plots`` maps a section to its PNG file name."""
     summaries = summarise_spawns(data.spawns)
-    known, unknown = availability_values(data.availability)
+    known, unknown = availability_profiles(data.availability)
     if not data.availability:
         availability_summary = "No availability samples in this period."
     else:

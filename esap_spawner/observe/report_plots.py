@@ -156,13 +156,12 @@ def plot_staging(data: ReportData, out: Path) -> str | None:
 
 def plot_availability(data: ReportData, out: Path) -> str | None:
     """One strip per profile with at least one known value; unknown samples are gaps."""
+    from esap_spawner.observe.report import availability_profiles
+
+    profiles, _ = availability_profiles(data.availability)
     by_profile: dict[str, list[Any]] = {}
     for sample in data.availability:
         by_profile.setdefault(sample.profile, []).append(sample)
-    profiles = sorted(
-        p for p, samples in by_profile.items()
-        if any(s.can_start_now is not None or s.running is not None for s in samples)
-    )  # fmt: skip
     if not profiles:
         return None
     fig, axes = plt.subplots(len(profiles), 1, figsize=(9, 0.8 + 1.8 * len(profiles)),

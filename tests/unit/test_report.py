@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from esap_spawner.observe.report import (
     MIN_SAMPLES,
     StagingThroughput,
+    availability_profiles,
     failure_counts,
     format_seconds,
     headlines,
@@ -203,3 +204,17 @@ def test_the_staging_sentence_fits_the_number_of_requests() -> None:
     assert staging_summary(many).startswith(
         "3 staging requests moved 401.0 MB; median throughput 20.0 MB/s"
     )
+
+
+@dataclass
+class Sample:
+    profile: str
+    can_start_now: int | None
+    running: int | None
+
+
+def test_availability_is_charted_only_for_profiles_with_a_known_value() -> None:
+    samples = [Sample("gpu", None, None), Sample("small", None, None), Sample("small", 3, 1),
+               Sample("casa", None, None)]  # fmt: skip
+    assert availability_profiles(samples) == (["small"], ["casa", "gpu"])
+    assert availability_profiles([]) == ([], [])
