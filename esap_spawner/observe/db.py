@@ -289,10 +289,8 @@ class Database:
         try:
             with self.session() as s:
                 s.add(record)
-        except IntegrityError:
+        except IntegrityError:  # another process made it first
             raced = self._in_flight(user_hash, did, destination_rse)
-            if raced is None and rule_id is not None:
-                raced = self.staging_by_rule(rule_id)
             if raced is None:
                 raise
             return raced

@@ -6,9 +6,10 @@
   pod name is whatever the spawner chose: KubeSpawner's default template contains the
   escaped user name; pass ``pod_name=None`` where that matters.)
 - ``esap_staging`` (:class:`StagingRecord`): one row per staging request, updated while
-  it runs. Partial unique indexes on ``rule_id`` and on (user, DID, RSE) among rows still
-  in flight make a restarted hub find its request instead of creating a second; a finished
-  row keeps its rule id, so a retry that reuses the rule gets a row of its own.
+  it runs. Partial unique indexes on (user, rule id) and on (user, DID, RSE) among rows
+  still in flight make a restarted hub find its request instead of creating a second; a
+  finished row keeps its rule id, so a retry that reuses the rule gets a row of its own,
+  and users staging one DID through the site account's one rule each have theirs.
 - ``esap_availability`` (:class:`AvailabilitySample`): per profile over time.
 - ``esap_settings`` (:class:`Setting`): the per-site salt for user hashes, generated on
   first use unless the administrator gives one.
@@ -110,10 +111,12 @@ class StagingRecord(Base):
             sqlite_where=text(IN_FLIGHT),
             postgresql_where=text(IN_FLIGHT),
         ),
-        # One rule serves one request at a time, but may serve several over time: a spawn
-        # retried after a failed one (Rucio down) reuses the rule the first one made.
+        # A rule serves one request of a user at a time, but may serve several over time (a
+        # spawn retried after a failed one reuses the rule the first one made) and several
+        # users at once (the site's account holds one rule per DID and RSE).
         Index(
-            "uq_esap_staging_rule_in_flight",
+            "uq_esap_staging_user_rule_in_flight",
+            "user_hash",
             "rule_id",
             unique=True,
             sqlite_where=text(IN_FLIGHT),

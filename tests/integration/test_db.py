@@ -161,6 +161,24 @@ def test_staging_lifecycle(db: Database) -> None:
     assert again.id != rec.id
 
 
+def test_two_users_staging_through_one_rule_both_keep_it(db: Database) -> None:
+    """Security review finding 9: the site's account holds one rule for a DID, and two users
+    staging that DID both wait on it; the second row used to lose its rule id (a unique
+    index on rule_id among rows in flight)."""
+    rule = "b" * 32
+    first = db.start_staging(user="alice", did="lofar:L1", destination_rse="HUB_DISK")
+    second = db.start_staging(user="bob", did="lofar:L1", destination_rse="HUB_DISK")
+    db.update_staging(first.id, rule_id=rule)
+    db.update_staging(second.id, rule_id=rule)
+    assert {(r.id, r.rule_id) for r in db.staging_in_flight()} == {
+        (first.id, rule), (second.id, rule),
+    }  # fmt: skip
+    # one user's two rows on one rule in flight at once is still refused
+    third = db.start_staging(user="alice", did="lofar:L2", destination_rse="HUB_DISK")
+    with pytest.raises(IntegrityError):
+        db.update_staging(third.id, rule_id=rule)
+
+
 def test_restart_finds_the_in_flight_request_instead_of_a_second(url: str) -> None:
     first = Database(url)
     first.ensure_schema()

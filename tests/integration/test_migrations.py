@@ -163,6 +163,19 @@ def test_version_0_1_is_upgraded_with_its_rows_and_a_second_run_changes_nothing(
     assert "(current)" in capsys.readouterr().out
 
 
+def test_after_the_upgrade_two_users_may_stage_through_one_rule(url: str) -> None:
+    """Revision 0002 (security review finding 9): 0.1's index let one rule serve one row in
+    flight; the upgraded database lets every user's request wait on the site's one rule."""
+    write_version_0_1(url)
+    upgrade_schema(url)
+    db = Database(url)
+    (in_flight,) = db.staging_in_flight()  # 0.1's row, on rule 0f1e...: another user's
+    other = db.start_staging(user="someone-else", did=in_flight.did,
+                             destination_rse=in_flight.destination_rse)  # fmt: skip
+    assert db.update_staging(other.id, rule_id=in_flight.rule_id).rule_id == in_flight.rule_id
+    db.dispose()
+
+
 def test_the_baseline_revision_is_what_version_0_1_wrote(tmp_path: Path) -> None:
     written, migrated = (f"sqlite:///{tmp_path / n}.sqlite" for n in ("written", "migrated"))
     write_version_0_1(written)

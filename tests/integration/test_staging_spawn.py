@@ -346,6 +346,35 @@ async def test_staging_limits_refuse_before_any_rule(
         assert not [o for o in made if user in o["metadata"]["name"]]
 
 
+async def test_two_users_staging_one_dataset_share_the_sites_rule(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Security review finding 9: the site's account holds one rule per dataset and RSE, so
+    two users asking for one dataset wait on the same rule; each keeps its own staging row
+    with that rule's id (the second used to lose it to a unique index, IntegrityError)."""
+    did, files = remote_dataset
+    scope, name = did.split(":")
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    options = {"profile": "small", "dataset": [did]}
+    first = make_spawner(tmp_path, site, options, sim_namespace, "sharer-a")
+    second = make_spawner(tmp_path, site, options, sim_namespace, "sharer-b")
+    loading, rule = await staging_under_way(rucio_server, first, did, files, 1)
+    loading_too = asyncio.ensure_future(second.load_user_options())
+    await eventually(said(second, "1/4 files"), "the second spawn on the same rule")
+    await complete_one_by_one(rucio_server, first, files)
+    await asyncio.wait_for(asyncio.gather(loading, loading_too), 30)
+    assert [r["id"] for r in alice_rules(rucio_server, scope, name)] == [rule["id"]]
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    rows = [r for r in db.staging_between(0) if r.did == did]
+    assert [(r.rule_id, r.outcome) for r in rows] == [(rule["id"], "success")] * 2
+    assert len({r.user_hash for r in rows}) == 2
+    assert "staging record" not in caplog.text and "IntegrityError" not in caplog.text
+
+
 async def test_rucio_stopped_mid_staging_fails_cleanly(
     rucio_server: RucioServer,
     sim_namespace: str,
