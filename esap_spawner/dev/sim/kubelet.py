@@ -23,7 +23,8 @@ after ``delays.restart_backoff`` seconds (the terminated state stays visible mea
 during a CrashLoopBackOff), Never ends the pod Succeeded/Failed.
 
 Deleting a pod: the API server sets ``deletionTimestamp``; the kubelet sends SIGTERM to the
-process group, SIGKILL after the grace period, and removes the pod once it has exited.
+process group, SIGKILL after the grace period, reports the containers terminated (with the
+processes' exit codes) and not ready, then deletes the pod with a grace period of 0.
 Pods that arrive already Running (cluster fixtures) are adopted as they are.
 """
 
@@ -49,6 +50,7 @@ from esap_spawner.dev.sim.podrun import (
     node_environment,
     ready_conditions,
     running_status,
+    stopped,
     waiting_statuses,
 )
 from esap_spawner.dev.sim.processes import IPAllocator, exit_code, spawn, stop_process
@@ -226,13 +228,16 @@ class Kubelet:
                 self._event(
                     run, "Killing", f"Stopping container {container['name']}", container=container
                 )
+        codes: list[int] = []
         if run.processes:
             grace = 2.0 if self._shutting_down else 0.0 if run.gone else grace
-            await asyncio.gather(*(stop_process(p, grace) for p in run.processes))
+            codes = await asyncio.gather(*(stop_process(p, grace) for p in run.processes))
         elif not run.gone:
             await asyncio.sleep(min(self.delays.stop, grace))
         if not run.gone and self._pod(run) is not None:
-            self.store.remove("pods", run.namespace, run.name)
+            # as the kubelet: the containers' end is reported, then the pod deleted for good
+            self._status(run, lambda status: stopped(status, codes))
+            self.store.delete("pods", run.namespace, run.name, grace=0)
 
     async def _run_pod(self, run: PodRun) -> None:
         pod = self._pod(run)

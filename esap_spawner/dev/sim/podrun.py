@@ -95,3 +95,24 @@ def waiting_statuses(containers: list[Obj], reason: str) -> list[Obj]:
          "lastState": {}}
         for c in containers
     ]  # fmt: skip
+
+
+def stopped(status: Obj, codes: list[int]) -> None:
+    """``status`` once a deleted pod's containers are stopped: each terminated (the exit code
+    of its process, in start order, when known), none ready."""
+    now = now_rfc3339()
+    for n, container in enumerate(status.get("containerStatuses") or []):
+        state = container.get("state") or {}
+        if "terminated" not in state:
+            code = codes[n] if n < len(codes) else 0
+            container["state"] = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": (state.get("running") or {}).get("startedAt"),
+                    "finishedAt": now,
+                }
+            }
+        container["ready"] = False
+        container["started"] = False
+    status["conditions"] = ready_conditions(False)

@@ -9,7 +9,9 @@ as it was, and its JSON is encoded once and shared by every watcher and list.
 Deleting an owner deletes its dependents (ownerReferences, background propagation);
 deleting a namespace deletes its contents and then the namespace. Pods bound to a node are
 deleted gracefully: the store sets ``deletionTimestamp`` and the kubelet calls
-:meth:`Store.remove` once the pod's processes are gone.
+:meth:`Store.remove` once the pod's processes are gone. A pod deleted at once (unbound, or
+with a grace period of 0) is first marked with ``deletionTimestamp`` and a grace of 0 (a
+MODIFIED event), then removed, as the real API server does.
 
 All methods run on the simulator's event loop thread; none blocks.
 """
@@ -49,6 +51,11 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "nodes": ("Node", False),
     "namespaces": ("Namespace", False),
 }
+
+
+def _deleted_now(pod: Obj) -> None:
+    pod["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+    pod["metadata"]["deletionGracePeriodSeconds"] = 0
 
 
 def _dumps(obj: Any) -> bytes:
@@ -357,6 +364,8 @@ class Store:
                 pod["metadata"]["deletionGracePeriodSeconds"] = seconds
 
             return self.modify(resource, namespace, name, mark)
+        if resource == "pods":  # the API server marks a pod it deletes at once (MODIFIED) too
+            self.modify(resource, namespace, name, _deleted_now)
         removed = self.remove(resource, namespace, name)
         assert removed is not None
         if resource == "nodes":  # the pod garbage collector removes pods of a deleted node
@@ -368,6 +377,7 @@ class Store:
 
     @staticmethod
     def _graceful(pod: Obj, grace: int | None) -> bool:
+        """Whether a pod's deletion waits for its kubelet (bound, running, grace not 0)."""
         if grace == 0 or not pod.get("spec", {}).get("nodeName"):
             return False
         return pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
