@@ -140,7 +140,7 @@ async def objects_of(api: client.CoreV1Api, namespace: str) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def as_the_service(kube: Backend, api: client.CoreV1Api) -> AsyncIterator[client.CoreV1Api]:
     """A client acting as the advertising service: on the real control plane its
-    ServiceAccount with exactly the chart's ClusterRole (nodes and pods: get, list, watch)
+    ServiceAccount with exactly the chart's ClusterRole (nodes and pods: list, watch)
     and a token from the TokenRequest API (all removed after); the simulator has no RBAC."""
     if kube.name == "sim":
         service = kube.api()
