@@ -30,12 +30,12 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import and_, create_engine, event, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -350,6 +350,31 @@ class Database:
         if record is None:
             raise KeyError(f"no staging record with id {staging_id!r}")
         return record
+
+    def release_staging(self, staging_ids: Sequence[int], *, at: Moment | None = None) -> None:
+        """Mark the requests of a server that stopped: their data is no longer in use."""
+        if not staging_ids:
+            return
+        moment = _now() if at is None else utc(at)
+        with self.session() as s:
+            for record in s.scalars(select(StagingRecord).where(StagingRecord.id.in_(staging_ids))):
+                record.released_at = record.released_at or moment
+
+    def rule_in_use(self, rule_id: str, *, besides: Sequence[int] = ()) -> bool:
+        """Whether any request but ``besides`` still needs the rule: in flight, or done for
+        a server that has not stopped (``released_at`` unset)."""
+        needs = or_(
+            StagingRecord.finished_at.is_(None),
+            and_(
+                StagingRecord.outcome == StagingStatus.success,
+                StagingRecord.released_at.is_(None),
+            ),
+        )
+        query = select(StagingRecord.id).where(StagingRecord.rule_id == rule_id, needs)
+        if besides:
+            query = query.where(StagingRecord.id.not_in(besides))
+        with self.session() as s:
+            return s.scalars(query.limit(1)).first() is not None
 
     def staging_by_rule(self, rule_id: str) -> StagingRecord | None:
         """The request a rule serves: the one in flight, else the latest."""

@@ -100,6 +100,9 @@ class StagingRecord(Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     outcome: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
+    # when the server this request brought data to stopped (None: still running, or never
+    # told): a rule in use by a running server is never removed
+    released_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         Index(

@@ -38,9 +38,15 @@ from kubernetes_asyncio.client import V1Container, V1EnvVar, V1Volume, V1VolumeM
 from kubespawner.utils import get_k8s_model
 
 from esap_spawner.data import staging
-from esap_spawner.data.catalogue.base import CatalogueError, DidFiles, StagingStatus
+from esap_spawner.data.catalogue.base import (
+    CatalogueError,
+    DidFiles,
+    StagingRequest,
+    StagingStatus,
+)
 from esap_spawner.data.staging import StagingError
 from esap_spawner.data.staging_limits import StagingLimits
+from esap_spawner.observe.db import Database
 from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
@@ -292,14 +298,68 @@ class DataSpawnerMixin(PodOwnedObjects):
             # KubeSpawner stops an old pod of the same name during a start (409): the
             # rules belong to the start going on
             return
+        await self._release_staging()
+
+    async def _release_staging(self) -> None:
+        """The server stopped: its staging requests no longer hold their data (the database
+        says so); with ``remove_staging_rules_on_stop``, each rule this spawn created and
+        nothing else needs (:meth:`_why_the_rule_stays`) is removed."""
         stager = self._esap_stager
-        if self.remove_staging_rules_on_stop and stager is not None:
-            for entry in stager.entries.values():
-                if entry.request is not None and entry.request.rule_id:
-                    try:
-                        await stager.catalogue.cancel(entry.request)
-                    except CatalogueError as e:
-                        self.log.warning("esap: could not remove rule: %s", e)
+        entries = list(
+            stager.entries.values()
+            if stager is not None
+            else staging.load_staging_state(self._esap_saved_staging).values()
+        )
+        ours = [e.record_id for e in entries if e.record_id is not None]
+        db = await self.context.database()
+        if db is not None and ours:
+            try:
+                await asyncio.to_thread(db.release_staging, ours)
+            except Exception as e:  # the rules then count as in use: they stay, and expire
+                self.log.warning("esap: could not mark the staging of %s done: %s", self.name, e)
+        if not self.remove_staging_rules_on_stop:
+            return
+        catalogue = stager.catalogue if stager is not None else await self._catalogue_for_user()
+        for entry in entries:
+            request = entry.request
+            if request is None or not request.rule_id or catalogue is None:
+                continue
+            reason = await self._why_the_rule_stays(request, db, ours)
+            if reason:
+                self.log.info("esap: rule %s for %s stays: %s", request.rule_id, entry.did, reason)
+                continue
+            try:
+                await catalogue.cancel(request)
+            except CatalogueError as e:
+                self.log.warning("esap: could not remove rule %s: %s", request.rule_id, e)
+
+    async def _why_the_rule_stays(
+        self, request: StagingRequest, db: Database | None, ours: list[int]
+    ) -> str | None:
+        """Why a rule must not be removed as its server stops, or None when it may go: it
+        was not made by this spawn; another server runs with its dataset (the pods' options,
+        which also name data found already local); or the database shows another request
+        in flight on it, or done for a server that has not stopped."""
+        if request.reused:
+            return "this spawn did not create it (another request or server may use it)"
+        users = sorted(
+            pod["metadata"]["name"]
+            for pod in list(self.pod_reflector.pods.values())
+            if pod["metadata"]["name"] != self.pod_name
+            and not pod["metadata"].get("deletionTimestamp")
+            and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            and request.did in objects.datasets_of(pod)
+        )
+        if users:
+            return f"the server{'s' if len(users) > 1 else ''} {', '.join(users)} use its dataset"
+        if db is None:
+            return "without the database, who else uses it cannot be known"
+        assert request.rule_id is not None
+        try:
+            in_use = await asyncio.to_thread(db.rule_in_use, request.rule_id, besides=ours)
+        except Exception as e:
+            return f"the database could not say who uses it ({e})"
+        return "another server or staging request still uses it" if in_use else None
 
     def start_data(self) -> None:
         """A new start: a fresh page of progress messages."""

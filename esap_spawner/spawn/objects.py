@@ -66,6 +66,23 @@ INIT_RESOURCES: dict[str, Any] = {
 }
 
 
+#: The pod annotation holding the spawn's validated options (JSON), datasets included.
+OPTIONS_ANNOTATION = "esap.escape.eu/options"
+
+
+def datasets_of(pod: Mapping[str, Any]) -> frozenset[str]:
+    """The datasets a server's pod (a dict, as the API gives it) was started with, from its
+    :data:`OPTIONS_ANNOTATION`; none when it has none or it does not read."""
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(OPTIONS_ANNOTATION)
+    try:
+        found = json.loads(text).get("dataset") if text else None
+    except (ValueError, AttributeError):
+        return frozenset()
+    if not isinstance(found, list):
+        return frozenset()
+    return frozenset(d for d in found if isinstance(d, str))
+
+
 class DataPlanError(ValueError):
     """The datasets cannot be laid out in the pod (not local, escaping a mount, too many)."""
 

@@ -68,7 +68,6 @@ from esap_spawner.spawn.options import (
 from esap_spawner.spawn.records import SpawnAttempt, outcome_of, reason_in_words
 from esap_spawner.spawn.status import RefusalReason
 
-ANNOTATION_PREFIX = "esap.escape.eu"
 DATABASE_OUT_OF_DATE = (
     "This hub's database must be upgraded before servers can start: "
     "an administrator runs `esap-spawner db upgrade`."
@@ -202,7 +201,11 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         help="""
         Remove this server's staging rules when it stops. False (the default) leaves them
         to expire after `data.rucio.staging.rule_lifetime`, so a restarted server finds its
-        data still there; removing needs a Rucio account allowed to delete rules.
+        data still there; removing needs a Rucio account allowed to delete rules. Only a
+        rule this spawn created is removed, and only when the database (`db_url`) shows no
+        other request in flight and no running server that still uses it (the site's
+        account holds one rule per dataset and RSE, shared by every user who asked);
+        without a database nothing is removed.
         """,
     )
 
@@ -483,6 +486,6 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         if options is not None:
             pod.metadata.annotations = {
                 **(pod.metadata.annotations or {}),
-                f"{ANNOTATION_PREFIX}/options": json.dumps(options.to_dict(), sort_keys=True),
+                objects.OPTIONS_ANNOTATION: json.dumps(options.to_dict(), sort_keys=True),
             }
         return pod

@@ -179,6 +179,24 @@ def test_two_users_staging_through_one_rule_both_keep_it(db: Database) -> None:
         db.update_staging(third.id, rule_id=rule)
 
 
+def test_a_rule_is_in_use_while_a_request_needs_it(db: Database) -> None:
+    """In flight, or done for a server that has not stopped (released) yet."""
+    rule = "c" * 32
+    mine = db.start_staging(user="alice", did="lofar:L1", destination_rse="HUB_DISK")
+    theirs = db.start_staging(user="bob", did="lofar:L1", destination_rse="HUB_DISK")
+    for rec in (mine, theirs):
+        db.update_staging(rec.id, rule_id=rule)
+    assert db.rule_in_use(rule, besides=[mine.id])  # bob's is in flight
+    db.finish_staging(theirs.id, outcome="success")
+    assert db.rule_in_use(rule, besides=[mine.id])  # bob's server runs on it
+    db.release_staging([theirs.id])
+    assert not db.rule_in_use(rule, besides=[mine.id])
+    assert db.rule_in_use(rule)  # alice's own is still in flight
+    db.finish_staging(mine.id, outcome="failure")
+    assert not db.rule_in_use(rule)  # a failed request needs nothing
+    assert not db.rule_in_use("d" * 32)
+
+
 def test_restart_finds_the_in_flight_request_instead_of_a_second(url: str) -> None:
     first = Database(url)
     first.ensure_schema()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,6 +36,7 @@ from tests.harness.rucio_server import (
     BOB_PASSWORD,
     LOCAL_RSE,
     REMOTE_RSE,
+    ROOT_PASSWORD,
     RucioServer,
     SeededFile,
     make_files,
@@ -51,7 +53,8 @@ SCRIPT = Path(datalinks_module.__file__)
 
 def rucio_site(server: RucioServer, tmp_path: Path, account: str) -> dict[str, Any]:
     password = tmp_path / f"{account}-password"
-    password.write_text(ALICE_PASSWORD if account == "alice" else BOB_PASSWORD)
+    passwords = {"alice": ALICE_PASSWORD, "bob": BOB_PASSWORD, "root": ROOT_PASSWORD}
+    password.write_text(passwords[account])
     return {
         **SITE,
         "data": {
@@ -373,6 +376,84 @@ async def test_two_users_staging_one_dataset_share_the_sites_rule(
     assert [(r.rule_id, r.outcome) for r in rows] == [(rule["id"], "success")] * 2
     assert len({r.user_hash for r in rows}) == 2
     assert "staging record" not in caplog.text and "IntegrityError" not in caplog.text
+
+
+def rule_removed(server: RucioServer, rule_id: str) -> bool:
+    """Rucio removes softly: a removed rule expires within the hour (the judge cleans up)."""
+    (rule,) = [r for r in server.client().list_replication_rules({"id": rule_id})]
+    expires = rule["expires_at"]
+    if isinstance(expires, str):
+        expires = datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S %Z")
+    return bool(expires and expires.replace(tzinfo=UTC) - datetime.now(UTC) <= timedelta(hours=1))
+
+
+async def test_stop_removes_only_rules_it_made_and_nothing_else_needs(
+    rucio_server: RucioServer,
+    sim_namespace: str,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+) -> None:
+    """Security review finding 4: with remove_staging_rules_on_stop, a server that stops
+    removes a rule only if its spawn created it and the database shows no other request in
+    flight and no running server on it. The site account here may remove rules (root)."""
+    did, files = remote_dataset
+    site = rucio_site(rucio_server, tmp_path, "root")
+    site["data"]["rucio"]["staging"]["rule_lifetime"] = 7 * 24 * 3600  # removed: within 1 h
+    options = {"profile": "small", "dataset": [did]}
+
+    def spawner(user: str) -> ESAPSpawner:
+        made = make_spawner(tmp_path, site, options, sim_namespace, user)
+        made.remove_staging_rules_on_stop = True
+        return made
+
+    creator, sharer = spawner("rm-creator"), spawner("rm-sharer")
+    loading = asyncio.ensure_future(creator.load_user_options())
+    rule = await eventually(lambda: root_rule(rucio_server, did), "the rule")
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files)
+    await asyncio.wait_for(loading, 30)
+    # another user's server starts with the same dataset, now local through that rule: it
+    # stages nothing (no row of its own), its pod's options name the dataset
+    sharer.cmd = [sys.executable, "-c", "import time; time.sleep(600)"]
+    await asyncio.wait_for(sharer.start(), 60)
+    assert sharer._esap_stager.entries == {}  # type: ignore[union-attr]
+
+    await creator.stop()  # the sharer's server still runs on it: the rule stays
+    assert not rule_removed(rucio_server, rule["id"])
+    await sharer.stop()  # the sharer did not create it: it stays, to expire
+    assert not rule_removed(rucio_server, rule["id"])
+
+    # a request in flight elsewhere (another hub process, in the shared database) keeps it
+    again = spawner("rm-again")
+    await again.load_user_options()
+    db = Database(f"sqlite:///{tmp_path / 'esap.sqlite'}")
+    other = db.start_staging(user="elsewhere", did=did, destination_rse=LOCAL_RSE)
+    db.update_staging(other.id, rule_id=rule["id"])
+    await again.stop()
+    assert not rule_removed(rucio_server, rule["id"])
+
+    # a rule its spawn made, that nothing else needs, goes
+    scope = rucio_server.new_scope("rm")
+    alone = make_files(scope, "solo", 2, 64)
+    rucio_server.upload_dataset(scope, "solo", alone, REMOTE_RSE)
+    solo = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": [f"{scope}:solo"]}, sim_namespace, "rm-solo"
+    )
+    solo.remove_staging_rules_on_stop = True
+    loading = asyncio.ensure_future(solo.load_user_options())
+    own = await eventually(lambda: root_rule(rucio_server, f"{scope}:solo"), "its rule")
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, alone)
+    await asyncio.wait_for(loading, 30)
+    await solo.stop()
+    assert rule_removed(rucio_server, own["id"])
+    released = [r for r in db.staging_between(0) if r.did == f"{scope}:solo"]
+    assert [r.released_at is not None for r in released] == [True]
+
+
+def root_rule(server: RucioServer, did: str) -> Any:
+    scope, name = did.split(":")
+    found = [r for r in server.rules(scope, name) if r["account"] == "root"
+             and r["rse_expression"] == LOCAL_RSE]  # fmt: skip
+    return found[0] if found else None
 
 
 async def test_rucio_stopped_mid_staging_fails_cleanly(
