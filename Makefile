@@ -94,7 +94,7 @@ MIN_VENV := .venv-min
 test-min: setup-proxy setup-rucio
 	(test -x $(MIN_VENV)/bin/python || $(PY) -m venv $(MIN_VENV)) && $(MIN_VENV)/bin/pip install -q --upgrade 'pip>=25.1' packaging
 	$(MIN_VENV)/bin/python tools/lower_bounds.py demo rucio report > $(MIN_VENV)/lower-bounds.txt
-	$(MIN_VENV)/bin/pip install -q -e '.[demo,rucio,report]' --group test -c $(MIN_VENV)/lower-bounds.txt
+	$(MIN_VENV)/bin/pip install -q -e '.[demo,rucio,report]' --group test --group docs -c $(MIN_VENV)/lower-bounds.txt
 	@echo "== installed at their lowest declared versions:"
 	@$(MIN_VENV)/bin/python -c 'import sys, importlib.metadata as m; [print(f"  {n} {m.version(n)}") for n in (l.split("==")[0] for l in open(sys.argv[1]).read().split())]' $(MIN_VENV)/lower-bounds.txt
 	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
