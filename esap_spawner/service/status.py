@@ -29,7 +29,9 @@ from tornado import web
 from esap_spawner.service.auth import ANONYMOUS, AuthError, Caller, caller_from_model
 from esap_spawner.service.handlers import ApiError, BaseHandler
 from esap_spawner.service.history import SpawnHistory
+from esap_spawner.site.profiles import Profile
 from esap_spawner.site.quantity import format_bytes
+from esap_spawner.spawn.form import resource_summary
 
 __all__ = ["REFRESH_SECONDS", "OAuthCallbackHandler", "StatusPageHandler", "status_context"]
 
@@ -54,28 +56,8 @@ def _clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(timestamp))
 
 
-def resources_text(resources: Mapping[str, Any]) -> str:
-    """The API's ``resources`` in words: ``1-2 CPU, 2.0 GB-4.0 GB memory, 1 A100 GPU``."""
-
-    def span(low: Any, high: Any, show: Any) -> str:
-        if low is not None and high is not None and low != high:
-            return f"{show(low)}-{show(high)}"
-        value = high if high is not None else low
-        return "?" if value is None else str(show(value))
-
-    cpu, memory, gpu = resources["cpu"], resources["memory"], resources["gpu"]
-    mem_low = memory["guarantee"]["bytes"] if memory["guarantee"] else None
-    mem_high = memory["limit"]["bytes"] if memory["limit"] else None
-    parts = [
-        f"{span(cpu['guarantee'], cpu['limit'], lambda c: f'{c:g}')} CPU",
-        f"{span(mem_low, mem_high, format_bytes)} memory",
-    ]
-    if gpu["count"]:
-        parts.append(f"{gpu['count']}{' ' + gpu['model'] if gpu['model'] else ''} GPU")
-    return ", ".join(parts)
-
-
-def _profile_row(p: Mapping[str, Any]) -> dict[str, Any]:
+def _profile_row(profile: Profile, p: Mapping[str, Any]) -> dict[str, Any]:
+    """One table row: the API's figures for ``p``, the form's words for its resources."""
     a = p["availability"]
     running = "?" if a["running"] is None else str(a["running"])
     if a["max_servers"] is not None:
@@ -86,7 +68,7 @@ def _profile_row(p: Mapping[str, Any]) -> dict[str, Any]:
         "display_name": p["display_name"],
         "description": p["description"],
         "capabilities": ", ".join(p["hardware_capabilities"]),
-        "resources": resources_text(p["resources"]),
+        "resources": resource_summary(profile),
         "image": p["image"] or "",
         "groups": ", ".join(p.get("allowed_groups") or ()),
         "status": a["status"],
@@ -155,6 +137,7 @@ def _staging(history: SpawnHistory | None, *, detail: bool, now: float) -> dict[
 def status_context(
     *,
     facility: Any,
+    profiles: Sequence[Profile],
     listing: Mapping[str, Any],
     caller: Caller,
     history: SpawnHistory | None,
@@ -164,7 +147,8 @@ def status_context(
     prefix: str,
     now: float,
 ) -> dict[str, Any]:
-    """What the template shows, from plain data (the listing is the API's body)."""
+    """What the template shows, from plain data: ``listing`` is the API's body for the
+    caller's audience, ``profiles`` the same profiles (in the same order) from the site."""
     notes = {
         "portal": "every profile, with the groups that may use it",
         "anonymous": "the profiles open to everyone",
@@ -176,7 +160,10 @@ def status_context(
         "who": caller.name if caller.kind != "anonymous" else None,
         "audience_note": notes.get(caller.kind, "the profiles you may start"),
         "view": _view(listing, age=view_age, now=now, as_of=as_of),
-        "profiles": [_profile_row(p) for p in listing["profiles"]],
+        "profiles": [
+            _profile_row(profile, p)
+            for profile, p in zip(profiles, listing["profiles"], strict=True)
+        ],
         "staging": _staging(history, detail=caller.is_portal or caller.is_admin, now=now),
         "api": {
             "profiles": f"{api}profiles",
@@ -185,6 +172,7 @@ def status_context(
             "health": f"{prefix}health",
         },
         "refresh": REFRESH_SECONDS,
+        "xsrf_token": "",  # the handler's, when a browser signed in through the hub
     }
 
 
@@ -211,10 +199,11 @@ class StatusPageHandler(HubOAuthenticated, BaseHandler):
             return
         state = self.state
         answers = state.answers
-        listing = answers.listing(answers.audience(caller))
+        audience = answers.audience(caller)
         context = status_context(
             facility=state.site.facility,
-            listing=listing.data,
+            profiles=audience.profiles,
+            listing=answers.listing(audience).data,
             caller=caller,
             history=state.history,
             view_age=state.capacity.view_age_seconds(),
@@ -223,6 +212,8 @@ class StatusPageHandler(HubOAuthenticated, BaseHandler):
             prefix=state.prefix,
             now=time.time(),
         )
+        # for the page's own refresh requests, which carry the sign-in cookie
+        context["xsrf_token"] = self.xsrf_token.decode() if state.browser_auth else ""
         self.finish(render_status(context))
 
     async def page_caller(self) -> Caller | None:

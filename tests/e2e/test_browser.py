@@ -157,6 +157,47 @@ def test_group_member_sees_gpu_profile(login: Login, demo: Demo, screenshot_dir:
     page.screenshot(path=screenshot_dir / "spawn-form.png", full_page=True)
 
 
+def test_status_page_from_the_services_menu_shows_and_refreshes_availability(
+    login: Login, demo: Demo, screenshot_dir: Path
+) -> None:
+    """The service's page, opened from the hub's Services menu as a user would: it signs the
+    browser in through the hub, shows that user's profiles with the API's own figures, and
+    refreshes them in place when a server starts."""
+    page = login("grace")
+    page.goto(f"{demo.url}/hub/home")
+    page.get_by_role("button", name="Services").click()
+    page.get_by_role("link", name="esap", exact=True).click()
+    expect(page).to_have_url(f"{demo.url}/services/esap/")
+    expect(page.locator("h1")).to_be_visible()
+    rows = page.locator("#profiles tbody tr")
+    assert [r.get_attribute("data-profile") for r in rows.all()] == OPEN_PROFILES
+    expect(page.locator("header")).to_contain_text("signed in as grace")
+
+    def api_figures() -> dict[str, dict[str, object]]:
+        url = f"{demo.url}/services/esap/api/v1/profiles"
+        return {
+            p["slug"]: p["availability"] for p in demo.get_json(url, demo.portal_token)["profiles"]
+        }
+
+    def cells(slug: str) -> list[str]:
+        row = page.locator(f'#profiles tr[data-profile="{slug}"] td')
+        return [c.strip() for c in row.all_inner_texts()]
+
+    shown = cells("small")
+    assert shown[2] == api_figures()["small"]["status"]
+    # a server starts elsewhere; without a reload, the page catches up within its refresh
+    other = login("heidi")
+    other.check("input[name=profile][value=small]")
+    other.get_by_role("button", name="Start").click()
+    expect_jupyterlab(other, demo, "heidi")
+    running = api_figures()["small"]["running"]
+    assert isinstance(running, int) and running >= 1
+    running_cell = page.locator('#profiles tr[data-profile="small"] td').nth(4)
+    expect(running_cell).to_have_text(re.compile(rf"^{running}\b"), timeout=30_000)
+    expect(page.locator("#refreshed")).to_contain_text("Refreshed at")
+    page.screenshot(path=screenshot_dir / "status-page.png", full_page=True)
+
+
 # -- features on their way: these become real tests when the marks are removed ----------
 
 

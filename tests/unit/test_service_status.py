@@ -13,7 +13,7 @@ from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.service.auth import ANONYMOUS, Caller
 from esap_spawner.service.history import SpawnHistory, Staging
 from esap_spawner.service.state import ServiceState
-from esap_spawner.service.status import render_status, resources_text, status_context
+from esap_spawner.service.status import render_status, status_context
 from esap_spawner.site.model import parse_site
 from esap_spawner.site.profiles import may_use
 
@@ -54,8 +54,10 @@ def page(caller: Caller, *, model: ClusterModel | None = None,
         model.replace_all([node("a")], [])
     state = ServiceState(site=parse_site(SITE, source="test"), capacity=model, may_use=may_use)
     answers = state.answers
+    audience = answers.audience(caller)
     context = status_context(
-        facility=state.site.facility, listing=answers.listing(answers.audience(caller)).data,
+        facility=state.site.facility, profiles=audience.profiles,
+        listing=answers.listing(audience).data,
         caller=caller, history=history, view_age=model.view_age_seconds(), as_of=model.as_of,
         hub_url=answers.root, prefix="/services/esap/", now=NOW,
     )  # fmt: skip
@@ -84,7 +86,7 @@ def test_portal_sees_every_profile_with_figures_and_links() -> None:
     assert 'data-profile="small"' in html and 'data-profile="gpu"' in html
     # 8 CPU node: small (1 CPU) fits 8, quota 5 -> 5; the GPU profile fits nowhere
     small = text_of(html.split('data-profile="small"')[1].split("</tr>")[0])
-    assert "1-2 CPU, 2.0 GB-4.0 GB memory" in small and "available" in small
+    assert "1 to 2 CPU, 2 GB to 4 GB memory" in small and "available" in small  # the form's
     assert " 5 " in small and "0 of 5" in small
     gpu = text_of(html.split('data-profile="gpu"')[1].split("</tr>")[0])
     assert "1 A100 GPU" in gpu and "full" in gpu and "groups: radio" in gpu
@@ -141,24 +143,3 @@ def test_staging_without_a_database_or_before_the_first_read() -> None:
     assert "the service has no database" in text_of(page(PORTAL))
     assert "Not read from the database yet" in text_of(page(PORTAL, history=FakeHistory((), None)))
     assert "None right now" in text_of(page(PORTAL, history=FakeHistory((), NOW)))
-
-
-@pytest.mark.parametrize(
-    "resources, words",
-    [
-        ({"cpu": {"guarantee": 0.5, "limit": 2.0},
-          "memory": {"guarantee": {"bytes": 10**9, "quantity": "1G"},
-                     "limit": {"bytes": 4 * 10**9, "quantity": "4G"}},
-          "gpu": {"count": 0, "resource": None, "model": None}},
-         "0.5-2 CPU, 1.0 GB-4.0 GB memory"),
-        ({"cpu": {"guarantee": 4.0, "limit": None},
-          "memory": {"guarantee": None, "limit": {"bytes": 2**30, "quantity": "1Gi"}},
-          "gpu": {"count": 2, "resource": "nvidia.com/gpu", "model": None}},
-         "4 CPU, 1.1 GB memory, 2 GPU"),
-        ({"cpu": {"guarantee": None, "limit": None}, "memory": {"guarantee": None, "limit": None},
-          "gpu": {"count": 0, "resource": None, "model": None}},
-         "? CPU, ? memory"),
-    ],
-)  # fmt: skip
-def test_resources_in_words(resources: dict[str, Any], words: str) -> None:
-    assert resources_text(resources) == words
