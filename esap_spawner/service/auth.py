@@ -46,6 +46,8 @@ from typing import Any, Literal, Protocol
 from jupyterhub.services.auth import check_scopes
 from tornado.web import HTTPError
 
+from esap_spawner.service.expiring import ExpiringCache
+
 __all__ = [
     "PORTAL_SCOPE",
     "AuthError",
@@ -287,8 +289,7 @@ class CallerCache:
     effect within ``max_age``. Only accepted tokens are kept; a refused one is asked about
     again (HubAuth answers a repeat from its own cache, a token file at once). Entries are
     keyed by the header's SHA-256 digest, never by the token itself, and a hit needs no
-    parsing of the header. At most ``max_entries``: when full, expired entries go first,
-    then the oldest.
+    parsing of the header. At most ``max_entries`` (see :class:`.ExpiringCache`).
     """
 
     def __init__(
@@ -298,33 +299,20 @@ class CallerCache:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_age < 0 or max_entries < 1:
-            raise ValueError(f"max_age must be >= 0 and max_entries >= 1: {max_age}, {max_entries}")
-        self.max_age = max_age
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: dict[bytes, tuple[float, Caller]] = {}
+        self.entries: ExpiringCache[bytes, Caller] = ExpiringCache(
+            max_age, max_entries=max_entries, clock=clock
+        )
+
+    @staticmethod
+    def _key(header: str) -> bytes:
+        return hashlib.sha256(header.encode("utf-8", "replace")).digest()
 
     def get(self, header: str) -> Caller | None:
         """The caller this header stood for, if seen within ``max_age``."""
-        entry = self._entries.get(hashlib.sha256(header.encode("utf-8", "replace")).digest())
-        if entry is None or entry[0] <= self.clock():
-            return None
-        return entry[1]
+        return self.entries.get(self._key(header))
 
     def put(self, header: str, caller: Caller) -> None:
-        if self.max_age == 0:
-            return
-        entries = self._entries
-        now = self.clock()
-        if len(entries) >= self.max_entries:
-            for key in [k for k, (expires, _) in entries.items() if expires <= now]:
-                del entries[key]
-            while len(entries) >= self.max_entries:
-                del entries[next(iter(entries))]
-        key = hashlib.sha256(header.encode("utf-8", "replace")).digest()
-        entries.pop(key, None)  # re-inserted last: the dict's order is the age order
-        entries[key] = (now + self.max_age, caller)
+        self.entries.put(self._key(header), caller)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)

@@ -50,6 +50,13 @@ class CatalogueLocality:
         health = self.catalogue.health()
         return CheckResult(bool(health.ok), str(health.message))
 
+    @property
+    def cache_seconds(self) -> float:
+        """How long the catalogue keeps what it learned about a DID (its ``cache_ttl``),
+        so how long the service may repeat an answer; 0 for a catalogue without a cache."""
+        settings = getattr(self.catalogue, "settings", self.catalogue)  # Rucio's, static's
+        return float(getattr(settings, "cache_ttl", 0.0))
+
     async def close(self) -> None:
         await self.catalogue.close()
 

@@ -77,7 +77,9 @@ class LocalityCatalogue(Protocol):
     """Where datasets are, as the ``POST api/v1/locality`` route reports it.
 
     The route times each ``locality`` call into ``esap_catalogue_request_duration_seconds``
-    unless the backend has a ``remote`` attribute that is False (it calls no catalogue).
+    unless the backend has a ``remote`` attribute that is False (it calls no catalogue). A
+    backend with ``cache_seconds`` (how long it keeps what it learned) lets the route answer
+    a repeat question (same caller, same body) with the same bytes for that long.
     """
 
     async def locality(self, dids: Sequence[str]) -> list[dict[str, Any]]:

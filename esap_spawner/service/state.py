@@ -17,6 +17,7 @@ from typing import Any
 from esap_spawner.observe.metrics import ServiceMetrics
 from esap_spawner.service.answers import Answers, Prepared
 from esap_spawner.service.auth import DEFAULT_CACHE_MAX_AGE, AuthStrategy, CallerCache
+from esap_spawner.service.expiring import ExpiringCache
 from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.history import SpawnHistory
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
@@ -74,6 +75,7 @@ class ServiceState:
     metrics: ServiceMetrics = field(init=False)
     answers: Answers = field(init=False)
     callers: CallerCache = field(init=False)
+    locality_answers: ExpiringCache[bytes, bytes] = field(init=False)
     facility: Prepared = field(init=False)
     checks_seen: dict[str, bool] = field(init=False, default_factory=dict)
 
@@ -100,6 +102,9 @@ class ServiceState:
         self.answers = Answers(self)
         max_age = getattr(self.auth, "cache_max_age", DEFAULT_CACHE_MAX_AGE)
         self.callers = CallerCache(float(max_age))
+        # as long as the catalogue keeps what it learned (0: it keeps nothing, nor do we)
+        cache_seconds = float(getattr(self.catalogue, "cache_seconds", 0.0))
+        self.locality_answers = ExpiringCache(cache_seconds, max_entries=64)
         # the facility never changes while the service runs (a new site file needs a restart)
         facility = facility_body(self.site.facility, root=self.hub_root, prefix=self.prefix,
                                  launch_root=self.esap_url, style=self.query_style)  # fmt: skip

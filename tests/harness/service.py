@@ -146,10 +146,13 @@ class Clock:
 
 
 class Service:
-    def __init__(self, port: int, model: ClusterModel, clock: Clock) -> None:
+    """An in-process service: its port, model, clock and state (``ServiceState``)."""
+
+    def __init__(self, port: int, model: ClusterModel, clock: Clock, state: Any) -> None:
         self.port = port
         self.model = model
         self.clock = clock
+        self.state = state
         self.client = AsyncHTTPClient()
 
     async def fetch(
@@ -228,7 +231,7 @@ async def service_factory(site_file: Path, token_file: Path) -> AsyncIterator[Se
         server = HTTPServer(app)
         server.add_sockets([sock])
         servers.append(server)
-        return Service(sock.getsockname()[1], model, clock)
+        return Service(sock.getsockname()[1], model, clock, app.settings["esap"])
 
     yield make
     for server in servers:

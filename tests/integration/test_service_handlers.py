@@ -469,6 +469,66 @@ async def test_locality_uses_a_plugged_catalogue(service_factory: ServiceFactory
     assert health["checks"]["catalogue"] == {"ok": False, "message": "rucio unreachable for 40 s"}
 
 
+class CountingCatalogue:
+    """A catalogue that says every DID is local, counting how often it is asked, and
+    keeps what it learned for a minute (as RucioCatalogue does by default)."""
+
+    cache_seconds = 60.0
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def locality(self, dids: list[str]) -> list[dict[str, Any]]:
+        self.asked += 1
+        local = {"status": "local", "files_total": 1, "files_local": 1, "bytes_total": 5,
+                 "bytes_local": 5, "local_rses": ["HUB_LOCAL_DISK"], "staging_required": False,
+                 "estimated_staging_seconds": 0}  # fmt: skip
+        return [{"did": d, **local} for d in dids]
+
+    def health(self) -> Any:
+        from esap_spawner.service.interfaces import CheckResult
+
+        return CheckResult(True, "counting")
+
+
+async def test_a_repeat_locality_question_is_answered_from_the_cache(
+    service_factory: ServiceFactory,
+) -> None:
+    catalogue = CountingCatalogue()
+    service = await service_factory(catalogue=catalogue)
+    later = [0.0]
+    service.state.locality_answers.clock = lambda: later[0]
+    question = {"dids": ["lofar:L1", "lofar:L2"]}
+    first = await post_locality(service, question)
+    check_openapi("POST", "/api/v1/locality", first)
+    again = await post_locality(service, question)
+    assert again.code == 200 and again.body == first.body  # as_of too: the same answer
+    assert catalogue.asked == 1
+    # another caller, or another question (even the same DIDs in another order): asked
+    await post_locality(service, question, token="portal-token")
+    await post_locality(service, {"dids": ["lofar:L2", "lofar:L1"]})
+    assert catalogue.asked == 3
+    # a refused question is never remembered, and a cached answer is not a licence
+    for _ in range(2):
+        assert (await post_locality(service, {"dids": ["bad"]})).code == 400
+    assert (await post_locality(service, question, token="carol-token")).code == 403
+    # past the catalogue's own cache lifetime: asked again
+    later[0] = 60.0
+    assert (await post_locality(service, question)).code == 200
+    assert catalogue.asked == 4
+
+
+async def test_a_catalogue_without_a_cache_is_asked_every_time(
+    service_factory: ServiceFactory,
+) -> None:
+    catalogue = CountingCatalogue()
+    catalogue.cache_seconds = 0.0
+    service = await service_factory(catalogue=catalogue)
+    for _ in range(2):
+        await post_locality(service, {"dids": ["lofar:L1"]})
+    assert catalogue.asked == 2
+
+
 @pytest.mark.parametrize(
     "body, raw, code, words",
     [

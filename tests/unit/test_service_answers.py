@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.service.answers import accepts_gzip
 from esap_spawner.service.auth import ANONYMOUS, Caller, CallerCache
+from esap_spawner.service.expiring import ExpiringCache
 from esap_spawner.service.state import ServiceState
 from esap_spawner.service.views import profiles_body
 from esap_spawner.site.model import parse_site
@@ -228,7 +229,7 @@ def test_caller_cache_keeps_callers_for_max_age_by_digest() -> None:
     cache.put("t-alice", alice)
     assert cache.get("t-alice") is alice
     assert cache.get("t-other") is None
-    assert all(isinstance(k, bytes) and b"t-alice" not in k for k in cache._entries)
+    assert all(isinstance(k, bytes) and b"t-alice" not in k for k in cache.entries._entries)
     clock.now = 299.9
     assert cache.get("t-alice") is alice
     clock.now = 300.0
@@ -253,3 +254,5 @@ def test_caller_cache_is_bounded_expired_first_then_oldest() -> None:
     assert off.get("a") is None
     with pytest.raises(ValueError, match="max_age"):
         CallerCache(-1)
+    with pytest.raises(ValueError, match="max_entries"):
+        ExpiringCache(1, max_entries=0)
