@@ -7,7 +7,7 @@ RUCIO_VENV := .rucio-venv
 RUCIO_VERSION := 41.5.1
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: test-min demo test lint typecheck test-unit test-integration test-e2e test-k8s setup setup-demo setup-python setup-proxy check-node setup-browser setup-rucio bench docs clean kube
+.PHONY: test-min demo test lint typecheck test-unit test-integration test-e2e test-k8s setup setup-demo setup-python setup-proxy check-node setup-browser setup-bench setup-rucio bench docs clean kube
 
 demo: setup-demo setup-proxy setup-rucio
 	$(BIN)/esap-spawner demo $(DEMO_ARGS)
@@ -73,11 +73,19 @@ check-node:
 	@major=$$(node -p 'process.versions.node.split(".")[0]'); [ "$$major" -ge $(NODE_MIN) ] || { \
 	  echo "Node.js $(NODE_MIN) or newer is needed, this is $$(node --version): older distributions (Debian 12, Ubuntu 24.04) ship Node 18; install Node $(NODE_MIN)+ from nodejs.org or NodeSource"; exit 1; }
 
+# $(call apt_install,COMMAND,PACKAGE): Debian's PACKAGE, unless COMMAND is already there.
+apt_install = command -v $(1) >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; fi; }
+
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 setup-browser:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@$(call apt_install,chromium,chromium)
+
+# The benchmarks' load generator (wrk) and instruction counter (valgrind's callgrind).
+setup-bench:
+	@$(call apt_install,wrk,wrk)
+	@$(call apt_install,valgrind,valgrind)
 
 # The Rucio server lives in its own venv: it pins older libraries than ours.
 setup-rucio: $(RUCIO_VENV)/.installed
@@ -123,8 +131,9 @@ kube:
 test-k8s: setup kube
 	$(call tier,k8s,$(PYTEST) -m k8s tests/k8s tests/integration $(PYTEST_ARGS))
 
-bench: setup
-	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+# Every benchmark, then one table of their headline figures against their targets.
+bench: setup setup-bench
+	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(BIN)/python benchmarks/run.py $(BENCH)
 
 docs: setup-python
 	$(BIN)/python helm/generate_schema.py --check

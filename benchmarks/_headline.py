@@ -11,8 +11,9 @@ import json
 PREFIX = "HEADLINE "
 
 
-def headline(benchmark: str, measure: str, value: str, target: str, holds: bool) -> None:
-    """Print one headline: what was measured, the figure, its target, whether it holds."""
+def headline(benchmark: str, measure: str, value: str, target: str, holds: bool | None) -> None:
+    """Print one headline: what was measured, the figure, its target, whether it holds
+    (None: the figure has no target)."""
     row = {"benchmark": benchmark, "measure": measure, "value": value, "target": target,
-           "holds": bool(holds)}  # fmt: skip
+           "holds": None if holds is None else bool(holds)}  # fmt: skip
     print(PREFIX + json.dumps(row), flush=True)

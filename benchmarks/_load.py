@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,10 @@ class Child:
             self.proc.wait()
 
 
-def listen(app: Any, counted: str) -> int:
+def listen(app: Any, counted: str, extra: Callable[[], dict[str, float]] | None = None) -> int:
     """Serve ``app`` on a free port of 127.0.0.1 with ``GET /bench/stats``; answers whose
-    path ends with ``counted`` are counted. Prints ``READY <port>``; returns the port."""
+    path ends with ``counted`` are counted, ``extra()`` adds figures of the server's own.
+    Prints ``READY <port>``; returns the port."""
     import tornado.web
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
@@ -85,7 +87,7 @@ def listen(app: Any, counted: str) -> int:
 
     class Stats(tornado.web.RequestHandler):
         def get(self) -> None:
-            self.write({"cpu": time.process_time(), "answers": answers[0]})
+            self.write({"cpu": time.process_time(), "answers": answers[0], **(extra or dict)()})
 
     app.settings["log_function"] = log_function
     app.add_handlers(r".*", [(r"/bench/stats", Stats)])

@@ -25,6 +25,8 @@ import time
 import tracemalloc
 from typing import Any
 
+from _headline import headline
+
 from esap_spawner.capacity.model import ClusterModel, ProfileRequirements
 
 LABEL = "esap.example/profile"
@@ -284,6 +286,10 @@ def main() -> None:
         f"decode one pod: json.loads {mod['json_us']:.0f} us, "
         f"+ V1Pod model {mod['v1pod_us']:.0f} us ({mod['v1pod_us'] / mod['json_us']:.0f}x)"
     )
+    rate = ev["events_per_s"]
+    headline("capacity", "watch events applied per second", f"{rate:,.0f}", ">= 20,000",
+             rate >= 20_000)  # fmt: skip
+    headline("capacity", "model memory per pod", f"{per_pod:,.0f} B", "< 1024 B", per_pod < 1024)
 
 
 if __name__ == "__main__":

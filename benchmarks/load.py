@@ -49,6 +49,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _headline import headline  # noqa: E402
+
 from esap_spawner.dev.local import simulator_hub_config  # noqa: E402
 from esap_spawner.dev.sim import KubeletDelays, SimulatorThread  # noqa: E402
 from esap_spawner.observe.db import Database  # noqa: E402
@@ -348,6 +350,9 @@ def main() -> int:
         print(f"PROBLEM: {problem}")
     print("OK: no quota exceeded, no server lost, every failure with a reason, no API error"
           if not problems else f"{len(problems)} problems")  # fmt: skip
+    headline("load", f"{args.users} spawns and {args.clients} API clients through a real hub:"
+             " problems (quota exceeded, server lost, failure without reason, API error)",
+             str(len(problems)), "0", not problems)  # fmt: skip
     return 1 if problems else 0
 
 

@@ -15,12 +15,22 @@ one run, with a cold cache each time:
 - a repeat of the bulk call, served from the catalogue's cache.
 
 Rucio calls are counted by the catalogue's own call wrapper; times are medians of ``--repeat``.
+
+Then the service: ``POST api/v1/locality`` with all the DIDs, asked once (cold: Rucio
+calls), then repeated under load, against a bare tornado handler that reads the same body
+and writes the same answer; the service (``--serve service``: the real app, a portal token,
+:class:`~esap_spawner.service.catalogue.CatalogueLocality` over the RucioCatalogue, its
+cache lifetime set to 10 minutes so the measured windows stay inside it) and the bare
+handler each run in a process of their own. Load by wrk (``_load``), alternated over
+``--rounds``; instructions per answer by callgrind; the service's Rucio calls during the
+repeats are counted (target: none) and the ratio service/bare is printed (target >= 0.5).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -32,14 +42,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _headline import headline  # noqa: E402
+from _load import Child, instructions_per_answer, listen, loaded, tool  # noqa: E402
+
 from esap_spawner.data.catalogue.rucio import RucioCatalogue, RucioSettings  # noqa: E402
 from esap_spawner.site.model import LocalRSE  # noqa: E402
 from tests.harness.rucio_server import (  # noqa: E402
+    ALICE_PASSWORD,
     LOCAL_RSE,
     REMOTE_RSE,
     RucioServer,
     make_files,
 )
+
+PREFIX = "/services/esap/"
+ROUTE = PREFIX + "api/v1/locality"
+TOKEN = "bench-portal-token"
+REPEAT_TARGET = 0.5
 
 
 def seed(server: RucioServer, datasets: int, files: int) -> list[str]:
@@ -58,17 +77,118 @@ def seed(server: RucioServer, datasets: int, files: int) -> list[str]:
     return dids
 
 
-def catalogue(server: RucioServer) -> RucioCatalogue:
+def catalogue(url: str, pfn_prefix: str, *, cache_ttl: float = 60.0) -> RucioCatalogue:
+    """The catalogue as alice, with the hub's local RSE at ``pfn_prefix``."""
+    from esap_spawner.data.catalogue.rucio_client import RucioIdentity
+
     return RucioCatalogue(
         RucioSettings(
-            host=server.url,
-            identity=server.identity("alice"),
-            local_rses=(
-                LocalRSE(LOCAL_RSE, pfn_prefix=server.pfn_prefix(LOCAL_RSE), mount_path="/rucio"),
-            ),
+            host=url,
+            identity=RucioIdentity.userpass("alice", username="alice", password=ALICE_PASSWORD),
+            local_rses=(LocalRSE(LOCAL_RSE, pfn_prefix=pfn_prefix, mount_path="/rucio"),),
             throughput=50e6,
+            cache_ttl=cache_ttl,
         )
     )
+
+
+def serve(args: argparse.Namespace) -> None:
+    """A server process: the service over the Rucio catalogue, or the bare handler."""
+    import tornado.web
+
+    async def main() -> None:
+        if args.serve == "bare":
+            constant = Path(args.body_file).read_bytes()
+
+            class Bare(tornado.web.RequestHandler):
+                def post(self) -> None:
+                    self.set_header("Content-Type", "application/json")
+                    self.finish(constant)
+
+            listen(tornado.web.Application([(ROUTE, Bare)]), counted="/locality")
+        else:
+            from esap_spawner.capacity.model import ClusterModel
+            from esap_spawner.service.app import make_app
+            from esap_spawner.service.auth import StaticTokenAuth
+            from esap_spawner.service.catalogue import CatalogueLocality
+            from esap_spawner.site.model import parse_site
+
+            cat = catalogue(args.rucio_url, args.pfn_prefix, cache_ttl=600)
+            facility = {"name": "Bench", "url": "https://hub.example.org/"}
+            site = parse_site(
+                {"facility": facility, "profiles": [{"slug": "s", "display_name": "S"}]}
+            )
+            tokens = [{"token": TOKEN, "kind": "service", "scopes": ["custom:esap:read"]}]
+            app = make_app(site=site, capacity=ClusterModel(), auth=StaticTokenAuth(tokens),
+                           catalogue=CatalogueLocality(cat), prefix=PREFIX)  # fmt: skip
+            listen(app, counted="/locality", extra=lambda: {"rucio_calls": sum(cat.calls.values())})
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def service_repeat(args: argparse.Namespace, server: RucioServer, dids: list[str]) -> None:
+    """The repeat question through the service against the bare handler (see the docstring)."""
+    import urllib.request
+
+    question = json.dumps({"dids": dids}).encode()
+    headers = {"Authorization": f"token {TOKEN}", "Content-Type": "application/json"}
+    rucio = ["--rucio-url", server.url, "--pfn-prefix", server.pfn_prefix(LOCAL_RSE)]
+    service = Child(__file__, "--serve", "service", *rucio)
+    children = [service]
+    try:
+        before = service.stats()["rucio_calls"]
+        ask = urllib.request.Request(service.url(ROUTE), data=question, headers=headers)
+        started = time.perf_counter()
+        with urllib.request.urlopen(ask, timeout=600) as r:
+            answer = r.read()
+        cold = time.perf_counter() - started
+        cold_calls = service.stats()["rucio_calls"] - before
+        with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
+            f.write(answer)
+        bare = Child(__file__, "--serve", "bare", "--body-file", f.name)
+        children.append(bare)
+        servers = {"bare": bare, "service": service}
+        for s in servers.values():  # warm-up
+            loaded(s, s.url(ROUTE), seconds=1, headers=headers, method="POST", body=question)
+        rows: dict[str, list[tuple[float, float]]] = {kind: [] for kind in servers}
+        calls_before = service.stats()["rucio_calls"]
+        for _ in range(args.rounds):
+            for kind, s in servers.items():
+                result, cpu_us = loaded(s, s.url(ROUTE), seconds=args.seconds, headers=headers,
+                                        method="POST", body=question)  # fmt: skip
+                if result.errors:
+                    raise RuntimeError(f"{kind}: {result.errors} failed requests")
+                rows[kind].append((result.rps, cpu_us))
+        repeat_calls = service.stats()["rucio_calls"] - calls_before
+    finally:
+        for child in children:
+            child.stop()
+    instructions = {
+        "bare": instructions_per_answer(__file__, ["--serve", "bare", "--body-file", f.name],
+                                        ROUTE, headers=headers, method="POST", body=question),
+        "service": instructions_per_answer(__file__, ["--serve", "service", *rucio], ROUTE,
+                                           headers=headers, method="POST", body=question),
+    }  # fmt: skip
+    Path(f.name).unlink()
+    rps = {kind: statistics.median(r[0] for r in rows[kind]) for kind in rows}
+    cpu = {kind: statistics.median(r[1] for r in rows[kind]) for kind in rows}
+    print(f"\nthe service, POST api/v1/locality with {len(dids)} DIDs ({len(answer)} B answer;"
+          f" load by {tool()}, {args.rounds} round(s) of {args.seconds:g} s):")  # fmt: skip
+    print(f"  first time: {cold * 1000:.0f} ms, {cold_calls:.0f} Rucio calls")
+    for kind in rows:
+        ir = instructions[kind]
+        print(f"  {kind:8}{rps[kind]:8.0f} req/s  CPU per answer {cpu[kind]:5.0f} us"
+              f"  instructions per answer {ir / 1e3 if ir else float('nan'):.0f}k")  # fmt: skip
+    print(f"  Rucio calls during the repeats: {repeat_calls:.0f}")
+    ir_ratio = (instructions["bare"] or 0) / (instructions["service"] or float("inf"))
+    ratio = rps["service"] / rps["bare"]
+    print(f"  service/bare: {ir_ratio:.2f} from instructions per answer; {ratio:.2f} measured;"
+          f" {cpu['bare'] / cpu['service']:.2f} from CPU per answer")  # fmt: skip
+    headline("locality", f"repeat POST locality ({len(dids)} DIDs) service/bare, from "
+             "instructions (req/s measured); Rucio calls", f"{ir_ratio:.2f} ({ratio:.2f});"
+             f" {repeat_calls:.0f} calls", f">= {REPEAT_TARGET}; 0 calls",
+             ir_ratio >= REPEAT_TARGET and repeat_calls == 0)  # fmt: skip
 
 
 async def measure(
@@ -100,7 +220,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"seeded {len(dids)} datasets x {args.files} files "
                 f"in {time.perf_counter() - started:.1f}s"
             )
-            cat = catalogue(server)
+            cat = catalogue(server.url, server.pfn_prefix(LOCAL_RSE))
             await cat.locality(dids[:1])  # log in once, outside the measurements
 
             async def bulk() -> None:
@@ -163,6 +283,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 shown = f"{seconds * 1000:.2f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
                 print(f"| {label} | {calls} | {shown} | {seconds / base:.2f}x |")
             await cat.close()
+            await asyncio.to_thread(service_repeat, args, server, dids)
         finally:
             server.stop()
 
@@ -172,7 +293,17 @@ def main() -> None:
     parser.add_argument("--datasets", type=int, default=100)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--seconds", type=float, default=10, help="load window per round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating load rounds")
+    parser.add_argument("--serve", choices=["bare", "service"], help=argparse.SUPPRESS)
+    parser.add_argument("--body-file", help=argparse.SUPPRESS)
+    parser.add_argument("--rucio-url", help=argparse.SUPPRESS)
+    parser.add_argument("--pfn-prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args)
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
