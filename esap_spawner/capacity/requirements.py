@@ -35,6 +35,7 @@ Vector = tuple[tuple[str, int], ...]
 
 _QUANTITIES: dict[tuple[str, str], int] = {}
 _VECTORS: dict[Vector, Vector] = {}
+_POD_VECTORS: dict[tuple[Any, ...], Vector] = {}
 
 
 def quantity_int(resource: str, value: Any) -> int:
@@ -65,10 +66,40 @@ def intern_vector(amounts: Mapping[str, Any]) -> Vector:
 
 
 def pod_vector(pod: Mapping[str, Any]) -> Vector:
-    """What a pod requests of its node (scheduler semantics), plus one ``pods`` slot."""
-    amounts: dict[str, Any] = dict(placement.pod_requests(pod.get("spec") or {}))
-    amounts["pods"] = 1
-    return intern_vector(amounts)
+    """What a pod requests of its node (scheduler semantics), plus one ``pods`` slot.
+
+    Pods of one kind share their requests, and a pod's watch events repeat them: the
+    vector is remembered by the quantities as written (no parsing for a repeat)."""
+    spec = pod.get("spec") or {}
+    try:
+        key = _requests_key(spec)
+        found = _POD_VECTORS.get(key)
+    except TypeError:  # a quantity that cannot be a key: work it out every time
+        key, found = None, None
+    if found is None:
+        amounts: dict[str, Any] = dict(placement.pod_requests(spec))
+        amounts["pods"] = 1
+        found = intern_vector(amounts)
+        if key is not None:
+            if len(_POD_VECTORS) > 4096:
+                _POD_VECTORS.clear()
+            _POD_VECTORS[key] = found
+    return found
+
+
+def _requests_key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Everything :func:`placement.pod_requests` reads, as a hashable value."""
+
+    def resources(containers: Any) -> tuple[Any, ...]:
+        out = []
+        for c in containers or ():
+            r = c.get("resources") or {}
+            out.append((tuple(sorted((r.get("requests") or {}).items())),
+                        tuple(sorted((r.get("limits") or {}).items()))))  # fmt: skip
+        return tuple(out)
+
+    overhead = tuple(sorted((spec.get("overhead") or {}).items()))
+    return resources(spec.get("containers")), resources(spec.get("initContainers")), overhead
 
 
 def describe_vector(vector: Vector) -> str:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine, Iterable, Mapping, MutableMapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esap_spawner.capacity.hub_view import HubClusterView
@@ -101,7 +101,7 @@ class HubContext:
     @property
     def site(self) -> Site:
         """The site file, read again when its modification time changes."""
-        mtime = Path(self.site_file).stat().st_mtime
+        mtime = os.stat(self.site_file).st_mtime  # (asked several times per spawn)
         if self._site is not None and self._site[0] == mtime:
             return self._site[1]
         try:

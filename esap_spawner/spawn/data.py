@@ -368,6 +368,9 @@ class DataSpawnerMixin(PodOwnedObjects):
 
     def add_data_to_pod(self, pod: Any) -> None:
         """Add the datasets' and the workflow's volumes, mounts, env and init containers."""
+        options = getattr(self, "esap_options", None)
+        if self._esap_plan is None and not (options and options.workflow):
+            return  # neither: nothing to add (objects.pod_data), so nothing to work out
         data = self._pod_data(pod)
         if not data.init_containers:
             return
