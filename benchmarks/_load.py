@@ -212,6 +212,47 @@ def loaded(server: Child, url: str, **kwargs: Any) -> tuple[Load, float]:
     return result, (after["cpu"] - before["cpu"]) / answers * 1e6
 
 
+class Callgrind:
+    """A command run under valgrind's callgrind with counting off until :meth:`on`; each
+    :meth:`dump` closes an interval (begun by :meth:`zero`) whose instructions
+    :meth:`intervals` reads back. None of it without valgrind (:func:`callgrind_found`)."""
+
+    def __init__(self, argv: list[str], folder: str, **popen: Any) -> None:
+        self.out = f"{folder}/callgrind.out"
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             f"--callgrind-out-file={self.out}", *argv],
+            stderr=subprocess.DEVNULL, **popen,
+        )  # fmt: skip
+
+    def _control(self, *flags: str) -> None:
+        subprocess.run(["callgrind_control", *flags, str(self.proc.pid)], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def on(self) -> None:
+        self._control("-i", "on")
+
+    def zero(self) -> None:
+        self._control("-z")
+
+    def dump(self) -> None:
+        self._control("-d")
+
+    def intervals(self) -> list[int]:
+        """Instructions of each dumped interval, in order."""
+        found = []
+        for name in sorted(glob.glob(self.out + ".*"), key=lambda n: int(n.rsplit(".", 1)[1])):
+            for line in Path(name).read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    found.append(int(line.split()[1]))
+                    break
+        return found
+
+
+def callgrind_found() -> bool:
+    return bool(shutil.which("valgrind") and shutil.which("callgrind_control"))
+
+
 def instructions_per_answer(script: str, argv: list[str], path: str, *, headers: dict[str, str],
                             method: str = "GET", body: bytes = b"", answers: int = 500,
                             warmup: int = 100) -> float | None:  # fmt: skip
@@ -219,19 +260,15 @@ def instructions_per_answer(script: str, argv: list[str], path: str, *, headers:
     ``warmup`` answers; None without valgrind. The server must not do timed work of its own
     (under valgrind it runs about 50x slower, so anything per second would be counted
     50x too often per answer)."""
-    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+    if not callgrind_found():
         return None
     with tempfile.TemporaryDirectory(prefix="esap-callgrind-") as tmp:
-        out = f"{tmp}/callgrind.out"
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             sys.executable, script, *argv],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
+        server = Callgrind([sys.executable, script, *argv], tmp, stdout=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO),
+                                           "PYTHONHASHSEED": "0"})  # fmt: skip
         try:
-            assert proc.stdout is not None
-            port = int(proc.stdout.readline().split()[1])
+            assert server.proc.stdout is not None
+            port = int(server.proc.stdout.readline().split()[1])
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 
             def ask(n: int) -> None:
@@ -243,19 +280,12 @@ def instructions_per_answer(script: str, argv: list[str], path: str, *, headers:
                         raise RuntimeError(f"{argv}: HTTP {answer.status}")
 
             ask(warmup)
-            control = ["callgrind_control", "-i", "on", str(proc.pid)]
-            subprocess.run(control, check=True, capture_output=True)
+            server.on()
+            server.zero()
             ask(answers)
-            control[2] = "off"
-            subprocess.run(control, check=True, capture_output=True)
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                           capture_output=True)  # fmt: skip
+            server.dump()
         finally:
-            proc.terminate()
-            proc.wait()
-        total = 0
-        for name in glob.glob(out + "*"):
-            for line in Path(name).read_text().splitlines():
-                if line.startswith(("summary:", "totals:")):
-                    total = max(total, int(line.split()[1]))
+            server.proc.terminate()
+            server.proc.wait()
+        (total,) = server.intervals()
     return total / answers
