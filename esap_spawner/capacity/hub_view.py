@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-
-from kubernetes_asyncio import client
-from traitlets.config import Config
+from typing import TYPE_CHECKING
 
 from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.observe.metrics import HubMetrics
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+    from traitlets.config import Config
 
 __all__ = ["HubClusterView"]
 

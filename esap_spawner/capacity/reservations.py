@@ -8,17 +8,23 @@ then on, and node capacity until the pod is bound to a node, finishes or goes aw
 The :class:`Ledger` keeps a model's reservations and matches them against pod events; it
 changes the model's node load only through the ``load`` callback it is given. Pure: no I/O,
 no clock of its own (the model passes ``now``).
+
+One capacity authority: the hub admits, so the hub's reservations are the ones that count.
+It publishes what they hold (:meth:`Ledger.held`, a list of :class:`Held`) and the
+advertising service's model takes them in (:meth:`Ledger.adopt`), so both subtract the
+same slots; the transport is the database (:mod:`esap_spawner.spawn.context` publishes,
+:mod:`esap_spawner.service.reservations` reads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from esap_spawner.capacity.requirements import Vector
 
-__all__ = ["Ledger", "Refusal", "Reservation"]
+__all__ = ["Held", "Ledger", "Refusal", "Reservation"]
 
 # (node, vector, sign): add (1) or take away (-1) a vector of requests on a node.
 NodeLoad = Callable[[str, Vector, int], None]
@@ -55,6 +61,23 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class Held:
+    """What one reservation holds, as one process publishes it for another's model.
+
+    ``expires_at`` is on the publisher's clock (wall-clock seconds in both processes).
+    """
+
+    slug: str
+    node: str | None
+    vector: Vector
+    holds_quota: bool
+    holds_node: bool
+    expires_at: float
+    namespace: str | None = None
+    pod_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Refusal:
     """Why a spawn cannot start now, in words a user can act on."""
 
@@ -69,16 +92,23 @@ class Ledger:
     """The reservations of one cluster model, and what they hold.
 
     ``load(node, vector, sign)`` adds (sign 1) or removes (-1) a vector on the model's
-    node; ``changed`` (optional) is called whenever what the reservations hold changes.
+    node; callbacks given to :meth:`listen` are called whenever what the reservations hold
+    changes.
     """
 
-    def __init__(self, load: NodeLoad, *, changed: Callable[[], None] | None = None) -> None:
+    def __init__(self, load: NodeLoad) -> None:
         self._load = load
-        self.changed = changed
+        self._listeners: list[Callable[[], None]] = []
         self._reservations: list[Reservation] = []
         self._awaiting_pod: dict[tuple[str | None, str], Reservation] = {}
         self._holding_uid: dict[str, Reservation] = {}
         self._quota: dict[str, int] = {}
+        self._adopted: tuple[Held, ...] = ()
+        self._adopted_reservations: list[Reservation] = []
+
+    def listen(self, changed: Callable[[], None]) -> None:
+        """Call ``changed()`` whenever what the reservations hold changes."""
+        self._listeners.append(changed)
 
     def __iter__(self) -> Iterator[Reservation]:
         """The active reservations, oldest first."""
@@ -109,6 +139,51 @@ class Ledger:
             self._load(reservation.node, reservation.vector, 1)
         self._changed()
         return reservation
+
+    def held(self) -> list[Held]:
+        """What this ledger's own reservations hold (adopted ones left out), to publish."""
+        adopted = {id(r) for r in self._adopted_reservations}
+        return [
+            Held(
+                slug=r.slug,
+                node=r.node,
+                vector=r.vector,
+                holds_quota=r.holds_quota,
+                holds_node=r.holds_node,
+                expires_at=r.expires_at,
+                namespace=r.namespace,
+                pod_name=r.pod_name,
+            )
+            for r in self._reservations
+            if id(r) not in adopted
+        ]
+
+    def adopt(self, held: Sequence[Held]) -> None:
+        """Hold what another process's reservations hold (its latest publication), in place
+        of what was adopted before. Adopted reservations wait for no pod: the publisher's
+        next publication settles them (or they lapse at ``expires_at``)."""
+        fresh = tuple(held)
+        if fresh == self._adopted:
+            return
+        for r in self._adopted_reservations:
+            self.release(r)
+        self._adopted = fresh
+        self._adopted_reservations = [
+            self.hold(
+                Reservation(
+                    slug=h.slug,
+                    namespace=h.namespace,
+                    pod_name=None,
+                    node=h.node,
+                    vector=h.vector,
+                    expires_at=h.expires_at,
+                    holds_quota=h.holds_quota,
+                    holds_node=h.holds_node,
+                )
+            )
+            for h in fresh
+            if h.holds_quota or h.holds_node
+        ]
 
     def release(self, reservation: Reservation) -> None:
         """Drop whatever ``reservation`` still holds. Idempotent."""
@@ -177,5 +252,5 @@ class Ledger:
         self._changed()
 
     def _changed(self) -> None:
-        if self.changed is not None:
-            self.changed()
+        for changed in self._listeners:
+            changed()

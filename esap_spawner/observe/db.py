@@ -1,9 +1,9 @@
 """What esap-spawner remembers across restarts: spawns, staging requests, availability.
 
 One :class:`Database` object per URL over the tables of :mod:`esap_spawner.observe.tables`
-(spawns, staging requests, availability samples, settings). SQLite is the default
-(``sqlite:///esap.sqlite``, WAL journal so the hub, the service and ``report`` can read
-while the spawner writes); PostgreSQL works by URL
+(spawns, staging requests, availability samples, the hub's reservations, settings). SQLite
+is the default (``sqlite:///esap.sqlite``, WAL journal so the hub, the service and
+``report`` can read while the spawner writes); PostgreSQL works by URL
 (``postgresql+psycopg://user:pass@host/db``, the ``postgresql`` extra).
 
 The spawner's calls, one line each::
@@ -17,6 +17,8 @@ The spawner's calls, one line each::
     db.update_staging(rec.id, rule_id=..., state="REPLICATING", files_done=3, bytes_done=...)
     db.finish_staging(rec.id, outcome="success")
     db.staging_in_flight()                                    # resume after a restart
+    db.publish_reservations(model.reservations.held())        # the hub's, when they change
+    db.published_reservations(now=time.time())                # the service's, every 0.5 s
 
 Times are stored as naive UTC ``datetime``; every function accepts aware datetimes or
 seconds since the epoch and returns naive UTC. Records returned are detached snapshots.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,15 +38,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, create_engine, event, or_, select
+from sqlalchemy import and_, create_engine, delete, event, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from esap_spawner.capacity.reservations import Held
 from esap_spawner.data.catalogue.base import StagingStatus
 from esap_spawner.observe import schema
 from esap_spawner.observe.tables import (
     AvailabilitySample,
     Base,
+    ReservationRecord,
     Setting,
     SpawnRecord,
     StagingRecord,
@@ -249,6 +254,47 @@ class Database:
             query = query.where(AvailabilitySample.time < utc(until))
         with self.session() as s:
             return list(s.scalars(query.order_by(AvailabilitySample.time, AvailabilitySample.id)))
+
+    # --- reservations (the hub's, for the service) ---------------------------------------
+    def publish_reservations(self, held: Sequence[Held]) -> None:
+        """Replace the published reservations by ``held`` (the hub's, all of them), at once."""
+        moment = _now()
+        rows = [
+            ReservationRecord(
+                profile=h.slug,
+                namespace=h.namespace,
+                pod_name=h.pod_name,
+                node=h.node,
+                requests=json.dumps([list(pair) for pair in h.vector]),
+                holds_quota=h.holds_quota,
+                holds_node=h.holds_node,
+                expires_at=h.expires_at,
+                published_at=moment,
+            )
+            for h in held
+        ]
+        with self.session() as s:
+            s.execute(delete(ReservationRecord))
+            s.add_all(rows)
+
+    def published_reservations(self, *, now: float) -> list[Held]:
+        """The reservations last published that have not lapsed at ``now`` (epoch seconds)."""
+        query = select(ReservationRecord).where(ReservationRecord.expires_at > now)
+        with self.session() as s:
+            rows = list(s.scalars(query.order_by(ReservationRecord.id)))
+        return [
+            Held(
+                slug=r.profile,
+                node=r.node,
+                vector=tuple((str(name), int(amount)) for name, amount in json.loads(r.requests)),
+                holds_quota=r.holds_quota,
+                holds_node=r.holds_node,
+                expires_at=r.expires_at,
+                namespace=r.namespace,
+                pod_name=r.pod_name,
+            )
+            for r in rows
+        ]
 
     # --- staging --------------------------------------------------------------------------
     def start_staging(

@@ -174,6 +174,20 @@ class _ProfileGauges:
             self.available.labels(profile=slug).set(_count_or_nan(availability.can_start_now))
             self.running.labels(profile=slug).set(_count_or_nan(availability.running))
 
+    def follow(self, slugs: Iterable[str], availability: Callable[[], Mapping[str, Any]]) -> None:
+        """Read each profile's series from ``availability()`` at every scrape."""
+
+        def field(slug: str, name: str) -> Callable[[], float]:
+            def read() -> float:
+                found = availability().get(slug)
+                return math.nan if found is None else _count_or_nan(getattr(found, name))
+
+            return read
+
+        for slug in slugs:
+            self.available.labels(profile=slug).set_function(field(slug, "can_start_now"))
+            self.running.labels(profile=slug).set_function(field(slug, "running"))
+
 
 class HubMetrics:
     """The spawner's metrics: spawns, phases, staging, profile availability.
@@ -274,6 +288,13 @@ class HubMetrics:
     def watch_cluster_view(self, view_age: Callable[[], float | None]) -> None:
         """Export ``view_age()`` (seconds, None before the first sync) at each scrape."""
         self.view_age.watch(view_age)
+
+    def follow_profile_availability(
+        self, slugs: Iterable[str], availability: Callable[[], Mapping[str, Any]]
+    ) -> None:
+        """Export, at each scrape, ``can_start_now`` and ``running`` of each of ``slugs``
+        from ``availability()`` (``{slug: Availability}``; what the hub would admit now)."""
+        self.profiles.follow(slugs, availability)
 
 
 class ServiceMetrics:

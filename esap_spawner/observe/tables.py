@@ -11,6 +11,9 @@
   finished row keeps its rule id, so a retry that reuses the rule gets a row of its own,
   and users staging one DID through the site account's one rule each have theirs.
 - ``esap_availability`` (:class:`AvailabilitySample`): per profile over time.
+- ``esap_reservations`` (:class:`ReservationRecord`): the hub's reservations of admitted
+  spawns whose pods its cluster view has not counted yet, as it last published them (the
+  advertising service holds them too: one capacity authority, docs/architecture.md).
 - ``esap_settings`` (:class:`Setting`): the per-site salt for user hashes, generated on
   first use unless the administrator gives one.
 
@@ -21,7 +24,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from esap_spawner.spawn.status import Phase
@@ -30,6 +44,7 @@ __all__ = [
     "IN_FLIGHT",
     "AvailabilitySample",
     "Base",
+    "ReservationRecord",
     "Setting",
     "SpawnRecord",
     "StagingRecord",
@@ -148,3 +163,25 @@ class AvailabilitySample(Base):
     status: Mapped[str] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_esap_availability_profile_time", "profile", "time"),)
+
+
+class ReservationRecord(Base):
+    """One reservation the hub holds, as last published: what it holds and until when.
+
+    The hub replaces the whole table whenever its reservations change; ``requests`` is the
+    request vector as JSON (``[["cpu", 100], ["memory", 134217728], ["pods", 1]]``, the
+    cluster model's integer units).
+    """
+
+    __tablename__ = "esap_reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile: Mapped[str] = mapped_column(String(63))
+    namespace: Mapped[str | None] = mapped_column(String(253))
+    pod_name: Mapped[str | None] = mapped_column(String(253))
+    node: Mapped[str | None] = mapped_column(String(253))
+    requests: Mapped[str] = mapped_column(Text)
+    holds_quota: Mapped[bool] = mapped_column(Boolean)
+    holds_node: Mapped[bool] = mapped_column(Boolean)
+    expires_at: Mapped[float] = mapped_column(Float)
+    published_at: Mapped[datetime] = mapped_column(DateTime)

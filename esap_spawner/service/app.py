@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -24,6 +25,7 @@ import tornado.web
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from esap_spawner import __version__
+from esap_spawner.capacity.sharing import adopt_published
 from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.service.auth import AuthStrategy, auth_from_environment
 from esap_spawner.service.catalogue import locality_backend
@@ -296,7 +298,15 @@ class ESAPService(CommandLineApp):
         seconds, e.g. ``60`` (in a worker thread: answers never wait for the database).""",
     ).tag(config=True)
 
-    @validate("availability_sample_seconds", "history_refresh_seconds")
+    reservations_poll_seconds = Float(
+        0.5,
+        help="""Read the hub's reservations (admitted spawns whose pods are not counted yet)
+        from the database every this many seconds, e.g. ``0.5``, so what the service
+        advertises is what the hub would admit (one capacity authority). The service's
+        answers trail the hub's decisions by about this much; ``0`` stops reading them.""",
+    ).tag(config=True)
+
+    @validate("availability_sample_seconds", "history_refresh_seconds", "reservations_poll_seconds")
     def _not_negative(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if value < 0:
@@ -354,7 +364,7 @@ class ESAPService(CommandLineApp):
             self.history = SpawnHistory(db, [p.slug for p in site.profiles])
         else:
             self.log.info("no db_url: estimated_start_seconds is null, no availability samples")
-        model = ClusterModel(spawn_durations=self.history)
+        model = self.model = ClusterModel(spawn_durations=self.history)
         note = None
         watch = kube_config_available(self.kubeconfig)
         if not watch:
@@ -468,7 +478,8 @@ class ESAPService(CommandLineApp):
 
     def _start_history(self, app: tornado.web.Application) -> list[asyncio.Task[None]]:
         """The database jobs (see :mod:`.history`): refresh the spawn durations, sample
-        availability; none without ``db_url``."""
+        availability, hold the hub's reservations (:mod:`esap_spawner.capacity.sharing`);
+        none without ``db_url``."""
         history = self.history
         if history is None:
             return []
@@ -486,6 +497,11 @@ class ESAPService(CommandLineApp):
             if self.availability_sample_seconds > 0:
                 jobs.append(
                     every(self.availability_sample_seconds, sample, what="sampling availability")
+                )
+            if self.reservations_poll_seconds > 0:
+                adopt = partial(adopt_published, self.model.reservations, db)
+                jobs.append(
+                    every(self.reservations_poll_seconds, adopt, what="reading the reservations")
                 )
             await asyncio.gather(*jobs)
 

@@ -44,6 +44,7 @@ ALIASES: dict[str, str] = {
     "db-url": "ESAPService.db_url",
     "availability-sample-seconds": "ESAPService.availability_sample_seconds",
     "history-refresh-seconds": "ESAPService.history_refresh_seconds",
+    "reservations-poll-seconds": "ESAPService.reservations_poll_seconds",
     "workflow-ca-file": "ESAPService.workflow_ca_file",
     "workflow-lookup-timeout": "ESAPService.workflow_lookup_timeout",
     "hub-query-style": "ESAPService.hub_query_style",

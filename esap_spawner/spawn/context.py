@@ -10,9 +10,13 @@ event loop, and they share what that process knows. :class:`HubContext` owns it:
   site by :func:`~esap_spawner.data.catalogue.factory.catalogue_from_site`;
 - the **database** (:meth:`~HubContext.database`), opened once, its schema checked;
 - the **cluster view** (:attr:`~HubContext.cluster`): one model of nodes and pods fed by one
-  watcher, on KubeSpawner's own API client, and the reservations of admitted spawns;
-- the **metrics** (the hub side of :mod:`esap_spawner.observe.metrics`), the recent spawn
-  **durations** and the **background** tasks writing spawn records.
+  watcher, on KubeSpawner's own API client, and the reservations of admitted spawns, which
+  are published to the database for the advertising service
+  (:mod:`esap_spawner.capacity.sharing`);
+- the **metrics** (the hub side of :mod:`esap_spawner.observe.metrics`; once the view runs,
+  each profile's ``esap_profile_available_servers`` is what the hub would admit at the
+  moment of the scrape), the recent spawn **durations** and the **background** tasks
+  writing spawn records.
 
 The hub's context lives in JupyterHub's shared settings (the one dict every ``User`` of a
 hub holds, ``user.settings``) under ``esap_contexts``, one per site file and database URL:
@@ -30,6 +34,8 @@ from collections.abc import Coroutine, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from esap_spawner.capacity.hub_view import HubClusterView
+from esap_spawner.capacity.model import Availability, ClusterModel
+from esap_spawner.capacity.sharing import ReservationPublisher
 from esap_spawner.data.catalogue.base import Catalogue
 from esap_spawner.data.catalogue.factory import catalogue_from_site
 from esap_spawner.observe.db import Database
@@ -41,6 +47,9 @@ from esap_spawner.spawn.records import SpawnAttempt, SpawnDurations, record_spaw
 from esap_spawner.spawn.status import SpawnStatus
 
 if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+    from traitlets.config import Config
+
     from esap_spawner.spawn.spawner import ESAPSpawner
 
 __all__ = ["SETTINGS_KEY", "UPGRADE_HINT", "HubContext"]
@@ -72,6 +81,8 @@ class HubContext:
         self.metrics = metrics
         self.durations = SpawnDurations()
         self.cluster = HubClusterView(durations=self.durations, metrics=metrics)
+        ledger = self.cluster.model.reservations
+        self.publisher = ReservationPublisher(ledger, self.database) if db_url else None
         self._site: tuple[float, Site] | None = None
         self._catalogue: tuple[Site, Catalogue | None] | None = None
         self._db: Database | None = None
@@ -114,6 +125,8 @@ class HubContext:
             return self._site[1]
         self._site = (mtime, site)
         self.metrics.init_profile_labels(site.slugs)  # every series exists before a spawn
+        if self.cluster.watcher is not None:
+            self._follow_availability(site)
         return site
 
     @property
@@ -126,6 +139,40 @@ class HubContext:
             if old is not None:
                 self.in_background(old.close())
         return self._catalogue[1]
+
+    # -- the cluster view ---------------------------------------------------------------
+
+    async def cluster_model(
+        self,
+        *,
+        api_client: client.ApiClient,
+        config: Config,
+        sync_timeout: float,
+        namespace: str | None = None,
+    ) -> ClusterModel:
+        """The cluster view's model, started on first use (see
+        :meth:`~esap_spawner.capacity.hub_view.HubClusterView.ensure_started`); from then
+        on its reservations are published whenever they change."""
+        started = self.cluster.watcher is not None
+        model = await self.cluster.ensure_started(
+            api_client=api_client, config=config, sync_timeout=sync_timeout, namespace=namespace
+        )
+        if not started:
+            self._follow_availability(self.site)
+            if self.publisher is not None:
+                self.publisher.start()
+        return model
+
+    def _follow_availability(self, site: Site) -> None:
+        """``/hub/metrics`` shows what the hub would admit now, per profile of ``site``."""
+        model = self.cluster.model
+
+        def availability() -> Mapping[str, Availability]:
+            current = self._site[1] if self._site is not None else site  # no file read here
+            threshold = current.service.limited_threshold
+            return model.availability(current.profiles, limited_threshold=threshold)
+
+        self.metrics.follow_profile_availability(site.slugs, availability)
 
     # -- the database ------------------------------------------------------------------
 
@@ -197,7 +244,10 @@ class HubContext:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop watching, finish the background work, release the catalogue and database."""
+        """Stop watching and publishing, finish the background work, release the catalogue
+        and the database."""
+        if self.publisher is not None:
+            await self.publisher.stop()
         await self.cluster.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -323,7 +323,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
     async def _cluster_view(self) -> ClusterModel:
         """The hub's cluster view, watching through KubeSpawner's own API client (and this
         spawner's namespace's quotas too)."""
-        return await self.context.cluster.ensure_started(
+        return await self.context.cluster_model(
             api_client=self.api.api_client,
             config=self.config,
             sync_timeout=self.admission_sync_timeout,

@@ -910,6 +910,7 @@ def test_service_takes_its_place_from_the_hub_environment(
     monkeypatch.setenv("JUPYTERHUB_SERVICE_NAME", "esap")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "a" * 32)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)  # the default database, sqlite:///esap.sqlite, lands here
     service = ESAPService(site_file=str(site_file))
     assert (service.ip, service.port, service.prefix) == ("127.0.0.2", 10101, "/services/esap/")
     app, watch = service.build()

@@ -17,6 +17,7 @@ from esap_spawner.capacity.model import (
     Reservation,
 )
 from esap_spawner.capacity.requirements import ProfileRequirements, describe_vector, image_aliases
+from esap_spawner.capacity.reservations import Held
 from esap_spawner.spawn.records import SpawnDurations
 
 PROFILE_LABEL = "test.esap.example/profile"
@@ -771,3 +772,87 @@ def test_watch_lines_become_events_and_errors() -> None:
     with pytest.raises(cluster_watch.WatchError, match="pods: HTTP 500: boom") as info:
         cluster_watch.ClusterWatcher._event("pods", failed)
     assert info.value.status == 500
+
+
+# ---------------------------------------------------------------- one capacity authority
+
+
+def test_held_says_what_each_reservation_still_holds() -> None:
+    model = model_of([node("a", "4", "64Gi")])
+    req = profile(cpu="1", max_servers=3)
+    r = model.reserve(req, namespace="hub", pod_name="jupyter-ann", ttl=60)
+    assert isinstance(r, Reservation)
+    (held,) = model.reservations.held()
+    assert held == Held("small", "a", req.requests, True, True, r.expires_at, "hub", "jupyter-ann")
+    model.apply("ADDED", pod("p1", None, namespace="hub", name="jupyter-ann", profile="small"))
+    (held,) = model.reservations.held()
+    assert (held.holds_quota, held.holds_node) == (False, True)  # the pod counts, unbound
+    model.apply("MODIFIED", pod("p1", "a", namespace="hub", name="jupyter-ann", profile="small"))
+    assert model.reservations.held() == []
+
+
+def test_a_model_that_adopts_the_hubs_reservations_answers_as_the_hub() -> None:
+    nodes = [node("a", "4", "64Gi"), node("b", "2", "64Gi")]
+    hub, service = model_of(nodes), model_of(nodes)
+    req = profile(cpu="1", max_servers=5)
+    for name in ("ann", "bob"):
+        assert isinstance(hub.reserve(req, namespace="hub", pod_name=name), Reservation)
+    assert service.availability([req]) != hub.availability([req])  # what the issue was
+    service.reservations.adopt(hub.reservations.held())
+    assert service.availability([req]) == hub.availability([req])
+    assert service.reserved("small") == 2 and service.reservations.held() == []  # not its own
+    # the hub's pod appears: once the service sees both the pod and the new publication,
+    # they agree again, and nothing is counted twice
+    for model in (hub, service):
+        model.apply("ADDED", pod("p1", "a", namespace="hub", name="ann", profile="small"))
+    service.reservations.adopt(hub.reservations.held())
+    assert service.availability([req]) == hub.availability([req])
+    assert service.availability([req])["small"].can_start_now == 3
+
+
+def test_adopting_replaces_what_was_adopted_and_the_same_publication_changes_nothing() -> None:
+    clock = Clock()
+    service = model_of([node("a", "4", "64Gi")], clock=clock)
+    req = profile(cpu="1")
+    changes: list[int] = []
+    service.reservations.listen(lambda: changes.append(1))
+    one = Held("small", "a", req.requests, True, True, clock.now + 30)
+    service.reservations.adopt([one, one])
+    assert service.fit_count(req)[0] == 2 and service.reserved("small") == 2
+    before = len(changes)
+    service.reservations.adopt([one, one])  # the same publication again: nothing moves
+    assert len(changes) == before
+    service.reservations.adopt([one])
+    assert service.fit_count(req)[0] == 3 and service.reserved("small") == 1
+    # adopted reservations wait for no pod, however it is named, and lapse on time
+    service.apply("ADDED", pod("p1", None, name="jupyter-ann", profile="small"))
+    assert service.reserved("small") == 1
+    clock.now += 31
+    assert service.availability([req])["small"].can_start_now == 4
+    service.reservations.adopt([])
+    assert service.fit_count(req)[0] == 4 and service.reserved("small") == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 200))
+def test_after_each_publication_the_service_answers_as_the_hub(seed: int, n: int) -> None:
+    """The hub reserves, releases and sees pods at random; the service sees the same pods
+    and adopts each publication: every profile's availability is the hub's."""
+    rng = random.Random(seed)
+    events, _, _ = _random_events(rng, n)
+    hub, service = model_of([]), model_of([])
+    held: list[Reservation] = []
+    for kind, obj in events:
+        roll = rng.random()
+        if roll < 0.3 and kind == "ADDED" and obj["kind"] == "Pod":
+            r = hub.reserve(
+                rng.choice(PROPERTY_PROFILES), namespace="default", pod_name=obj["metadata"]["name"]
+            )
+            if isinstance(r, Reservation):
+                held.append(r)
+        elif roll < 0.4 and held:
+            held.pop(rng.randrange(len(held))).release()
+        hub.apply(kind, obj)
+        service.apply(kind, obj)
+        service.reservations.adopt(hub.reservations.held())
+        assert service.availability(PROPERTY_PROFILES) == hub.availability(PROPERTY_PROFILES)

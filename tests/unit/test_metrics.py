@@ -221,6 +221,19 @@ def test_hub_cluster_view_age(hub: HubMetrics) -> None:
     assert value(hub.registry, "esap_cluster_view_age_seconds") == 12.5
 
 
+def test_hub_profile_gauges_follow_the_cluster_view_at_each_scrape(hub: HubMetrics) -> None:
+    hub.init_profile_labels(["small", "gpu"])
+    now: dict[str, Avail] = {"small": Avail(3, 1)}
+    hub.follow_profile_availability(["small", "gpu"], lambda: now)
+    assert value(hub.registry, "esap_profile_available_servers", profile="small") == 3
+    assert value(hub.registry, "esap_profile_running_servers", profile="small") == 1
+    assert math.isnan(value(hub.registry, "esap_profile_available_servers", profile="gpu"))
+    now["small"], now["gpu"] = Avail(0, 4), Avail(None, None)  # the view moved on
+    assert value(hub.registry, "esap_profile_available_servers", profile="small") == 0
+    assert value(hub.registry, "esap_profile_running_servers", profile="small") == 4
+    assert math.isnan(value(hub.registry, "esap_profile_available_servers", profile="gpu"))
+
+
 def test_the_hub_metrics_record_in_the_default_registry() -> None:
     slug = "helper-test-profile"
     metrics.HUB.init_profile_labels([slug])
