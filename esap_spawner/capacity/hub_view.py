@@ -23,7 +23,7 @@ from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.observe.metrics import HubMetrics
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client import ApiClient
     from traitlets.config import Config
 
 __all__ = ["HubClusterView"]
@@ -47,7 +47,7 @@ class HubClusterView:
     async def ensure_started(
         self,
         *,
-        api_client: client.ApiClient,
+        api_client: ApiClient,
         config: Config,
         sync_timeout: float,
         namespace: str | None = None,

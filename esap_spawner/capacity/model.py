@@ -97,7 +97,8 @@ class ClusterModel:
         self._synced = False
         self._as_of: float | None = None
         self._down_since: dict[str, float] = {}
-        self.reservations = Ledger(self._add_vector, changed=self._changed)
+        self.reservations = Ledger(self._add_vector)
+        self.reservations.listen(self._changed)
         self.quotas = Quotas()  # the hub namespace's ResourceQuotas
         self._version = 0
 
