@@ -224,11 +224,10 @@ def test_the_view_watches_the_cluster_kubespawner_spawns_in(
         # admitted (the tiny node of the kubeconfig's cluster would have refused it) ...
         assert r.status_code in (201, 202), r.text
         deadline = time.monotonic() + 30
-        while not profile_pods(spawns_here, "quota") and time.monotonic() < deadline:
+        where = Cluster(spawns_here.url, "admission", kubeconfig, {})
+        while not profile_pods(where, "quota") and time.monotonic() < deadline:
             time.sleep(0.2)
         # ... and its pod is in the cluster KubeSpawner talks to
-        assert [p["metadata"]["name"] for p in profile_pods(spawns_here, "quota")] == [
-            "jupyter-kim"
-        ]
+        assert [p["metadata"]["name"] for p in profile_pods(where, "quota")] == ["jupyter-kim"]
     finally:
         hub.stop()
