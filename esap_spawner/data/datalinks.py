@@ -87,13 +87,14 @@ def safe_relative(name: object, did: str) -> str:
 
 
 def safe_target(path: object, roots: list[str], did: str) -> str:
-    """A replica path: absolute, normalised, strictly inside one of ``roots``."""
+    """A replica path: absolute, normalised, inside one of ``roots`` (or one of them: a
+    storage mounted file by file)."""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
         raise Refused(f"{did}: replica path {path!r} must be an absolute path")
     if any(p in (".", "..") for p in path.split("/")) or posixpath.normpath(path) != path:
         raise Refused(f"{did}: replica path {path!r} is not a normalised path")
     for root in roots:
-        if path.startswith(root.rstrip("/") + "/"):
+        if path == root or path.startswith(root.rstrip("/") + "/"):
             return path
     raise Refused(f"{did}: replica path {path!r} is outside the storage mounts {roots}")
 

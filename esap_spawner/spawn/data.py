@@ -51,6 +51,7 @@ from esap_spawner.site.model import DEFAULT_STAGING_TIMEOUT, LocalRSE, Site
 from esap_spawner.site.quantity import format_bytes
 from esap_spawner.spawn import objects
 from esap_spawner.spawn.options import UserOptions
+from esap_spawner.spawn.plan import DataPlanError, dataset_plan, narrow_to_datasets
 from esap_spawner.spawn.pod_owned import PodOwnedObjects
 
 
@@ -190,7 +191,9 @@ class DataSpawnerMixin(PodOwnedObjects):
         catalogue = self.context.catalogue
         storage = catalogue.local_rses if catalogue is not None else ()
         try:
-            plan = objects.dataset_plan(resolved, storage, self.site.data.mount_root)
+            plan = dataset_plan(resolved, storage, self.site.data.mount_root)
+            if self.site.data.catalogue == "static":  # only the datasets asked for
+                plan = narrow_to_datasets(plan, storage, [s.name for s in storage])
         except ValueError as e:  # DataPlanError, PathOutsideMount
             raise StagingError(
                 500, f"The datasets cannot be mounted: {e}", StagingStatus.failure
@@ -204,7 +207,7 @@ class DataSpawnerMixin(PodOwnedObjects):
             manifest = objects.datalinks_config_map(
                 self.pod_name, plan, labels=self._build_common_labels({})
             )
-        except objects.DataPlanError as e:
+        except DataPlanError as e:
             raise StagingError(413, str(e), StagingStatus.failure) from None
         await self.create_before_pod(manifest)
 

@@ -6,12 +6,12 @@ models), so tests compare them with golden dicts.
 
 The pieces, for a spawn with datasets:
 
-- the **plan** (:func:`dataset_plan`): DID -> files (name, bytes, checksums, RSE) and the path
-  of each file's replica inside the pod (the PFN's path minus the RSE's ``pfn_prefix``, joined
-  onto its ``mount_path``; anything escaping the mount is refused), plus ``allowed_roots``;
+- the **plan** (:mod:`esap_spawner.spawn.plan`): DID -> files and the path of each file's
+  replica inside the pod, and which part of each storage to mount;
 - the **storage volumes** (:func:`storage_volumes`): each local RSE (or the static volume)
-  that holds a requested file, mounted READ-ONLY at its ``mount_path``, with the volume source
-  exactly as the site file gives it (PVC, NFS, hostPath, CSI, ...);
+  that holds a requested file, mounted READ-ONLY at its ``mount_path`` (the static volume:
+  only the requested datasets, by ``subPath``), with the volume source exactly as the site
+  file gives it (PVC, NFS, hostPath, CSI, ...);
 - the **ConfigMap** (:func:`datalinks_config_map`): the plan and the source of
   :mod:`esap_spawner.data.datalinks`. The file list reaches the init container this way because it
   can be large (an env var would sit in the pod spec and in every ``kubectl get``); it is
@@ -42,12 +42,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from esap_spawner.data.catalogue.base import DidFiles
-from esap_spawner.data.catalogue.locality import pod_path
-from esap_spawner.data.did import parse_did
 from esap_spawner.site.model import LocalRSE
+from esap_spawner.spawn.plan import DataPlanError
 
-PLAN_VERSION = 1
 #: Bytes a ConfigMap may hold (Kubernetes allows 1 MiB; leave room for metadata).
 CONFIG_MAP_LIMIT = 1_000_000
 DATALINKS_DIR = "/opt/esap"
@@ -83,80 +80,23 @@ def datasets_of(pod: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(d for d in found if isinstance(d, str))
 
 
-class DataPlanError(ValueError):
-    """The datasets cannot be laid out in the pod (not local, escaping a mount, too many)."""
-
-
 def volume_name(prefix: str, name: str) -> str:
     """A DNS-label volume name ``<prefix>-<name>`` (lower case, ``[a-z0-9-]``, <= 63)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "x"
     return f"{prefix}-{slug}"[:63].rstrip("-")
 
 
-# --- the plan ------------------------------------------------------------------------------
-def dataset_plan(
-    resolved: Mapping[str, DidFiles], storage: Sequence[LocalRSE], mount_root: str
-) -> dict[str, Any]:
-    """DID -> files with their replica paths in the pod, for the links init container.
-
-    Every file must have an AVAILABLE replica at one of ``storage`` (a :class:`DataPlanError`
-    names the first that has none); a PFN outside its RSE's prefix or escaping the mount is
-    refused (:class:`~esap_spawner.data.catalogue.locality.PathOutsideMount`, a ``ValueError``).
-    """
-    by_rse = {s.name: s for s in storage}
-    names = frozenset(by_rse)
-    used: set[str] = set()
-    datasets: dict[str, Any] = {}
-    for did, files in resolved.items():
-        parse_did(did)
-        entries = []
-        for f in files.files:
-            replica = f.available_at(names)
-            if replica is None or not replica.pfn:
-                raise DataPlanError(
-                    f"{did}: file {f.name} has no available replica at the hub's storage "
-                    f"({', '.join(sorted(names)) or 'none configured'})"
-                )
-            mount = by_rse[replica.rse]
-            if mount.volume is None:
-                raise DataPlanError(f"{did}: the hub's storage {mount.name} has no volume to mount")
-            used.add(mount.name)
-            entries.append(
-                {
-                    "name": _file_name(f.scope, f.name, did),
-                    "bytes": f.bytes,
-                    "adler32": f.adler32,
-                    "md5": f.md5,
-                    "rse": replica.rse,
-                    "path": pod_path(replica.pfn, mount),
-                }
-            )
-        datasets[did] = {"files": entries, "bytes_total": files.bytes}
-    return {
-        "version": PLAN_VERSION,
-        "mount_root": posixpath.normpath(mount_root),
-        "allowed_roots": sorted({posixpath.normpath(by_rse[r].mount_path) for r in used}),
-        "rses": sorted(used),
-        "datasets": datasets,
-    }
-
-
-def _file_name(scope: str, name: str, did: str) -> str:
-    """The link's name inside the dataset folder; files of another scope keep their scope."""
-    parts = name.split("/")
-    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise DataPlanError(f"{did}: file name {name!r} would leave the dataset folder")
-    did_scope = did.partition(":")[0]
-    return name if scope == did_scope else f"{scope}/{name}"
-
-
 # --- volumes and mounts --------------------------------------------------------------------
 def storage_volumes(
-    storage: Sequence[LocalRSE], used: Sequence[str]
+    storage: Sequence[LocalRSE],
+    used: Sequence[str],
+    subpaths: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and READ-ONLY mounts of the storage in ``used`` (RSE names), in ``storage``
     order; the volume source is copied from the site file as is (a plan never uses an
-    RSE without one: :func:`dataset_plan` refuses it)."""
+    RSE without one: :func:`~esap_spawner.spawn.plan.dataset_plan` refuses it). An RSE in
+    ``subpaths`` is mounted only there: each subpath of the volume at the same path under
+    its ``mount_path``."""
     volumes, mounts = [], []
     wanted = set(used)
     for s in storage:
@@ -164,7 +104,12 @@ def storage_volumes(
             continue
         name = volume_name("esap-rse", s.name)
         volumes.append({"name": name, **json.loads(json.dumps(dict(s.volume)))})
-        mounts.append({"name": name, "mountPath": s.mount_path, "readOnly": True})
+        if subpaths is None or s.name not in subpaths:
+            mounts.append({"name": name, "mountPath": s.mount_path, "readOnly": True})
+            continue
+        for sub in subpaths[s.name]:
+            path = posixpath.join(s.mount_path, sub)
+            mounts.append({"name": name, "mountPath": path, "subPath": sub, "readOnly": True})
     return volumes, mounts
 
 
@@ -460,7 +405,9 @@ def pod_data(
     volumes.append(config_volume(pod_name))
     if plan is not None:
         mount_root = str(plan["mount_root"])
-        store_volumes, store_mounts = storage_volumes(storage, plan.get("rses") or ())
+        store_volumes, store_mounts = storage_volumes(
+            storage, plan.get("rses") or (), plan.get("subpaths")
+        )
         volumes += [*store_volumes, datasets_volume()]
         mounts += [*store_mounts, datasets_mount(mount_root, read_only=True)]
         env["ESAP_DATASETS"] = manifest_path(mount_root)

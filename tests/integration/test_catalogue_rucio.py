@@ -311,6 +311,36 @@ async def test_user_token_acts_as_that_user(rucio_server: RucioServer, clock: Fa
         await service.close()
 
 
+async def test_one_users_answer_never_answers_another(
+    rucio_server: RucioServer, clock: FakeClock
+) -> None:
+    """Security review finding 3: the resolve cache is keyed by the identity that asked. A
+    forged (or expired) token got the answer cached for a good one; now it is refused, and
+    each user's question goes to Rucio with that user's own token."""
+    scope = rucio_server.new_scope("who")
+    rucio_server.upload_dataset(scope, "ds", make_files(scope, "w", 2), REMOTE_RSE)
+    did = f"{scope}:ds"
+    service = RucioCatalogue(settings(rucio_server, "root"), clock=clock)
+    try:
+        alice = service.for_token(rucio_server.token("alice"), account="alice")
+        assert (await alice.resolve([did]))[did] is not None
+        forged = service.for_token("not-a-token", account="alice")
+        with pytest.raises(CatalogueUnavailable, match="refused"):
+            await forged.resolve([did])
+        asked = service.calls["list_replicas"]
+        bob = service.for_token(rucio_server.token("bob"), account="bob")
+        await bob.resolve([did])  # bob's own question, with bob's token
+        assert service.calls["list_replicas"] == asked + 1
+        hits = service.cache_hits
+        await alice.resolve([did])  # alice's answer, cached for alice
+        assert (service.calls["list_replicas"], service.cache_hits) == (asked + 1, hits + 1)
+        service.invalidate([did])  # staging changed it: gone for every identity
+        await bob.resolve([did])
+        assert service.calls["list_replicas"] == asked + 2
+    finally:
+        await service.close()
+
+
 async def test_wrong_password_is_refused_even_after_a_good_login(
     rucio_server: RucioServer,
 ) -> None:

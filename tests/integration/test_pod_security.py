@@ -180,6 +180,13 @@ async def test_a_pod_with_data_and_workflow_is_locked_down(
         assert m.get("readOnly") is True or m["mountPath"] == MOUNT_ROOT, m
         if m["name"] in storage:
             assert m["readOnly"] is True
+    # of the static volume, only the dataset asked for (security review finding 3)
+    archive = str(site_file.parent / "archive")
+    for container in (notebook, inits["esap-datalinks"]):
+        assert [m for m in container["volumeMounts"] if m["name"] in storage] == [
+            {"name": storage[0], "mountPath": f"{archive}/L123456", "subPath": "L123456",
+             "readOnly": True}
+        ], container["name"]  # fmt: skip
     # the checkout never mounts the data; URL and ref are single argv items, not shell words
     assert not {m["name"] for m in inits["esap-checkout"]["volumeMounts"]} & set(storage)
     command = inits["esap-checkout"]["command"]

@@ -419,6 +419,12 @@ for did, entry in sorted(manifest["datasets"].items()):
 home = os.environ["HOME"]
 for name in sorted(os.listdir(home)):
     print("HOME", name, sorted(os.listdir(os.path.join(home, name))))
+# what the pod sees of the storage: all of /archive, from a path it holds (translated)
+archive = os.path.dirname(os.path.dirname(os.environ["ARCHIVE"]))
+if os.path.exists(archive):
+    seen = [os.path.relpath(os.path.join(d, f), archive) for d, _, fs in os.walk(archive,
+            followlinks=True) for f in fs]
+    print("FILE archive", sorted(seen))
 """
 
 
@@ -432,11 +438,14 @@ def esap_pod(
     """A pod with the real datasets/checkout init containers and their ConfigMap."""
     from esap_spawner.site.model import LocalRSE
     from esap_spawner.spawn import objects
+    from esap_spawner.spawn.plan import narrow_to_datasets
 
     archive = tmp_path / "archive"
     (archive / "lofar" / "L1" / "sub").mkdir(parents=True)
     (archive / "lofar" / "L1" / "a.fits").write_text("AAA")
     (archive / "lofar" / "L1" / "sub" / "b.fits").write_text("BBB")
+    (archive / "lofar" / "L2").mkdir()  # another dataset, not asked for
+    (archive / "lofar" / "L2" / "c.fits").write_text("CCC")
     storage = LocalRSE(
         "static", "/archive/", "/archive", {"hostPath": {"path": str(archive), "type": "Directory"}}
     )
@@ -451,6 +460,7 @@ def esap_pod(
         "rses": ["static"],
         "datasets": {"lofar:L1": {"files": files, "bytes_total": 6}},
     }
+    plan = narrow_to_datasets(plan, [storage], ["static"])  # as for a static catalogue
     data = objects.pod_data(
         pod_name="nb",
         image="python:3",
@@ -469,7 +479,10 @@ def esap_pod(
         "image": "python:3",
         "command": [PY, "-c", NOTEBOOK],
         "volumeMounts": data.mounts,
-        "env": [{"name": k, "value": v} for k, v in data.env.items()],
+        "env": [
+            *({"name": k, "value": v} for k, v in data.env.items()),
+            {"name": "ARCHIVE", "value": "/archive/lofar/L1"},
+        ],
     }
     pod = {
         "metadata": {"name": "nb"},
@@ -523,6 +536,8 @@ async def test_dataset_links_from_the_real_init_container(cluster: Any, tmp_path
     assert [line for line in lines if line.startswith("FILE")] == [
         "FILE lofar:L1 a.fits ../../../../../archive/lofar/L1/a.fits AAA",
         "FILE lofar:L1 sub/b.fits ../../../../../../archive/lofar/L1/sub/b.fits BBB",
+        # of the static volume the pod holds the dataset asked for, not lofar/L2
+        "FILE archive ['lofar/L1/a.fits', 'lofar/L1/sub/b.fits']",
     ]
 
 

@@ -537,7 +537,9 @@ async def test_static_catalogue_end_to_end(sim: Any, sim_namespace: str, tmp_pat
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["esap-rse-static"]["nfs"] == {"server": "nfs.example.org", "path": "/archive"}
     notebook_mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
-    assert notebook_mounts[str(archive)]["readOnly"] is True
+    assert str(archive) not in notebook_mounts  # only the dataset asked for, by subPath
+    mount = notebook_mounts[f"{archive}/lofar/L123"]
+    assert (mount["subPath"], mount["readOnly"]) == ("lofar/L123", True)
     cm = sim.call(sim.store.find, "configmaps", sim_namespace, f"{spawner.pod_name}-datalinks")
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(cm["data"]["plan.json"])

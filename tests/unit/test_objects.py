@@ -10,7 +10,8 @@ import pytest
 from esap_spawner.data.catalogue import DidFiles, FileReplica, PathOutsideMount, Replica
 from esap_spawner.site.model import LocalRSE
 from esap_spawner.spawn import objects
-from esap_spawner.spawn.objects import DataPlanError, HomeVolume
+from esap_spawner.spawn.objects import HomeVolume
+from esap_spawner.spawn.plan import DataPlanError, dataset_plan, narrow_to_datasets
 
 PREFIX = "/data/rucio/"
 LOCAL = LocalRSE(
@@ -48,11 +49,11 @@ def test_plan_refuses_storage_without_a_volume() -> None:
     bare = LocalRSE(name="HUB_LOCAL_DISK", pfn_prefix=PREFIX, mount_path="/rucio/hub-local")
     files = resolved(replica_file("c.0", "file:///data/rucio/escape/ab/cd/c.0"))
     with pytest.raises(DataPlanError, match="HUB_LOCAL_DISK has no volume to mount"):
-        objects.dataset_plan(files, [bare], "/home/jovyan/datasets")
+        dataset_plan(files, [bare], "/home/jovyan/datasets")
 
 
 def test_plan_maps_pfns_into_the_mounts() -> None:
-    plan = objects.dataset_plan(
+    plan = dataset_plan(
         resolved(
             replica_file("c.0", "file:///data/rucio/escape/ab/cd/c.0"),
             replica_file("c.1", "file:///export/escape/12/34/c.1", rse="NFS_RSE", size=20),
@@ -68,6 +69,7 @@ def test_plan_maps_pfns_into_the_mounts() -> None:
         "datasets": {
             "escape:crab-2020": {
                 "bytes_total": 30,
+                "type": "DATASET",
                 "files": [
                     {"name": "c.0", "bytes": 10, "adler32": "0000abcd", "md5": None,
                      "rse": "HUB_LOCAL_DISK", "path": "/rucio/hub-local/escape/ab/cd/c.0"},
@@ -81,19 +83,60 @@ def test_plan_maps_pfns_into_the_mounts() -> None:
 
 def test_plan_refuses_escaping_pfns_and_files_not_local() -> None:
     with pytest.raises(PathOutsideMount, match="does not name a file inside"):
-        objects.dataset_plan(
+        dataset_plan(
             resolved(replica_file("c.0", "file:///data/rucio/../../etc/passwd")), [LOCAL], "/d"
         )
     with pytest.raises(PathOutsideMount, match="not under"):
-        objects.dataset_plan(resolved(replica_file("c.0", "file:///etc/passwd")), [LOCAL], "/d")
+        dataset_plan(resolved(replica_file("c.0", "file:///etc/passwd")), [LOCAL], "/d")
     with pytest.raises(DataPlanError, match="no available replica at the hub's storage"):
-        objects.dataset_plan(
-            resolved(replica_file("c.0", "file:///x/c.0", rse="ELSE")), [LOCAL], "/d"
-        )
+        dataset_plan(resolved(replica_file("c.0", "file:///x/c.0", rse="ELSE")), [LOCAL], "/d")
     with pytest.raises(DataPlanError, match="would leave the dataset folder"):
-        objects.dataset_plan(
-            resolved(replica_file("../x", "file:///data/rucio/escape/x")), [LOCAL], "/d"
-        )
+        dataset_plan(resolved(replica_file("../x", "file:///data/rucio/escape/x")), [LOCAL], "/d")
+
+
+STATIC = LocalRSE("STATIC", "/srv/archive/", "/archive", {"nfs": {"server": "n", "path": "/a"}})
+
+
+def static_plan(*datasets: tuple[str, str | None, list[str]]) -> dict[str, Any]:
+    """A plan of static datasets: (DID, type, file paths under /archive)."""
+    return {
+        "version": 1, "mount_root": "/home/jovyan/datasets", "allowed_roots": ["/archive"],
+        "rses": ["STATIC"],
+        "datasets": {
+            did: {"type": kind, "bytes_total": 0,
+                  "files": [{"name": p, "rse": "STATIC", "path": f"/archive/{p}"} for p in paths]}
+            for did, kind, paths in datasets
+        },
+    }  # fmt: skip
+
+
+def test_the_static_volume_is_narrowed_to_the_datasets_asked_for() -> None:
+    """Security review finding 3: a pod that asks for one dataset sees only that one."""
+    plan = narrow_to_datasets(
+        static_plan(
+            ("lofar:L1", "DATASET", ["lofar/L1/a.fits", "lofar/L1/sub/b.fits"]),
+            ("lofar:L2", "DATASET", ["lofar/L2/deep/only.fits"]),
+            ("lofar:one", "FILE", ["lofar/one.fits"]),
+            ("lofar:in-L1", "DATASET", ["lofar/L1/sub/b.fits"]),  # inside L1: mounted with it
+        ),
+        [STATIC],
+        ["STATIC"],
+    )
+    assert plan["subpaths"] == {"STATIC": ["lofar/L1", "lofar/L2/deep", "lofar/one.fits"]}
+    assert plan["allowed_roots"] == [
+        "/archive/lofar/L1", "/archive/lofar/L2/deep", "/archive/lofar/one.fits"
+    ]  # fmt: skip
+    volumes, mounts = objects.storage_volumes([STATIC], ["STATIC"], plan["subpaths"])
+    assert volumes == [{"name": "esap-rse-static", "nfs": {"server": "n", "path": "/a"}}]
+    assert mounts == [
+        {"name": "esap-rse-static", "mountPath": f"/archive/{sub}", "subPath": sub,
+         "readOnly": True}
+        for sub in ("lofar/L1", "lofar/L2/deep", "lofar/one.fits")
+    ]  # fmt: skip
+    with pytest.raises(DataPlanError, match="top of the volume"):
+        narrow_to_datasets(static_plan(("x:y", "DATASET", ["top.fits"])), [STATIC], ["STATIC"])
+    # a Rucio RSE (not narrowed) keeps its one whole mount
+    assert narrow_to_datasets(static_plan(), [STATIC], [])["subpaths"] == {}
 
 
 def test_storage_volumes_read_only_only_the_used_ones_and_any_volume_source() -> None:

@@ -12,8 +12,10 @@ came back without files, one ``get_metadata_bulk`` to tell an empty dataset from
 one. ``list_replicas(resolve_parents=True)`` would answer the "which DID" question in the same
 call, but costs the server one parent query per file: 2.3-3.9 times slower than the extra
 ``bulk_list_files`` for 100 datasets of 100 files (see docs/performance.md). Results are cached
-per DID for ``cache_ttl`` seconds (injectable clock), and concurrent questions about the same
-DID share one Rucio call.
+per identity and DID for ``cache_ttl`` seconds (injectable clock), and concurrent questions
+about the same DID by the same identity share one Rucio call: one user's token never
+answers another's question (a forged or expired token is refused, not served a cached
+answer), while every user of the site's account shares its answers.
 
 Staging (one replication rule per DID to the destination RSE) is the other half of the class:
 :class:`~esap_spawner.data.catalogue.rucio_rules.RuleStaging`.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -86,14 +89,24 @@ class _Shared:
     """What all views of one catalogue share: threads, cache, call counts, throughput."""
 
     pool: ThreadPoolExecutor
-    cache: dict[str, tuple[float, DidFiles | None]] = field(default_factory=dict)
-    inflight: dict[str, asyncio.Future[DidFiles | None]] = field(default_factory=dict)
+    # (identity, DID) -> (expires, answer), and the questions being asked
+    cache: dict[tuple[str, str], tuple[float, DidFiles | None]] = field(default_factory=dict)
+    inflight: dict[tuple[str, str], asyncio.Future[DidFiles | None]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     cache_hits: int = 0
     throughput: float | None = None
     last_ok: float | None = None
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _who(identity: RucioIdentity) -> str:
+    """The cache's name for an identity: its account and how it authenticates; for a token
+    given in memory (a user's), a digest of the token itself."""
+    if identity.token is not None:
+        digest = hashlib.sha256(identity.token.encode()).hexdigest()[:32]
+        return f"{identity.account}/token/{digest}"
+    return f"{identity.account}/{identity.auth_type}/{identity.username or identity.token_file}"
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -137,6 +150,7 @@ class RucioCatalogue(RuleStaging, Catalogue):
             throughput=settings.throughput,
         )
         self._clients = threading.local()
+        self._who = _who(settings.identity)
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -274,19 +288,19 @@ class RucioCatalogue(RuleStaging, Catalogue):
         found: dict[str, DidFiles | None] = {}
         missing: list[str] = []
         waiting: dict[str, asyncio.Future[DidFiles | None]] = {}
-        inflight = self._shared.inflight
+        inflight, who = self._shared.inflight, self._who
         for did in wanted:
-            hit = self._shared.cache.get(did)
+            hit = self._shared.cache.get((who, did))
             if hit is not None and hit[0] > now:
                 found[did] = hit[1]
                 self._shared.cache_hits += 1
-            elif did in inflight:
-                waiting[did] = inflight[did]  # another caller is asking Rucio right now
+            elif (who, did) in inflight:
+                waiting[did] = inflight[who, did]  # the same identity is asking right now
             else:
                 missing.append(did)
         loop = asyncio.get_running_loop()
         mine = {did: loop.create_future() for did in missing}
-        inflight.update(mine)
+        inflight.update({(who, did): future for did, future in mine.items()})
         try:
             for batch in _batches(missing, self.settings.batch_size):
                 fetched = await self._fetch(batch)
@@ -302,8 +316,8 @@ class RucioCatalogue(RuleStaging, Catalogue):
             raise
         finally:
             for did, future in mine.items():
-                if inflight.get(did) is future:
-                    del inflight[did]
+                if inflight.get((who, did)) is future:
+                    del inflight[who, did]
         for did, future in waiting.items():
             found[did] = await future
         return {did: found[did] for did in wanted}
@@ -312,22 +326,23 @@ class RucioCatalogue(RuleStaging, Catalogue):
         cache = self._shared.cache
         expires = self._clock() + self.settings.cache_ttl
         for did, value in fetched.items():
-            cache.pop(did, None)
-            cache[did] = (expires, value)
+            cache.pop((self._who, did), None)
+            cache[self._who, did] = (expires, value)
         if len(cache) > self.settings.cache_max_entries:
             now = self._clock()
-            for did in [d for d, (exp, _) in cache.items() if exp <= now]:
-                del cache[did]
+            for key in [k for k, (exp, _) in cache.items() if exp <= now]:
+                del cache[key]
             while len(cache) > self.settings.cache_max_entries:
                 del cache[next(iter(cache))]
 
     def invalidate(self, dids: Sequence[str] | None = None) -> None:
-        """Forget cached answers (all, or for ``dids``)."""
+        """Forget cached answers (all, or for ``dids``), whoever asked."""
         if dids is None:
             self._shared.cache.clear()
         else:
-            for did in dids:
-                self._shared.cache.pop(did, None)
+            gone = set(dids)
+            for key in [k for k in self._shared.cache if k[1] in gone]:
+                del self._shared.cache[key]
 
     async def _fetch(self, batch: Sequence[str]) -> dict[str, DidFiles | None]:
         rucio_dids = [_rucio_did(d) for d in batch]
