@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.harness.rucio_server",
     "tests.harness.database",
     "tests.harness.service",
+    "tests.harness.snippets",
 ]

@@ -28,11 +28,51 @@ from urllib.parse import quote
 
 import pytest
 import requests
+import yaml
 
-from esap_spawner.dev.local import find_proxy, local_hub_config
+from esap_spawner.dev.local import find_proxy, local_hub_config, simulator_hub_config
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "esap-test-password"
+
+# The site the hub tests spawn with: small (the default), medium, and gpu for the group
+# gpu-users.
+HUB_SITE: dict[str, Any] = {
+    "facility": {
+        "name": "Test Hub",
+        "description": "integration tests",
+        "url": "http://127.0.0.1/",
+    },
+    "profiles": [
+        {
+            "slug": "small",
+            "display_name": "Small",
+            "default": True,
+            "cpu": {"guarantee": 0.25, "limit": 1},
+            "memory": {"guarantee": "256M", "limit": "1G"},
+            "image": "quay.io/jupyter/minimal-notebook:2026-01-01",
+        },
+        {
+            "slug": "medium",
+            "display_name": "Medium",
+            "cpu": {"guarantee": 1, "limit": 2},
+            "memory": {"guarantee": "1G", "limit": "2G"},
+            "image": "quay.io/jupyter/scipy-notebook:2026-01-01",
+        },
+        {
+            "slug": "gpu",
+            "display_name": "GPU",
+            "cpu": {"guarantee": 1, "limit": 4},
+            "memory": {"guarantee": "2G", "limit": "8G"},
+            "gpu": {"count": 1, "resource": "nvidia.com/gpu"},
+            "image": "quay.io/jupyter/pytorch-notebook:2026-01-01",
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "allowed_groups": ["gpu-users"],
+        },
+    ],
+}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,6 +104,8 @@ class HubProcess:
         self.extra_config = textwrap.dedent(config)
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.namespace: str | None = None  # where its spawner creates pods, when it spawns
+        self.site_file: Path | None = None
 
     def write_config(self) -> None:
         base = local_hub_config(
@@ -199,3 +241,57 @@ def hub_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for hub in hubs:
         hub.stop()
+
+
+# -- a hub spawning on a cluster (the simulator, or a real control plane) -------------------
+
+
+def hub_on_cluster(
+    workdir: Path,
+    site: dict[str, Any],
+    *,
+    namespace: str,
+    kubeconfig: Path | None = None,
+    start_timeout: float = 40,
+    config: str = "",
+    env: dict[str, str] | None = None,
+    start: bool = True,
+) -> HubProcess:
+    """A hub whose ESAPSpawner spawns into ``namespace`` (which exists) of the cluster
+    ``kubeconfig`` names (default: ``KUBECONFIG``, the session simulator's): ``site`` written
+    to ``workdir/site.yaml`` (``hub.site_file``), the simulator hub configuration
+    (:func:`esap_spawner.dev.local.simulator_hub_config`) with ``config`` appended. Started
+    unless ``start`` is false (to rewrite the site with the hub's URL first); the caller
+    stops it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    site_file = workdir / "site.yaml"
+    site_file.write_text(yaml.safe_dump(site))
+    text = simulator_hub_config(
+        site_file=site_file, namespace=namespace, start_timeout=start_timeout
+    )
+    env = dict(env or {})
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    hub = HubProcess(workdir / "hub", text + config, env=env)
+    hub.namespace, hub.site_file = namespace, site_file
+    return hub.start() if start else hub
+
+
+def pods(sim: Any, namespace: str) -> list[dict[str, Any]]:
+    r = requests.get(f"{sim.url}/api/v1/namespaces/{namespace}/pods", timeout=10)
+    r.raise_for_status()
+    return list(r.json()["items"])
+
+
+def user_pods(sim: Any, hub: HubProcess, name: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in pods(sim, hub.namespace or "")
+        if p["metadata"].get("annotations", {}).get("hub.jupyter.org/username") == name
+    ]
+
+
+def stop_server(hub: HubProcess, name: str) -> None:
+    r = hub.api("DELETE", f"/users/{name}/server")
+    assert r.status_code in (202, 204), r.text
+    hub.wait_for_server(name)

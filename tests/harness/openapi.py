@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+import requests
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -45,3 +47,16 @@ def check_openapi(method: str, path_template: str, response: Any) -> Any:
         return body
     assert media in content or "text/plain" in content
     return response.body.decode()
+
+
+@dataclass
+class Answer:
+    """A requests answer in the shape :func:`check_openapi` reads."""
+
+    code: int
+    headers: Any
+    body: bytes
+
+
+def answer(r: requests.Response) -> Answer:
+    return Answer(r.status_code, r.headers, r.content)

@@ -89,6 +89,34 @@ TOKENS = [
 ]
 
 
+# -- under a hub (tests/harness/hub.py) --------------------------------------------------
+
+PORTAL_TOKEN = "portal-" + "0" * 24
+OTHER_SERVICE_TOKEN = "other-" + "1" * 24
+
+
+def managed_service_config(site_file: Path, port: int) -> str:
+    """A hub's configuration for the service it manages (on ``port``, no cluster) and two
+    token-only services: ``portal`` (``custom:esap:read``) and ``other`` (no scope)."""
+    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file)]
+    return f"""
+c.JupyterHub.custom_scopes = {{
+    "custom:esap:read": {{"description": "Read the ESAP catalogue: every profile and its groups"}},
+}}
+c.JupyterHub.services.extend([
+    {{"name": "esap", "url": "http://127.0.0.1:{port}", "command": {command!r},
+      "environment": {{"KUBECONFIG": "{site_file.parent}/no-such-kubeconfig"}},
+      "oauth_no_confirm": True}},
+    {{"name": "portal", "api_token": {PORTAL_TOKEN!r}}},
+    {{"name": "other", "api_token": {OTHER_SERVICE_TOKEN!r}}},
+])
+c.JupyterHub.load_roles.extend([
+    {{"name": "esap-portal", "scopes": ["custom:esap:read"], "services": ["portal"]}},
+    {{"name": "user", "scopes": ["self", "access:services!service=esap"]}},
+])
+"""
+
+
 # -- in-process ----------------------------------------------------------------------------
 
 PREFIX = "/services/esap/"

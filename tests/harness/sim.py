@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,3 +129,11 @@ def sim_factory() -> Iterator[Callable[..., SimulatorThread]]:
     finally:
         for thread in started:
             thread.stop()
+
+
+def fresh_namespace(sim: Any, prefix: str) -> str:
+    """A new namespace ``<prefix>-<6 hex digits>`` on ``sim``: tests sharing the session
+    simulator never see each other's pods."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    sim.create_namespace(name)
+    return name

@@ -27,7 +27,7 @@ import yaml
 from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
 from esap_spawner.site.profiles import PROFILE_LABEL
-from tests.harness.hub import HubProcess
+from tests.harness.hub import HubProcess, hub_on_cluster
 from tests.harness.kube import Backend
 
 pytestmark = pytest.mark.integration
@@ -88,15 +88,12 @@ def cluster(kube: Backend, sim_factory: Any, tmp_path: Path) -> Iterator[Cluster
 
 @pytest.fixture
 def hub(cluster: Cluster, tmp_path: Path) -> Any:
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
-    config = simulator_hub_config(
-        site_file=site_file, namespace=cluster.namespace, start_timeout=20
-    )
     # nothing listens in fake pods: fail the HTTP wait quickly
-    config += "\nc.KubeSpawner.http_timeout = 3\nc.JupyterHub.concurrent_spawn_limit = 0\n"
-    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(cluster.kubeconfig)})
-    hub.start()
+    config = "\nc.KubeSpawner.http_timeout = 3\nc.JupyterHub.concurrent_spawn_limit = 0\n"
+    hub = hub_on_cluster(
+        tmp_path, SITE, namespace=cluster.namespace, kubeconfig=cluster.kubeconfig,
+        start_timeout=20, config=config,
+    )  # fmt: skip
     hub.cluster = cluster
     yield hub
     hub.stop()

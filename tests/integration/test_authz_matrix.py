@@ -35,13 +35,18 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from esap_spawner.dev.local import simulator_hub_config
-from tests.harness.hub import HubProcess, free_port
-from tests.harness.openapi import check_openapi
-from tests.integration.test_service_hub import OTHER_SERVICE_TOKEN, PORTAL_TOKEN, answer, hub_config
-from tests.integration.test_spawner_hub import SITE, stop_server, user_pods
+from tests.harness.hub import (
+    HUB_SITE,
+    HubProcess,
+    free_port,
+    hub_on_cluster,
+    stop_server,
+    user_pods,
+)
+from tests.harness.openapi import answer, check_openapi
+from tests.harness.service import OTHER_SERVICE_TOKEN, PORTAL_TOKEN, managed_service_config
+from tests.harness.sim import fresh_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -96,14 +101,9 @@ EXPECTED: dict[str, dict[str, str]] = {
 @pytest.fixture(scope="module")
 def hub(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = tmp_path_factory.mktemp("authz-hub")
-    site_file = workdir / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
-    namespace = f"authz-{uuid.uuid4().hex[:6]}"
-    sim.create_namespace(namespace)
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=40)
-    config += hub_config(site_file, free_port())
-    hub = HubProcess(workdir / "hub", config).start()
-    hub.namespace = namespace  # type: ignore[attr-defined]
+    service = managed_service_config(workdir / "site.yaml", free_port())
+    namespace = fresh_namespace(sim, "authz")
+    hub = hub_on_cluster(workdir, HUB_SITE, namespace=namespace, config=service)
     try:
         hub.create_user("alice", groups=("gpu-users",))
         hub.create_user("bob")
@@ -319,7 +319,7 @@ def test_empty_or_repetitive_bodies_spawn_the_plain_default(
         hub.wait_for_server(name)
         (pod,) = user_pods(sim, hub, name)
         assert pod["metadata"]["labels"]["esap.escape.eu/profile"] == "small"
-        assert pod["spec"]["containers"][0]["image"] == SITE["profiles"][0]["image"]
+        assert pod["spec"]["containers"][0]["image"] == HUB_SITE["profiles"][0]["image"]
         options = json.loads(pod["metadata"]["annotations"]["esap.escape.eu/options"])
         assert options["dataset"] in ([], ["a:b"])
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import secrets
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,64 +17,17 @@ from typing import Any
 import pytest
 import requests
 from traitlets.config import Config
-from traitlets.config.loader import PyFileConfigLoader
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_D = REPO / "jupyterhub_config.d"
-SITE = REPO / "esap_spawner" / "site" / "examples" / "site.yaml"
-ENV_KEYS = (
-    "ESAP_SITE_FILE",
-    "ESAP_SERVICE_MODE",
-    "ESAP_SERVICE_URL",
-    "ESAP_SERVICE_API_TOKEN",
-    "ESAP_SERVICE_PORT",
-    "ESAP_PORTAL_API_TOKEN",
-    "ESAP_PORTAL_SERVICE_NAME",
-    "ESAP_PORTAL_GROUPS",
-    "ESAP_PORTAL_USERS",
-    "ESAP_USER_ACCESS",
-    "ESAP_AUTHENTICATE_PROMETHEUS",
-    "ESAP_PROMETHEUS_API_TOKEN",
-    "ESAP_PROMETHEUS_SERVICE_NAME",
-    "ESAP_DATABASE_URL",
-    "ESAP_DATABASE_UPGRADE",
+from tests.harness.snippets import (
+    CONFIG_D,
+    ENV_KEYS,
+    EXAMPLE_SITE,
+    EXEC_SNIPPETS_LIKE_Z2JH,
+    LOAD_SNIPPETS,
+    REPO,
+    as_list,
+    load_snippets,
 )
-
-# what a plain hub's jupyterhub_config.py adds to load the snippets (as the docs say)
-LOAD_SNIPPETS = f"""
-import glob
-for _path in sorted(glob.glob({str(CONFIG_D)!r} + "/*.py")):
-    load_subconfig(_path)
-"""
-
-# how zero-to-jupyterhub's jupyterhub_config.py loads them: exec in its own namespace
-EXEC_SNIPPETS_LIKE_Z2JH = f"""
-import glob
-for _path in sorted(glob.glob({str(CONFIG_D)!r} + "/*.py")):
-    with open(_path) as _f:
-        exec(compile(source=_f.read(), filename=_path, mode="exec"))
-"""
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
-    for key in ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.chdir(tmp_path)  # the default database, sqlite:///esap.sqlite, lands here
-    yield monkeypatch
-
-
-def load_snippets(tmp_path: Path, prelude: str = "", *, loader: str = LOAD_SNIPPETS) -> Config:
-    """The config a hub gets from ``prelude`` followed by the snippets, in-process."""
-    main = tmp_path / "jupyterhub_config.py"
-    main.write_text("c = get_config()  # noqa\n" + textwrap.dedent(prelude) + loader)
-    loader = PyFileConfigLoader(main.name, path=str(tmp_path))
-    return loader.load_config()
-
-
-def as_list(value: Any) -> list[Any]:
-    """A list trait's config value, whether set as a list or only appended to (lazy)."""
-    return list(value) if isinstance(value, list) else list(value.get_value([]))
 
 
 def roles_by_name(config: Config) -> dict[str, dict[str, Any]]:
@@ -95,7 +47,7 @@ def test_snippets_are_numbered_and_sorted() -> None:
 def test_external_service_with_portal_and_prometheus(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
-    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SITE_FILE", str(EXAMPLE_SITE))
     clean_env.setenv("ESAP_SERVICE_URL", "http://esap-service:8890")
     clean_env.setenv("ESAP_SERVICE_API_TOKEN", "svc-token")
     clean_env.setenv("ESAP_PORTAL_API_TOKEN", "portal-token")
@@ -111,7 +63,7 @@ def test_external_service_with_portal_and_prometheus(
         loader=EXEC_SNIPPETS_LIKE_Z2JH,
     )
     assert config.JupyterHub.spawner_class == "esap"
-    assert config.ESAPSpawner.site_file == str(SITE)
+    assert config.ESAPSpawner.site_file == str(EXAMPLE_SITE)
     services = {s["name"]: s for s in config.JupyterHub.services}
     assert services["esap"] == {
         "name": "esap",
@@ -137,7 +89,7 @@ def test_external_service_with_portal_and_prometheus(
 
 
 def test_managed_service_by_default(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SITE_FILE", str(EXAMPLE_SITE))
     clean_env.setenv("ESAP_SERVICE_PORT", "9123")
     clean_env.setenv("ESAP_AUTHENTICATE_PROMETHEUS", "false")
     config = load_snippets(tmp_path)
@@ -149,7 +101,7 @@ def test_managed_service_by_default(tmp_path: Path, clean_env: pytest.MonkeyPatc
         "esap_spawner.cli",
         "service",
         "--site-file",
-        str(SITE),
+        str(EXAMPLE_SITE),
     ]
     assert "api_token" not in service  # the hub generates a managed service's token
     assert service["oauth_no_confirm"] is True
@@ -163,7 +115,7 @@ def test_users_reach_the_service_on_jupyterhub_6_and_5(
 ) -> None:
     import jupyterhub
 
-    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SITE_FILE", str(EXAMPLE_SITE))
     config = load_snippets(tmp_path)
     if jupyterhub.version_info >= (6,):
         assert config.JupyterHub.extra_user_scopes.get_value(set()) == {
@@ -196,7 +148,7 @@ def test_the_documented_plain_hub_config_loads_the_snippets(
     start = section.index("```python\n") + len("```python\n")
     block = section[start : section.index("\n```", start)]
     assert "load_subconfig(path)" in block
-    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SITE_FILE", str(EXAMPLE_SITE))
     config = load_snippets(tmp_path, loader=block)
     assert config.JupyterHub.spawner_class == "esap"
     assert [s["name"] for s in as_list(config.JupyterHub.services)] == ["esap"]
@@ -220,7 +172,7 @@ def test_bad_environment_stops_loading(
     env: dict[str, str],
     message: str,
 ) -> None:
-    clean_env.setenv("ESAP_SITE_FILE", str(SITE))
+    clean_env.setenv("ESAP_SITE_FILE", str(EXAMPLE_SITE))
     for key, value in env.items():
         clean_env.setenv(key, value)
     with pytest.raises(SystemExit) as exc:
@@ -262,7 +214,7 @@ def test_real_hub_runs_the_snippets(
     prometheus_token = secrets.token_hex(16)
     env = {key: "" for key in ENV_KEYS}
     env.update(
-        ESAP_SITE_FILE=str(SITE),
+        ESAP_SITE_FILE=str(EXAMPLE_SITE),
         ESAP_SERVICE_URL=stand_in_service,
         ESAP_SERVICE_API_TOKEN=secrets.token_hex(16),
         ESAP_PORTAL_API_TOKEN=portal_token,

@@ -19,7 +19,7 @@ from esap_spawner.observe.metrics import HubMetrics
 from esap_spawner.observe.schema import SchemaState, schema_status
 from esap_spawner.site.model import SiteError
 from esap_spawner.spawn.context import SETTINGS_KEY, HubContext
-from tests.integration.test_spawner_hub import SITE
+from tests.harness.hub import HUB_SITE
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def write(path: Path, site: dict[str, Any], *, mtime: float) -> None:
 
 def static_site(root: Path) -> dict[str, Any]:
     return {
-        **SITE,
+        **HUB_SITE,
         "data": {
             "catalogue": "static",
             "static": {"volume": {"hostPath": {"path": str(root)}}, "mount_path": str(root)},
@@ -73,7 +73,7 @@ def test_site_is_read_again_when_it_changes_and_a_bad_change_keeps_the_last_good
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "site.yaml"
-    write(path, SITE, mtime=1_000_000)
+    write(path, HUB_SITE, mtime=1_000_000)
     registry = CollectorRegistry()
     context = HubContext(site_file=str(path), metrics=HubMetrics(registry))
     first = context.site
@@ -82,7 +82,7 @@ def test_site_is_read_again_when_it_changes_and_a_bad_change_keeps_the_last_good
         "esap_spawn_duration_seconds_count", {"profile": "medium", "status": "success"}
     ) == 0  # fmt: skip
 
-    changed = {**SITE, "profiles": [{**SITE["profiles"][0], "display_name": "Tiny"}]}
+    changed = {**HUB_SITE, "profiles": [{**HUB_SITE["profiles"][0], "display_name": "Tiny"}]}
     write(path, changed, mtime=1_000_010)
     assert context.site.profile("small").display_name == "Tiny"
 
@@ -107,7 +107,7 @@ async def test_catalogue_is_built_once_per_site_version(tmp_path: Path) -> None:
     assert context.catalogue is catalogue
     (rse,) = catalogue.local_rses
     assert rse.volume == {"hostPath": {"path": str(tmp_path)}}
-    write(path, SITE, mtime=1_000_010)  # catalogue: none
+    write(path, HUB_SITE, mtime=1_000_010)  # catalogue: none
     assert context.catalogue is None
     await context.close()
 

@@ -14,20 +14,23 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
-from tests.harness.hub import HubProcess
-from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
-from tests.harness.sim import TINY_SERVER
-from tests.integration.test_staging_spawn import alice_rules, rucio_site
+from tests.harness.hub import HubProcess, hub_on_cluster
+from tests.harness.rucio_server import (
+    LOCAL_RSE,
+    REMOTE_RSE,
+    RucioServer,
+    alice_rules,
+    make_files,
+    rucio_site,
+)
+from tests.harness.sim import TINY_SERVER, fresh_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +48,8 @@ def wait(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
 
 @pytest.fixture
 def hub(sim: Any, rucio_server: RucioServer, tmp_path: Any) -> Iterator[HubProcess]:
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(rucio_site(rucio_server, tmp_path, "alice")))
-    namespace = f"fstg-{uuid.uuid4().hex[:6]}"
-    created = requests.post(
-        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
-    )
-    assert created.status_code == 201, created.text
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=90)
-    config += f"""
+    namespace = fresh_namespace(sim, "fstg")
+    config = f"""
 c.KubeSpawner.cmd = [{sys.executable!r}, "-c", {TINY_SERVER!r}]
 c.KubeSpawner.args = []
 c.JupyterHub.cleanup_servers = False
@@ -61,7 +57,10 @@ c.ESAPSpawner.staging_poll_interval = 0.1
 c.ESAPSpawner.staging_poll_max = 0.5
 c.ESAPSpawner.staging_pod_margin = 10
 """
-    hub = HubProcess(tmp_path / "hub", config)
+    site = rucio_site(rucio_server, tmp_path, "alice")
+    hub = hub_on_cluster(
+        tmp_path, site, namespace=namespace, start_timeout=90, config=config, start=False
+    )
     try:
         yield hub.start()
     finally:

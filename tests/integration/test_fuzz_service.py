@@ -28,9 +28,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from esap_spawner.service.handlers import load_openapi
-from tests.harness.openapi import check_openapi
+from tests.harness.openapi import answer, check_openapi
 from tests.harness.service import SITE_YAML, TOKENS, StandaloneService
-from tests.integration.test_service_hub import answer
 
 pytestmark = pytest.mark.integration
 

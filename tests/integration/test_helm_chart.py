@@ -540,7 +540,7 @@ def test_rendered_chart_runs_a_hub_that_advertises_its_profiles(tmp_path: Path) 
     and tokens from the rendered ConfigMap and Secret. ESAP's token then reads the profiles
     through the hub's proxy."""
     from tests.harness.hub import HubProcess, free_port
-    from tests.integration.test_config_d import LOAD_SNIPPETS
+    from tests.harness.snippets import LOAD_SNIPPETS
 
     values = full_values()
     values["esap"]["data"] = {"catalogue": "none"}  # no Rucio server in this test

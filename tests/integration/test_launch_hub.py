@@ -23,11 +23,11 @@ import requests
 import yaml
 
 from esap_spawner.dev import demo_git
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.spawn.objects import workflow_folder
 from tests.harness.esap import esap_deploy
-from tests.harness.hub import PASSWORD, HubProcess, free_port
-from tests.integration.test_spawner_hub import SITE
+from tests.harness.hub import HUB_SITE, PASSWORD, HubProcess, free_port, hub_on_cluster
+from tests.harness.sim import fresh_namespace
+from tests.harness.snippets import LOAD_SNIPPETS
 
 pytestmark = pytest.mark.integration
 
@@ -45,37 +45,23 @@ def git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[demo_git.GitServer
 @pytest.fixture(scope="module")
 def hub(sim: Any, git: demo_git.GitServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("launch-hub")
-    site_file = workdir / "site.yaml"
-    site = {**SITE, "workflows": {"allowed_hosts": ["127.0.0.1"]}}
-    namespace = f"launch-{uuid.uuid4().hex[:6]}"
-    created = requests.post(
-        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
-    )
-    assert created.status_code == 201, created.text
-    port = free_port()
-    snippets = "\n".join(
-        f"load_subconfig({str(p)!r})" for p in sorted((REPO / "jupyterhub_config.d").glob("*.py"))
-    )
+    site = {**HUB_SITE, "workflows": {"allowed_hosts": ["127.0.0.1"]}}
     config = (
-        simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=40)
-        + f"c.ESAPSpawner.checkout_env = {{'GIT_SSL_CAINFO': {str(git.ca_file)!r}}}\n"
-        + f"c.ESAPSpawner.db_url = ''\n{snippets}\n"
+        f"c.ESAPSpawner.checkout_env = {{'GIT_SSL_CAINFO': {str(git.ca_file)!r}}}\n"
+        + f"c.ESAPSpawner.db_url = ''\n{LOAD_SNIPPETS}\n"
     )
-    hub = HubProcess(
-        workdir / "hub",
-        config,
-        env={
-            "ESAP_SITE_FILE": str(site_file),
-            "ESAP_SERVICE_PORT": str(port),
-            "ESAP_PORTAL_API_TOKEN": PORTAL_TOKEN,
-            "GIT_SSL_CAINFO": str(git.ca_file),
-        },
-    )
+    env = {
+        "ESAP_SITE_FILE": str(workdir / "site.yaml"),
+        "ESAP_SERVICE_PORT": str(free_port()),
+        "ESAP_PORTAL_API_TOKEN": PORTAL_TOKEN,
+        "GIT_SSL_CAINFO": str(git.ca_file),
+    }
+    namespace = fresh_namespace(sim, "launch")
+    hub = hub_on_cluster(workdir, site, namespace=namespace, config=config, env=env, start=False)
     # the facility's public URL is the hub's, known once its port is chosen
-    site["facility"] = {**SITE["facility"], "url": f"{hub.url}/"}
-    site_file.write_text(yaml.safe_dump(site))
+    site["facility"] = {**HUB_SITE["facility"], "url": f"{hub.url}/"}
+    workdir.joinpath("site.yaml").write_text(yaml.safe_dump(site))
     hub.start()
-    hub.namespace = namespace
     try:
         wait_for_service(hub)
         yield hub

@@ -8,21 +8,19 @@ the series read back with Prometheus' own parser, and the spawn history rows che
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
-from tests.harness.hub import REPO, HubProcess
+from tests.harness.hub import hub_on_cluster
+from tests.harness.sim import fresh_namespace
+from tests.harness.snippets import LOAD_SNIPPETS
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +55,14 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 
 
 def test_spawn_metrics_and_history_match_what_happened(sim: Any, tmp_path: Path) -> None:
-    namespace = f"metrics-{uuid.uuid4().hex[:6]}"
-    sim.create_namespace(namespace)
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
     portal = secrets.token_hex(16)
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=40)
-    config += "\n".join(
-        f"load_subconfig({str(p)!r})" for p in sorted((REPO / "jupyterhub_config.d").glob("*.py"))
-    )
     env = {
-        "ESAP_SITE_FILE": str(site_file),
+        "ESAP_SITE_FILE": str(tmp_path / "site.yaml"),
         "ESAP_SERVICE_PORT": str(_free_port()),
         "ESAP_PORTAL_API_TOKEN": portal,
-        "KUBECONFIG": os.environ["KUBECONFIG"],
     }
-    hub = HubProcess(tmp_path / "hub", config, env=env).start()
+    namespace = fresh_namespace(sim, "metrics")
+    hub = hub_on_cluster(tmp_path, SITE, namespace=namespace, config=LOAD_SNIPPETS, env=env)
     try:
         hub.create_user("first")
         hub.create_user("second")

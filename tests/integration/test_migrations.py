@@ -363,16 +363,15 @@ def test_a_failing_upgrade_leaves_the_database_as_it_was(
 # -- the hub, the spawner and the service at start -------------------------------------------
 
 
+@pytest.mark.usefixtures("clean_env")  # no ESAP_* variable; cwd tmp_path
 def test_the_snippet_stops_the_hub_on_an_old_schema_or_upgrades_when_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.integration import test_config_d as snippets
+    from tests.harness import snippets
 
     url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
     write_version_0_1(url)
-    for key in snippets.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
+    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.EXAMPLE_SITE))
     monkeypatch.setenv("ESAP_DATABASE_URL", url)
     with pytest.raises(SystemExit) as stopped:
         snippets.load_snippets(tmp_path)
@@ -390,14 +389,13 @@ def test_the_snippet_stops_the_hub_on_an_old_schema_or_upgrades_when_told(
     assert schema_status(url).state is SchemaState.current
 
 
+@pytest.mark.usefixtures("clean_env")  # no ESAP_* variable; cwd tmp_path
 def test_the_snippet_lets_the_hub_start_when_the_database_cannot_be_reached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.integration import test_config_d as snippets
+    from tests.harness import snippets
 
-    for key in snippets.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
+    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.EXAMPLE_SITE))
     monkeypatch.setenv("ESAP_DATABASE_URL", f"sqlite:///{tmp_path}/no/such/folder/esap.sqlite")
     config = snippets.load_snippets(tmp_path)  # the spawner tries again when it needs it
     assert config.ESAPSpawner.db_url.endswith("no/such/folder/esap.sqlite")
@@ -405,12 +403,12 @@ def test_the_snippet_lets_the_hub_start_when_the_database_cannot_be_reached(
 
 
 def test_a_real_hub_refuses_to_start_on_an_old_schema(hub_factory: Any, tmp_path: Path) -> None:
-    from tests.integration.test_config_d import ENV_KEYS, LOAD_SNIPPETS, SITE
+    from tests.harness.snippets import ENV_KEYS, EXAMPLE_SITE, LOAD_SNIPPETS
 
     url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
     write_version_0_1(url)
     env = {key: "" for key in ENV_KEYS}
-    env.update(ESAP_SITE_FILE=str(SITE), ESAP_SERVICE_MODE="off", ESAP_DATABASE_URL=url)
+    env.update(ESAP_SITE_FILE=str(EXAMPLE_SITE), ESAP_SERVICE_MODE="off", ESAP_DATABASE_URL=url)
     with pytest.raises(RuntimeError) as refused:
         hub_factory(LOAD_SNIPPETS, env=env)
     assert f"esap-spawner db upgrade --db {url}" in str(refused.value)
@@ -421,32 +419,24 @@ def test_a_real_hub_refuses_to_start_on_an_old_schema(hub_factory: Any, tmp_path
 
 
 def test_a_spawner_without_the_snippet_refuses_spawns_on_an_old_schema(
-    sim: Any, hub_factory: Any, tmp_path: Path
+    sim: Any, tmp_path: Path
 ) -> None:
-    import uuid
-
-    import requests
-    import yaml
-
-    from esap_spawner.dev.local import simulator_hub_config
     from esap_spawner.spawn.spawner import DATABASE_OUT_OF_DATE
-    from tests.integration.test_spawner_hub import SITE
+    from tests.harness.hub import HUB_SITE, hub_on_cluster
+    from tests.harness.sim import fresh_namespace
 
     url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
     write_version_0_1(url)
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
-    namespace = f"db-{uuid.uuid4().hex[:6]}"
-    requests.post(
-        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
-    ).raise_for_status()
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=40)
-    hub = hub_factory(config + f"\nc.ESAPSpawner.db_url = {url!r}\n")
-    hub.create_user("olga")
-    answer = hub.api("POST", "/users/olga/server", json={"profile": "small"})
-    assert answer.status_code == 503, answer.text
-    assert answer.json()["message"] == DATABASE_OUT_OF_DATE
-    assert "esap-spawner db upgrade --db" in hub.log_path.read_text()
+    config = f"\nc.ESAPSpawner.db_url = {url!r}\n"
+    hub = hub_on_cluster(tmp_path, HUB_SITE, namespace=fresh_namespace(sim, "db"), config=config)
+    try:
+        hub.create_user("olga")
+        answer = hub.api("POST", "/users/olga/server", json={"profile": "small"})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["message"] == DATABASE_OUT_OF_DATE
+        assert "esap-spawner db upgrade --db" in hub.log_path.read_text()
+    finally:
+        hub.stop()
     assert schema_status(url).revision is None  # untouched
 
 
@@ -454,12 +444,12 @@ def test_the_service_refuses_to_start_on_an_old_schema(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.integration.test_config_d import SITE
+    from tests.harness.snippets import EXAMPLE_SITE
 
     url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
     write_version_0_1(url)
     command_line = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file",
-                    str(SITE), "--db-url", url, "--port", "0"]  # fmt: skip
+                    str(EXAMPLE_SITE), "--db-url", url, "--port", "0"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "ESAP_"))}
     done = subprocess.run(
         command_line, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path

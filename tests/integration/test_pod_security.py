@@ -30,9 +30,9 @@ from tornado import web
 from traitlets.config import Config
 
 from esap_spawner.spawn.spawner import ESAPSpawner
+from tests.harness.hub import HUB_SITE
 from tests.harness.kube import Backend
-from tests.integration.test_spawner_hub import SITE
-from tests.integration.test_spawner_manifest import MockUser
+from tests.harness.spawner import MockUser
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def site_file(tmp_path: Path) -> Path:
     (archive / "L123456").mkdir(parents=True)
     (archive / "L123456" / "a.fits").write_bytes(b"x" * 10)
     (archive / "L123456" / "b.fits").write_bytes(b"y" * 20)
-    site = dict(SITE)
+    site = dict(HUB_SITE)
     site["data"] = {
         "catalogue": "static",
         "mount_root": MOUNT_ROOT,
@@ -318,7 +318,7 @@ async def test_no_rucio_secret_reaches_the_pod(
     secret = "s3cret-rucio-password-" + "9" * 16
     password_file = tmp_path / "rucio-password"
     password_file.write_text(secret)
-    site = dict(SITE)
+    site = dict(HUB_SITE)
     site["data"] = {
         "catalogue": "rucio",
         "rucio": {

@@ -18,13 +18,11 @@ from typing import Any
 import jupyterhub
 import pytest
 import requests
-import yaml
 from packaging.version import Version
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.spawn.status import RefusalReason
-from tests.harness.hub import HubProcess
+from tests.harness.hub import HubProcess, hub_on_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -76,11 +74,11 @@ def hub(sim_factory: Any, tmp_path: Path) -> Any:
     archive = tmp_path / "archive"
     (archive / "here").mkdir(parents=True)
     (archive / "here" / "data.txt").write_text("x")
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(site(archive)))
-    config = simulator_hub_config(site_file=site_file, namespace="reasons", start_timeout=60)
-    config += f"\nc.KubeSpawner.http_timeout = {HTTP_TIMEOUT}\n"
-    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(kubeconfig)}).start()
+    config = f"\nc.KubeSpawner.http_timeout = {HTTP_TIMEOUT}\n"
+    hub = hub_on_cluster(
+        tmp_path, site(archive), namespace="reasons", kubeconfig=kubeconfig, start_timeout=60,
+        config=config,
+    )  # fmt: skip
     yield hub
     hub.stop()
 

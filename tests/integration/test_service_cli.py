@@ -57,22 +57,20 @@ def test_a_missing_config_file_is_refused(
     assert "absent.py': no such file" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("clean_env")  # no ESAP_* variable; cwd tmp_path
 def test_the_hubs_managed_service_command_parses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.integration import test_config_d as snippets
+    from tests.harness import snippets
 
-    for key in snippets.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
+    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.EXAMPLE_SITE))
     config = snippets.load_snippets(tmp_path)
     (managed,) = [s for s in snippets.as_list(config.JupyterHub.services) if s["name"] == "esap"]
     command = managed["command"]
     assert command[1:4] == ["-m", "esap_spawner.cli", "service"]
     service = ESAPService()
     service.initialize(command[4:])
-    assert service.site_file == str(snippets.SITE)
+    assert service.site_file == str(snippets.EXAMPLE_SITE)
 
 
 def test_every_option_the_docs_give_the_service_exists() -> None:

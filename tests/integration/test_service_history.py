@@ -129,16 +129,14 @@ def test_estimates_come_from_the_hubs_spawns_and_samples_go_back(
         assert at["gpu"].running == 0
 
 
+@pytest.mark.usefixtures("clean_env")  # no ESAP_* variable; cwd tmp_path
 @pytest.mark.parametrize("how", ["environment", "z2jh hub.config", "default"])
 def test_the_managed_service_gets_the_spawners_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    from tests.integration import test_config_d as snippets
+    from tests.harness import snippets
 
-    for key in snippets.ENV_KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.chdir(tmp_path)  # the default database, sqlite:///esap.sqlite, lands here
-    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.SITE))
+    monkeypatch.setenv("ESAP_SITE_FILE", str(snippets.EXAMPLE_SITE))
     url = "postgresql+psycopg://esap:secret@db/esap"
     if how == "environment":
         monkeypatch.setenv("ESAP_DATABASE_URL", url)

@@ -12,53 +12,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.harness.openapi import check_openapi
-from tests.harness.service import SITE_YAML, StandaloneService
+from tests.harness.openapi import answer, check_openapi
+from tests.harness.service import (
+    OTHER_SERVICE_TOKEN,
+    PORTAL_TOKEN,
+    SITE_YAML,
+    StandaloneService,
+    managed_service_config,
+)
 
 pytestmark = pytest.mark.integration
-
-PORTAL_TOKEN = "portal-" + "0" * 24
-OTHER_SERVICE_TOKEN = "other-" + "1" * 24
-
-
-@dataclass
-class Answer:
-    """A requests answer in the shape :func:`check_openapi` reads."""
-
-    code: int
-    headers: Any
-    body: bytes
-
-
-def answer(r: requests.Response) -> Answer:
-    return Answer(r.status_code, r.headers, r.content)
-
-
-def hub_config(site_file: Path, port: int) -> str:
-    command = [sys.executable, "-m", "esap_spawner.cli", "service", "--site-file", str(site_file)]
-    return f"""
-c.JupyterHub.custom_scopes = {{
-    "custom:esap:read": {{"description": "Read the ESAP catalogue: every profile and its groups"}},
-}}
-c.JupyterHub.services.extend([
-    {{"name": "esap", "url": "http://127.0.0.1:{port}", "command": {command!r},
-      "environment": {{"KUBECONFIG": "{site_file.parent}/no-such-kubeconfig"}},
-      "oauth_no_confirm": True}},
-    {{"name": "portal", "api_token": {PORTAL_TOKEN!r}}},
-    {{"name": "other", "api_token": {OTHER_SERVICE_TOKEN!r}}},
-])
-c.JupyterHub.load_roles.extend([
-    {{"name": "esap-portal", "scopes": ["custom:esap:read"], "services": ["portal"]}},
-    {{"name": "user", "scopes": ["self", "access:services!service=esap"]}},
-])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +37,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("esap-service-hub")
     site_file = workdir / "site.yaml"
     site_file.write_text(SITE_YAML)
-    hub = HubProcess(workdir / "hub", hub_config(site_file, free_port()))
+    hub = HubProcess(workdir / "hub", managed_service_config(site_file, free_port()))
     hub.start()
     try:
         hub.create_user("alice", groups=("radio",))

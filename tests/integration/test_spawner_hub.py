@@ -16,88 +16,21 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.site.quantity import parse_quantity
-from tests.harness.hub import HubProcess
+from tests.harness.hub import HUB_SITE, HubProcess, hub_on_cluster, stop_server, user_pods
+from tests.harness.sim import fresh_namespace
 
 pytestmark = pytest.mark.integration
-
-SITE = {
-    "facility": {
-        "name": "Test Hub",
-        "description": "integration tests",
-        "url": "http://127.0.0.1/",
-    },
-    "profiles": [
-        {
-            "slug": "small",
-            "display_name": "Small",
-            "default": True,
-            "cpu": {"guarantee": 0.25, "limit": 1},
-            "memory": {"guarantee": "256M", "limit": "1G"},
-            "image": "quay.io/jupyter/minimal-notebook:2026-01-01",
-        },
-        {
-            "slug": "medium",
-            "display_name": "Medium",
-            "cpu": {"guarantee": 1, "limit": 2},
-            "memory": {"guarantee": "1G", "limit": "2G"},
-            "image": "quay.io/jupyter/scipy-notebook:2026-01-01",
-        },
-        {
-            "slug": "gpu",
-            "display_name": "GPU",
-            "cpu": {"guarantee": 1, "limit": 4},
-            "memory": {"guarantee": "2G", "limit": "8G"},
-            "gpu": {"count": 1, "resource": "nvidia.com/gpu"},
-            "image": "quay.io/jupyter/pytorch-notebook:2026-01-01",
-            "tolerations": [
-                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-            ],
-            "allowed_groups": ["gpu-users"],
-        },
-    ],
-}
 
 
 @pytest.fixture(scope="module")
 def hub(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    workdir = tmp_path_factory.mktemp("hub")
-    site_file = workdir / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
-    namespace = f"hub-{uuid.uuid4().hex[:6]}"
-    created = requests.post(
-        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
-    )
-    assert created.status_code == 201, created.text
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=40)
-    hub = HubProcess(workdir, config).start()
-    hub.namespace = namespace  # type: ignore[attr-defined]
+    namespace = fresh_namespace(sim, "hub")
+    hub = hub_on_cluster(tmp_path_factory.mktemp("hub"), HUB_SITE, namespace=namespace)
     hub.create_user("gina", groups=("gpu-users",))
     yield hub
     hub.stop()
-
-
-def pods(sim: Any, namespace: str) -> list[dict[str, Any]]:
-    r = requests.get(f"{sim.url}/api/v1/namespaces/{namespace}/pods", timeout=10)
-    r.raise_for_status()
-    return list(r.json()["items"])
-
-
-def user_pods(sim: Any, hub: HubProcess, name: str) -> list[dict[str, Any]]:
-    return [
-        p
-        for p in pods(sim, hub.namespace)  # type: ignore[attr-defined]
-        if p["metadata"].get("annotations", {}).get("hub.jupyter.org/username") == name
-    ]
-
-
-def stop_server(hub: HubProcess, name: str) -> None:
-    r = hub.api("DELETE", f"/users/{name}/server")
-    assert r.status_code in (202, 204), r.text
-    hub.wait_for_server(name)
 
 
 def test_rest_spawn_with_profile_gets_its_resources(hub: HubProcess, sim: Any) -> None:

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
-from jupyterhub.objects import Hub, Server
+from jupyterhub.objects import Hub
 from kubernetes_asyncio.client import ApiClient
 from tornado import web
 from traitlets.config import Config
 
 from esap_spawner.spawn.spawner import ESAPSpawner
-from tests.integration.test_spawner_hub import SITE
+from tests.harness.hub import HUB_SITE
+from tests.harness.spawner import MockUser
 
 pytestmark = pytest.mark.integration
 
@@ -34,33 +35,9 @@ GOLDEN = Path(__file__).parent.parent / "data" / "golden"
 VOLATILE_ENV = {"JUPYTERHUB_OAUTH_SCOPES"}
 
 
-class Group:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class MockUser:
-    """The part of a JupyterHub user the spawner reads."""
-
-    def __init__(self, name: str, groups: tuple[str, ...] = (), admin: bool = False) -> None:
-        self.name = name
-        self.id = 1
-        self.groups = [Group(g) for g in groups]
-        self.admin = admin
-        self.server = Server(ip="127.0.0.1", port=8888)
-
-    @property
-    def escaped_name(self) -> str:
-        return str(self.name)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.url)
-
-
 def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESAPSpawner:
     site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
+    site_file.write_text(yaml.safe_dump(HUB_SITE))
     config = Config()
     config.ESAPSpawner.site_file = str(site_file)
     config.KubeSpawner.namespace = "golden"

@@ -14,19 +14,23 @@ import json
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from esap_spawner.dev.local import simulator_hub_config
-from tests.harness.hub import HubProcess
-from tests.harness.rucio_server import LOCAL_RSE, REMOTE_RSE, RucioServer, make_files
-from tests.integration.test_staging_spawn import alice_rules, rucio_site
+from tests.harness.hub import HubProcess, hub_on_cluster
+from tests.harness.rucio_server import (
+    LOCAL_RSE,
+    REMOTE_RSE,
+    RucioServer,
+    alice_rules,
+    make_files,
+    rucio_site,
+)
+from tests.harness.sim import fresh_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +42,15 @@ def hub(
     sim: Any, rucio_server: RucioServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HubProcess]:
     workdir = tmp_path_factory.mktemp("staging-hub")
-    site = rucio_site(rucio_server, workdir, "alice")
-    site["data"]["rucio"]["staging"]["max_files"] = MAX_FILES
-    site_file = workdir / "site.yaml"
-    site_file.write_text(yaml.safe_dump(site))
-    namespace = f"stg-{uuid.uuid4().hex[:6]}"
-    created = requests.post(
-        f"{sim.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, timeout=10
-    )
-    assert created.status_code == 201, created.text
-    config = simulator_hub_config(site_file=site_file, namespace=namespace, start_timeout=90)
-    config += """
+    config = """
 c.ESAPSpawner.staging_poll_interval = 0.1
 c.ESAPSpawner.staging_poll_max = 0.5
 c.ESAPSpawner.staging_pod_margin = 10
 """
-    hub = HubProcess(workdir, config).start()
-    hub.namespace = namespace  # type: ignore[attr-defined]
+    site = rucio_site(rucio_server, workdir, "alice")
+    site["data"]["rucio"]["staging"]["max_files"] = MAX_FILES
+    namespace = fresh_namespace(sim, "stg")
+    hub = hub_on_cluster(workdir, site, namespace=namespace, start_timeout=90, config=config)
     yield hub
     hub.stop()
 
@@ -126,7 +122,7 @@ def test_rest_spawn_stages_and_mounts_the_dataset(
     assert len(alice_rules(rucio_server, scope, "crab-2020")) == 1
 
     # the pod: init container ran, the ConfigMap is owned by the pod
-    namespace = hub.namespace  # type: ignore[attr-defined]
+    namespace = hub.namespace
     pods = requests.get(f"{sim.url}/api/v1/namespaces/{namespace}/pods", timeout=10).json()
     (pod,) = [
         p

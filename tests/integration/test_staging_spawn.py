@@ -31,53 +31,23 @@ from traitlets.config import Config
 import esap_spawner.data.datalinks as datalinks_module
 from esap_spawner.observe.db import Database
 from esap_spawner.spawn.spawner import ESAPSpawner
+from tests.harness.hub import HUB_SITE
 from tests.harness.rucio_server import (
-    ALICE_PASSWORD,
-    BOB_PASSWORD,
     LOCAL_RSE,
+    MOUNT,
     REMOTE_RSE,
-    ROOT_PASSWORD,
+    ROOT,
     RucioServer,
     SeededFile,
+    alice_rules,
     make_files,
+    rucio_site,
 )
-from tests.integration.test_spawner_hub import SITE
-from tests.integration.test_spawner_manifest import MockUser
+from tests.harness.spawner import MockUser
 
 pytestmark = pytest.mark.integration
 
-MOUNT = "/rucio/hub-local"
-ROOT = "/home/jovyan/datasets"
 SCRIPT = Path(datalinks_module.__file__)
-
-
-def rucio_site(server: RucioServer, tmp_path: Path, account: str) -> dict[str, Any]:
-    password = tmp_path / f"{account}-password"
-    passwords = {"alice": ALICE_PASSWORD, "bob": BOB_PASSWORD, "root": ROOT_PASSWORD}
-    password.write_text(passwords[account])
-    return {
-        **SITE,
-        "data": {
-            "catalogue": "rucio",
-            "mount_root": ROOT,
-            "rucio": {
-                "host": server.url,
-                "account": account,
-                "auth_type": "userpass",
-                "username": account,
-                "password_file": str(password),
-                "local_rses": [
-                    {
-                        "name": LOCAL_RSE,
-                        "pfn_prefix": server.pfn_prefix(LOCAL_RSE),
-                        "mount_path": MOUNT,
-                        "volume": {"hostPath": {"path": str(server.rse_dir(LOCAL_RSE))}},
-                    }
-                ],
-                "staging": {"destination_rse": LOCAL_RSE, "rule_lifetime": 3600, "timeout": 45},
-            },
-        },
-    }
 
 
 def make_spawner(
@@ -124,14 +94,6 @@ async def collect(progress: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any
         if event["message"].startswith("Datasets ready"):
             break
     return seen
-
-
-def alice_rules(server: RucioServer, scope: str, name: str) -> list[Any]:
-    return [
-        r
-        for r in server.rules(scope, name)
-        if r["account"] == "alice" and r["rse_expression"] == LOCAL_RSE
-    ]
 
 
 def messages_of(spawner: ESAPSpawner) -> list[str]:
@@ -519,7 +481,7 @@ async def test_static_catalogue_end_to_end(sim: Any, sim_namespace: str, tmp_pat
     (archive / "lofar" / "L123" / "sub" / "b.fits").write_bytes(b"b" * 20)
     mount_root = tmp_path / "datasets"
     site = {
-        **SITE,
+        **HUB_SITE,
         "data": {
             "catalogue": "static",
             "mount_root": str(mount_root),

@@ -42,7 +42,7 @@ from esap_spawner.site.model import load_site
 from esap_spawner.site.quantity import parse_quantity
 from esap_spawner.spawn.spawner import ESAPSpawner
 from tests.harness.kube import kubeconfig_in_use, start_control_plane
-from tests.integration.test_spawner_manifest import MockUser
+from tests.harness.spawner import MockUser
 from tests.k8s.clusters import FOREIGN_NAMESPACES, Scenario, scenario
 from tools.kube.control_plane import ControlPlane
 from tools.kube.http import HTTPError
