@@ -31,6 +31,8 @@ from esap_spawner.service.app import make_app
 from esap_spawner.service.auth import StaticTokenAuth
 from esap_spawner.site.model import load_site
 from esap_spawner.site.profiles import PROFILE_LABEL
+from tests.harness.clock import Clock
+from tests.harness.cluster_objects import node, pod
 from tests.harness.hub import free_port
 
 # -- the site and the tokens the service tests share -----------------------------------------
@@ -122,57 +124,6 @@ c.JupyterHub.load_roles.extend([
 PREFIX = "/services/esap/"
 
 
-def node(
-    name: str,
-    *,
-    cpu: str,
-    memory: str,
-    gpu: int = 0,
-    labels: dict[str, str] | None = None,
-    images: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
-    if gpu:
-        allocatable["nvidia.com/gpu"] = str(gpu)
-    return {
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {},
-        "status": {
-            "allocatable": allocatable,
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "images": [{"names": [image]} for image in images],
-        },
-    }
-
-
-def server_pod(uid: str, node_name: str, profile: str, *, cpu: str, memory: str) -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {
-            "uid": uid,
-            "name": f"jupyter-{uid}",
-            "namespace": "hub",
-            "labels": {PROFILE_LABEL: profile},
-        },
-        "spec": {
-            "nodeName": node_name,
-            "containers": [
-                {"name": "notebook", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
-            ],
-        },
-        "status": {"phase": "Running"},
-    }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Service:
     """An in-process service: its port, model, clock and state (``ServiceState``)."""
 
@@ -221,6 +172,12 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
+def server_pod(uid: str, node_name: str, profile: str, *, cpu: str, memory: str) -> dict[str, Any]:
+    """A notebook server's pod as the spawner labels it (the product's profile label)."""
+    return pod(uid, node_name, cpu, memory, profile=profile, label=PROFILE_LABEL,
+               namespace="hub", name=f"jupyter-{uid}")  # fmt: skip
+
+
 def synced_model(clock: Clock) -> ClusterModel:
     model = ClusterModel(clock=clock)
     model.replace_all(
@@ -242,7 +199,7 @@ async def service_factory(site_file: Path, token_file: Path) -> AsyncIterator[Se
     servers: list[HTTPServer] = []
 
     async def make(*, synced: bool = True, **options: Any) -> Service:
-        clock = Clock()
+        clock = Clock(1_767_225_600.0)  # 2026-01-01T00:00:00Z
         model = synced_model(clock) if synced else ClusterModel(clock=clock)
         options.setdefault("auth", StaticTokenAuth.from_file(token_file))
         app = make_app(

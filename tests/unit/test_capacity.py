@@ -19,80 +19,10 @@ from esap_spawner.capacity.model import (
 from esap_spawner.capacity.requirements import ProfileRequirements, describe_vector, image_aliases
 from esap_spawner.capacity.reservations import Held
 from esap_spawner.spawn.records import SpawnDurations
+from tests.harness.clock import Clock
+from tests.harness.cluster_objects import PROFILE_LABEL, model_of, node, pod
 
-PROFILE_LABEL = "test.esap.example/profile"
 IMAGE = "quay.io/jupyter/scipy-notebook:2026-01-01"
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def node(
-    name: str,
-    cpu: str = "4",
-    memory: str = "16Gi",
-    *,
-    gpu: int = 0,
-    pods: str | None = "110",
-    labels: dict[str, str] | None = None,
-    taints: list[dict[str, str]] | None = None,
-    ready: bool = True,
-    unschedulable: bool = False,
-    images: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    allocatable: dict[str, str] = {"cpu": cpu, "memory": memory}
-    if pods is not None:
-        allocatable["pods"] = pods
-    if gpu:
-        allocatable["nvidia.com/gpu"] = str(gpu)
-    return {
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {"taints": taints or [], "unschedulable": unschedulable},
-        "status": {
-            "allocatable": allocatable,
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "images": [{"names": [image, f"{image.split(':')[0]}@sha256:abc"]} for image in images],
-        },
-    }
-
-
-def pod(
-    uid: str,
-    node_name: str | None = None,
-    cpu: str = "1",
-    memory: str = "1Gi",
-    *,
-    gpu: int = 0,
-    phase: str = "Running",
-    profile: str | None = None,
-    namespace: str = "default",
-    name: str | None = None,
-    deleting: bool = False,
-) -> dict[str, Any]:
-    requests: dict[str, str] = {"cpu": cpu, "memory": memory}
-    limits: dict[str, str] = {}
-    if gpu:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpu)
-    meta: dict[str, Any] = {
-        "uid": uid,
-        "name": name or f"pod-{uid}",
-        "namespace": namespace,
-        "labels": {PROFILE_LABEL: profile} if profile else {},
-    }
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    spec: dict[str, Any] = {
-        "containers": [{"name": "c", "resources": {"requests": requests, "limits": limits}}]
-    }
-    if node_name:
-        spec["nodeName"] = node_name
-    return {"kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": phase}}
 
 
 def profile(
@@ -117,14 +47,6 @@ def profile(
         image=image,
         max_servers=max_servers,
     )
-
-
-def model_of(
-    nodes: list[dict[str, Any]], pods: list[dict[str, Any]] = (), **kw: Any
-) -> ClusterModel:  # type: ignore[assignment]
-    model = ClusterModel(profile_label=PROFILE_LABEL, **kw)
-    model.replace_all(nodes, pods)
-    return model
 
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}

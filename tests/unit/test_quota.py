@@ -10,7 +10,7 @@ import pytest
 from esap_spawner.capacity.model import Refusal, Reservation
 from esap_spawner.capacity.quota import Quota, quota_room, server_use
 from esap_spawner.capacity.requirements import ProfileRequirements, intern_vector
-from tests.unit.test_capacity import PROFILE_LABEL, model_of, node, pod
+from tests.harness.cluster_objects import PROFILE_LABEL, model_of, node, pod
 
 
 def quota(hard: dict[str, str], used: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:

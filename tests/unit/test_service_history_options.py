@@ -104,7 +104,8 @@ async def test_availability_is_sampled_only_from_a_current_view() -> None:
     from esap_spawner.capacity.model import ClusterModel
     from esap_spawner.service.history import sample_availability
     from esap_spawner.site.model import parse_site
-    from tests.harness.service import SITE_YAML, Clock, synced_model
+    from tests.harness.clock import Clock
+    from tests.harness.service import SITE_YAML, synced_model
 
     site = parse_site(SITE_YAML)
     db = FakeDatabase()

@@ -34,6 +34,7 @@ from esap_spawner.data.staging import (
 )
 from esap_spawner.observe import metrics
 from esap_spawner.site.model import LocalRSE
+from tests.harness.clock import Clock
 
 DID = "escape:crab-2020"
 LOCAL = "HUB_LOCAL_DISK"
@@ -90,19 +91,6 @@ class MemoryCatalogue(Catalogue):
         self.calls["cancel"] += 1
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 3))
-        self.now += seconds
-
-
 def stager(
     catalogue: MemoryCatalogue, clock: Clock, *, deadline: float = 1000.0, **kwargs: Any
 ) -> tuple[Stager, list[tuple[str, float]]]:
@@ -127,7 +115,7 @@ def counted(status: str) -> float:
 
 
 async def test_backoff_grows_while_nothing_moves_and_resets_when_a_file_arrives() -> None:
-    catalogue, clock = MemoryCatalogue([0, 0, 0, 0, 1, 1, 2]), Clock()
+    catalogue, clock = MemoryCatalogue([0, 0, 0, 0, 1, 1, 2]), Clock(100.0)
     run, messages = stager(catalogue, clock)
     before = counted("success")
     resolved = await run.run([DID])
@@ -150,7 +138,7 @@ async def test_backoff_grows_while_nothing_moves_and_resets_when_a_file_arrives(
 
 
 async def test_deadline_fails_with_the_counts_and_records_a_timeout() -> None:
-    catalogue, clock = MemoryCatalogue([0, 1]), Clock()
+    catalogue, clock = MemoryCatalogue([0, 1]), Clock(100.0)
     run, _ = stager(catalogue, clock, deadline=3.0)
     before = counted("timeout")
     with pytest.raises(StagingError) as failed:
@@ -165,7 +153,7 @@ async def test_deadline_fails_with_the_counts_and_records_a_timeout() -> None:
 
 
 async def test_local_data_is_never_staged() -> None:
-    catalogue, clock = MemoryCatalogue([2], local=True), Clock()
+    catalogue, clock = MemoryCatalogue([2], local=True), Clock(100.0)
     run, messages = stager(catalogue, clock)
     resolved = await run.run([DID])
     assert catalogue.calls["stage"] == 0 and catalogue.calls["progress"] == 0
@@ -174,7 +162,7 @@ async def test_local_data_is_never_staged() -> None:
 
 
 async def test_without_a_destination_remote_data_is_refused() -> None:
-    catalogue, clock = MemoryCatalogue([2]), Clock()
+    catalogue, clock = MemoryCatalogue([2]), Clock(100.0)
     run, _ = stager(catalogue, clock, settings=StagingSettings(None, 0))
     with pytest.raises(StagingError) as refused:
         await run.run([DID])
@@ -183,7 +171,7 @@ async def test_without_a_destination_remote_data_is_refused() -> None:
 
 
 async def test_missing_dataset_named() -> None:
-    run, _ = stager(MemoryCatalogue([2]), Clock())
+    run, _ = stager(MemoryCatalogue([2]), Clock(100.0))
     with pytest.raises(StagingError) as refused:
         await run.run([DID, "escape:nope"])
     assert (refused.value.status, str(refused.value)) == (
@@ -197,7 +185,7 @@ async def test_saved_state_resumes_the_same_rule() -> None:
     saved = load_staging_state(
         dump_staging_state({DID: DidStaging(DID, saved_request, started_at=50.0)})
     )
-    catalogue, clock = MemoryCatalogue([1, 2]), Clock()
+    catalogue, clock = MemoryCatalogue([1, 2]), Clock(100.0)
     run, messages = stager(catalogue, clock, saved=saved)
     await run.run([DID])
     assert catalogue.calls["stage"] == 0
@@ -205,7 +193,7 @@ async def test_saved_state_resumes_the_same_rule() -> None:
     # a finished entry or another destination is not resumed
     finished = {DID: replace_entry(saved[DID], finished_at=60.0)}
     catalogue2 = MemoryCatalogue([2])
-    await stager(catalogue2, Clock(), saved=finished)[0].run([DID])
+    await stager(catalogue2, Clock(100.0), saved=finished)[0].run([DID])
     assert catalogue2.calls["stage"] == 1
 
 
@@ -217,7 +205,7 @@ def replace_entry(entry: DidStaging, **changes: Any) -> DidStaging:
 
 async def test_a_remembered_rule_that_is_gone_is_asked_for_again_once() -> None:
     saved = {DID: DidStaging(DID, StagingRequest(DID, LOCAL, "rule-old"), started_at=1.0)}
-    catalogue, clock = MemoryCatalogue(["gone", 1, 2]), Clock()
+    catalogue, clock = MemoryCatalogue(["gone", 1, 2]), Clock(100.0)
     run, messages = stager(catalogue, clock, saved=saved)
     await run.run([DID])
     assert catalogue.calls["stage"] == 1
@@ -226,7 +214,7 @@ async def test_a_remembered_rule_that_is_gone_is_asked_for_again_once() -> None:
     ]
     # gone twice: the second time it is a failure, in words
     catalogue = MemoryCatalogue(["gone"])
-    run, _ = stager(catalogue, Clock(), saved=dict(saved))
+    run, _ = stager(catalogue, Clock(100.0), saved=dict(saved))
     with pytest.raises(StagingError) as failed:
         await run.run([DID])
     assert failed.value.status == 500 and "(not available)" in str(failed.value)
@@ -252,7 +240,9 @@ async def test_state_keeps_this_runs_dids_and_unfinished_others() -> None:
         "old:finished", StagingRequest("old:finished", LOCAL, "r1"), started_at=1.0, finished_at=2.0
     )
     open_ = DidStaging("old:open", StagingRequest("old:open", LOCAL, "r2"), started_at=1.0)
-    run, _ = stager(MemoryCatalogue([2]), Clock(), saved={"old:finished": done, "old:open": open_})
+    run, _ = stager(
+        MemoryCatalogue([2]), Clock(100.0), saved={"old:finished": done, "old:open": open_}
+    )
     await run.run([DID])
     assert [d["did"] for d in run.state()["dids"]] == ["old:open", DID]
 
