@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def demo_site(archive: Path, url: str) -> dict[str, Any]:
     """The example site file's facility and profiles, with a static catalogue on ``archive``."""
-    site = yaml.safe_load((EXAMPLES / "site.yaml").read_text())
+    site: dict[str, Any] = yaml.safe_load((EXAMPLES / "site.yaml").read_text())
     site["facility"]["url"] = f"{url}/"
     site["data"] = {
         "catalogue": "static",

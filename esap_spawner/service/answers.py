@@ -37,6 +37,7 @@ from esap_spawner.service.views import profiles_body
 
 if TYPE_CHECKING:
     from esap_spawner.service.state import ServiceState
+    from esap_spawner.site.profiles import Profile
 
 __all__ = ["Answers", "Audience", "Prepared", "accepts_gzip"]
 
@@ -77,7 +78,7 @@ class Audience:
 
     __slots__ = ("fixed", "listing", "profiles", "single", "slugs", "with_groups")
 
-    def __init__(self, profiles: Sequence[Any], *, with_groups: bool) -> None:
+    def __init__(self, profiles: Sequence[Profile], *, with_groups: bool) -> None:
         self.profiles = tuple(profiles)
         self.slugs = frozenset(p.slug for p in self.profiles)
         self.with_groups = with_groups
@@ -185,7 +186,7 @@ class Answers:
         return answer
 
     def once(self, audience: Audience, name: str,
-             make: Callable[[Sequence[Any]], Mapping[str, Any]]) -> Prepared:  # fmt: skip
+             make: Callable[[Sequence[Profile]], Mapping[str, Any]]) -> Prepared:  # fmt: skip
         """An answer that depends on the audience's profiles alone (``make(profiles)``,
         e.g. the options' schema), made on first use and kept."""
         answer = audience.fixed.get(name)

@@ -42,6 +42,8 @@ from esap_spawner.service.views import QueryStyle
 
 if TYPE_CHECKING:
     from esap_spawner.observe.db import Database
+    from esap_spawner.service.interfaces import MayUse
+    from esap_spawner.site.model import Site
 from esap_spawner.service.status import page_routes
 
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
@@ -53,10 +55,10 @@ _STYLES: dict[str, QueryStyle] = {"opt": "opt", "plain": "plain"}  # "auto": Non
 
 def make_app(
     *,
-    site: Any,
+    site: Site,
     capacity: CapacityView,
     auth: AuthStrategy | None,
-    may_use: Any = None,
+    may_use: MayUse | None = None,
     catalogue: LocalityCatalogue | None = None,
     prefix: str = "/",
     hub_base_url: str = "/",
@@ -507,7 +509,7 @@ class ESAPService(CommandLineApp):
 
         return [asyncio.create_task(run())]
 
-    async def _warm(self, app: tornado.web.Application, watcher: Any) -> None:
+    async def _warm(self, app: tornado.web.Application, watcher: ClusterWatcher) -> None:
         """Once the first lists are in, answer every profile once, so the first caller
         does not pay the full pass over the cluster (0.7 s at 10,000 nodes)."""
         if await watcher.wait_synced(timeout=None):

@@ -41,12 +41,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from jupyterhub.services.auth import check_scopes
 from tornado.web import HTTPError
 
 from esap_spawner.service.expiring import ExpiringCache
+
+if TYPE_CHECKING:
+    from jupyterhub.services.auth import HubAuth
 
 __all__ = [
     "PORTAL_SCOPE",
@@ -185,7 +188,7 @@ class AuthStrategy(Protocol):
 class HubTokenAuth:
     """Tokens checked by the hub through :class:`~jupyterhub.services.auth.HubAuth`."""
 
-    def __init__(self, hub_auth: Any, *, service_name: str = "esap") -> None:
+    def __init__(self, hub_auth: HubAuth, *, service_name: str = "esap") -> None:
         self.hub_auth = hub_auth
         self.service_name = service_name
 

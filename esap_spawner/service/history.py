@@ -28,8 +28,12 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # SQLAlchemy is imported only when a database is configured
+if TYPE_CHECKING:
     from esap_spawner.observe.db import Database
+    from esap_spawner.service.interfaces import CapacityView
+    from esap_spawner.site.profiles import (
+        Profile,  # SQLAlchemy is imported only when a database is configured
+    )
 
 __all__ = ["SpawnHistory", "Staging", "every", "sample_availability"]
 
@@ -94,8 +98,9 @@ class SpawnHistory:
         await asyncio.to_thread(self.refresh)
 
 
-async def sample_availability(db: Database, capacity: Any, profiles: Sequence[Any], *,
-                              limited_threshold: int) -> int:  # fmt: skip
+async def sample_availability(
+    db: Database, capacity: CapacityView, profiles: Sequence[Profile], *, limited_threshold: int
+) -> int:
     """Store one availability sample per profile; returns how many (0 while the cluster
     view is not synced or is stale: figures nobody can vouch for are not history)."""
     if not capacity.synced or capacity.stale:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from esap_spawner.site.profiles import Profile
 
 __all__ = [
     "AvailabilityLike",
@@ -20,6 +23,7 @@ __all__ = [
     "CheckResult",
     "LocalityCatalogue",
     "LocalityUnavailable",
+    "MayUse",
     "NoCatalogue",
 ]
 
@@ -57,8 +61,15 @@ class CapacityView(Protocol):
 
     def view_age_seconds(self) -> float | None: ...
     def availability(
-        self, profiles: Iterable[Any], *, limited_threshold: int = ...
-    ) -> Mapping[str, Any]: ...
+        self, profiles: Iterable[Profile], *, limited_threshold: int = ...
+    ) -> Mapping[str, AvailabilityLike]: ...
+
+
+class MayUse(Protocol):
+    """Whether a caller in ``groups`` (an admin or not) may start ``profile``
+    (:func:`esap_spawner.site.profiles.may_use`)."""
+
+    def __call__(self, profile: Profile, *, groups: Iterable[str], is_admin: bool) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ process, as in tests and benchmarks, do not share counters), its prepared answer
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from esap_spawner.observe.metrics import ServiceMetrics
 from esap_spawner.service.answers import Answers, Prepared
@@ -22,6 +22,11 @@ from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.history import SpawnHistory
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from esap_spawner.service.views import QueryStyle, esap_url, facility_body, hub_root
+
+if TYPE_CHECKING:
+    from esap_spawner.service.interfaces import MayUse
+    from esap_spawner.site.model import Site
+    from esap_spawner.site.profiles import Profile
 
 __all__ = ["ROUTES", "ServiceState"]
 
@@ -52,9 +57,9 @@ class ServiceState:
     sign in to the status page (None without a hub).
     """
 
-    site: Any
+    site: Site
     capacity: CapacityView
-    may_use: Callable[..., bool]
+    may_use: MayUse
     auth: AuthStrategy | None = None
     catalogue: LocalityCatalogue = field(default_factory=NoCatalogue)
     prefix: str = "/"
@@ -111,7 +116,7 @@ class ServiceState:
         self.facility = Prepared(facility, inputs=None, expires=float("inf"))
 
     @property
-    def profiles(self) -> Sequence[Any]:
+    def profiles(self) -> Sequence[Profile]:
         return tuple(self.site.profiles)
 
     @property

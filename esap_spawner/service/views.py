@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from esap_spawner.site.quantity import parse_bytes, parse_quantity
 from esap_spawner.spawn.options import query_string_keys
+
+if TYPE_CHECKING:
+    from esap_spawner.service.interfaces import AvailabilityLike
+    from esap_spawner.site.model import Facility
+    from esap_spawner.site.profiles import Profile
 
 __all__ = [
     "API_VERSION",
@@ -69,7 +74,7 @@ def spawn_url(profile_slug: str, *, root: str, style: QueryStyle = "plain") -> s
 
 
 def facility_body(
-    facility: Any, *, root: str, prefix: str, launch_root: str, style: QueryStyle = "plain"
+    facility: Facility, *, root: str, prefix: str, launch_root: str, style: QueryStyle = "plain"
 ) -> dict[str, Any]:
     """``GET api/v1/facility``: ESAP's Facility fields plus what a portal needs to link.
 
@@ -115,7 +120,7 @@ def _memory(value: Any, value_bytes: int | None) -> dict[str, Any] | None:
     }
 
 
-def resources_body(profile: Any) -> dict[str, Any]:
+def resources_body(profile: Profile) -> dict[str, Any]:
     """CPU in cores, memory in bytes with the quantity as the site file wrote it, GPUs."""
     gpu = profile.gpu
     return {
@@ -132,7 +137,7 @@ def resources_body(profile: Any) -> dict[str, Any]:
     }
 
 
-def availability_body(availability: Any) -> dict[str, Any]:
+def availability_body(availability: AvailabilityLike) -> dict[str, Any]:
     return {
         "status": availability.status,
         "can_start_now": availability.can_start_now,
@@ -144,7 +149,12 @@ def availability_body(availability: Any) -> dict[str, Any]:
 
 
 def profile_body(
-    profile: Any, availability: Any, *, root: str, with_groups: bool, style: QueryStyle = "plain"
+    profile: Profile,
+    availability: AvailabilityLike,
+    *,
+    root: str,
+    with_groups: bool,
+    style: QueryStyle = "plain",
 ) -> dict[str, Any]:
     """One profile as the API shows it; ``allowed_groups`` only for portal callers."""
     body: dict[str, Any] = {
@@ -163,8 +173,8 @@ def profile_body(
 
 
 def profiles_body(
-    profiles: Sequence[Any],
-    availability: Mapping[str, Any],
+    profiles: Sequence[Profile],
+    availability: Mapping[str, AvailabilityLike],
     *,
     as_of: float | None,
     stale: bool,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubernetes_asyncio.client import V1Container, V1EnvVar, V1Volume, V1VolumeMount
 from kubespawner.utils import get_k8s_model
@@ -53,6 +53,10 @@ from esap_spawner.spawn import objects
 from esap_spawner.spawn.options import UserOptions
 from esap_spawner.spawn.plan import DataPlanError, dataset_plan, narrow_to_datasets
 from esap_spawner.spawn.pod_owned import PodOwnedObjects
+
+if TYPE_CHECKING:
+    from esap_spawner.spawn.context import HubContext
+    from esap_spawner.spawn.records import SpawnAttempt
 
 
 def staging_settings(site: Site, *, poll_min: float, poll_max: float) -> staging.StagingSettings:
@@ -85,12 +89,44 @@ def _field(obj: Any, attribute: str, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, attribute, None)
 
 
-class DataSpawnerMixin(PodOwnedObjects):
-    """Datasets and workflow for a KubeSpawner subclass with ``site``, ``esap_options``,
-    ``_attempt()``, ``db_url`` and the staging traits (``staging_poll_interval``,
-    ``staging_poll_max``, ``staging_pod_margin``, ``remove_staging_rules_on_stop``,
-    ``home_dir``, ``checkout_env``): ESAPSpawner, where they are documented with its other
-    options."""
+class SpawnerHost(Protocol):
+    """What :class:`DataSpawnerMixin` needs from the spawner it is mixed into, beyond
+    KubeSpawner's own members (``user``, ``log``, ``api``, ``namespace``, ``pod_name``...):
+    ESAPSpawner, which documents these with its other options
+    (``tests/unit/test_spawner_host.py`` holds it to them)."""
+
+    @property
+    def context(self) -> HubContext: ...
+    @property
+    def site(self) -> Site: ...
+    @property
+    def home_dir(self) -> str: ...
+    @property
+    def checkout_env(self) -> dict[str, str]: ...
+    @property
+    def staging_poll_interval(self) -> float: ...
+    @property
+    def staging_poll_max(self) -> float: ...
+    @property
+    def staging_pod_margin(self) -> float: ...
+    @property
+    def remove_staging_rules_on_stop(self) -> bool: ...
+    def _attempt(self) -> SpawnAttempt: ...
+
+
+if TYPE_CHECKING:
+
+    class _Host(PodOwnedObjects, SpawnerHost):
+        """For the type checker: the data side sits on the pod-owned objects (on
+        KubeSpawner), in a host like ESAPSpawner, so the host's members are typed here."""
+
+else:
+    _Host = PodOwnedObjects
+
+
+class DataSpawnerMixin(_Host):
+    """Datasets and workflow for a KubeSpawner subclass that is a :class:`SpawnerHost`
+    (ESAPSpawner)."""
 
     _esap_plan: dict[str, Any] | None = None
     _esap_storage: tuple[LocalRSE, ...] = ()
