@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
 from esap_spawner.site.profiles import PROFILE_LABEL
 from tests.harness.hub import HubProcess, hub_on_cluster
@@ -209,12 +207,12 @@ def test_the_view_watches_the_cluster_kubespawner_spawns_in(
     spawns_here = sim_factory(CLUSTER, kubelet="fake")
     spawns_here.create_namespace("admission")
     kubeconfig = elsewhere.write_kubeconfig(tmp_path / "kubeconfig")
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(SITE))
-    config = simulator_hub_config(site_file=site_file, namespace="admission", start_timeout=20)
-    config += f"\nc.KubeSpawner.k8s_api_host = {spawns_here.url!r}"
+    config = f"\nc.KubeSpawner.k8s_api_host = {spawns_here.url!r}"
     config += "\nc.KubeSpawner.http_timeout = 3\n"
-    hub = HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": str(kubeconfig)}).start()
+    hub = hub_on_cluster(
+        tmp_path, SITE, namespace="admission", kubeconfig=kubeconfig, start_timeout=20,
+        config=config,
+    )  # fmt: skip
     try:
         hub.create_user("kim")
         r = hub.api("POST", "/users/kim/server", json={"profile": "quota"})
