@@ -12,21 +12,12 @@ the committed ones); otherwise into the test's temporary folder.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import (
@@ -38,11 +29,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.harness.hub import free_port
+from tests.harness.demo import DemoProcess, nothing_listens, processes_under
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-demo-password"
-NAMESPACE = "esap-demo"  # esap_spawner.dev.demo.NAMESPACE
 CHROMIUM_ARGS = [
     "--no-sandbox",  # the tests may run as root
     "--disable-background-networking",
@@ -64,126 +54,22 @@ def chromium_path() -> str:
     return found
 
 
-@dataclass
-class Demo:
-    """A running `esap-spawner demo` and what its banner says."""
-
-    url: str
-    banner: str
-    proc: subprocess.Popen[bytes]
-    output: Path
-
-    def banner_value(self, label: str) -> str:
-        """The first word after ``label:`` in the banner (``Kubernetes``, ``ESAP link``)."""
-        found = re.search(rf"{re.escape(label)}:\s+(\S+)", self.banner)
-        assert found, f"no {label!r} in the demo banner:\n{self.banner}"
-        return found[1]
-
-    @property
-    def portal_token(self) -> str:
-        found = re.search(r"Authorization: token ([0-9a-f]+)", self.banner)
-        assert found, self.banner
-        return found[1]
-
-    def get_json(self, url: str, token: str | None = None) -> Any:
-        request = urllib.request.Request(url)
-        if token:
-            request.add_header("Authorization", f"token {token}")
-        with urllib.request.urlopen(request, timeout=20) as answer:
-            return json.load(answer)
-
-    def pods(self, user: str) -> list[dict[str, Any]]:
-        """The user's pods, as the simulator's Kubernetes API lists them."""
-        sim = self.banner_value("Kubernetes")
-        selector = quote(f"hub.jupyter.org/username={user}")
-        listed = self.get_json(f"{sim}/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={selector}")
-        return [
-            p
-            for p in listed["items"]
-            if p["metadata"].get("labels", {}).get("hub.jupyter.org/username") == user
-        ]
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    @property
-    def workdir(self) -> Path:
-        return self.output.parent / "state"
-
-    def hub_log_tail(self, lines: int = 60) -> str:
-        log = self.workdir / "jupyterhub.log"
-        if not log.exists():
-            return "(no hub log)"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def processes_under(folder: Path) -> list[str]:
-    """Live processes whose HOME is inside ``folder`` (the process kubelet's pods)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        home = next((e[5:].decode(errors="replace") for e in env if e.startswith(b"HOME=")), "")
-        if home.startswith(f"{folder}/"):
-            found.append(f"{proc.name}: {home}")
-    return found
-
-
-def start_demo(workdir: Path, timeout: float = 120) -> Demo:
-    port = free_port()
-    output = workdir / "demo.out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "esap_spawner.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--password",
-            PASSWORD,
-            "--workdir",
-            str(workdir / "state"),
-        ],
-        stdout=output.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while "is ready" not in output.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_demo(proc)
-            raise AssertionError(f"the demo did not come up:\n{output.read_text()}")
-        time.sleep(0.5)  # polling the banner, not waiting for a fixed time
-    return Demo(f"http://127.0.0.1:{port}", output.read_text(errors="replace"), proc, output)
-
-
-def stop_demo(proc: subprocess.Popen[bytes], timeout: float = 90) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            raise AssertionError(f"the demo did not stop within {timeout} s of SIGINT") from None
-    return proc.returncode
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    running = start_demo(tmp_path_factory.mktemp("demo"))
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
+    running = DemoProcess(tmp_path_factory.mktemp("demo"), password=PASSWORD)
+    try:
+        running.wait_ready()
+    except AssertionError:
+        running.stop()
+        raise
     try:
         yield running
     finally:
-        code = stop_demo(running.proc)
+        code = running.stop()
         assert code == 0, running.text()[-3000:]
         assert "nothing is left running" in running.text(), running.text()[-3000:]
         assert processes_under(running.workdir) == []
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", int(running.url.rsplit(":", 1)[1]))) != 0
+        assert nothing_listens(running.port)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -193,7 +79,7 @@ def pytest_runtest_makereport(
     """A failing browser test reports the end of the demo hub's log."""
     report = yield
     demo = getattr(item, "funcargs", {}).get("demo")
-    if report.failed and isinstance(demo, Demo):
+    if report.failed and isinstance(demo, DemoProcess):
         report.sections.append(("demo hub log (end)", demo.hub_log_tail()))
     return report
 
@@ -214,7 +100,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def login(demo: Demo, browser: Browser) -> Iterator[Any]:
+def login(demo: DemoProcess, browser: Browser) -> Iterator[Any]:
     """``login(user)`` -> a page of a fresh browser context, logged in as ``user``."""
     contexts: list[BrowserContext] = []
 

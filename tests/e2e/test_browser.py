@@ -18,9 +18,10 @@ from playwright.sync_api import Browser, Page, WebSocket, expect
 
 from esap_spawner.site.profiles import PROFILE_LABEL
 from esap_spawner.spawn.objects import workflow_folder
+from tests.harness.demo import DemoProcess, processes_under
 from tests.harness.esap import esap_deploy
 
-from .conftest import LAB_MS, PAGE_MS, PASSWORD, Demo, processes_under
+from .conftest import LAB_MS, PAGE_MS, PASSWORD
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,7 @@ def profiles_on_form(page: Page) -> list[str]:
     ]
 
 
-def expect_jupyterlab(page: Page, demo: Demo, user: str, *, opens: str = "") -> None:
+def expect_jupyterlab(page: Page, demo: DemoProcess, user: str, *, opens: str = "") -> None:
     """The browser shows a working JupyterLab of ``user``'s server, at its Launcher or, with
     ``opens``, with that file's tab in front.
 
@@ -60,7 +61,7 @@ def expect_jupyterlab(page: Page, demo: Demo, user: str, *, opens: str = "") -> 
     assert page.url.startswith(f"{demo.url}/user/{user}/lab")
 
 
-def pod_profile(demo: Demo, user: str) -> str:
+def pod_profile(demo: DemoProcess, user: str) -> str:
     pods = demo.pods(user)
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return str(pods[0]["metadata"]["labels"].get(PROFILE_LABEL))
@@ -82,7 +83,7 @@ def follow_to_progress_page(page: Page, link: str, user: str, *, confirm: bool =
     page.locator("#progress-details summary").click()  # open the event log
 
 
-def test_login_pick_small_start_lands_in_jupyterlab(login: Login, demo: Demo) -> None:
+def test_login_pick_small_start_lands_in_jupyterlab(login: Login, demo: DemoProcess) -> None:
     page = login("alice")
     assert profiles_on_form(page) == OPEN_PROFILES
     page.check("input[name=profile][value=small]")
@@ -94,7 +95,7 @@ def test_login_pick_small_start_lands_in_jupyterlab(login: Login, demo: Demo) ->
 
 
 def test_esap_deep_link_starts_its_profile_and_shows_progress(
-    login: Login, demo: Demo, screenshot_dir: Path
+    login: Login, demo: DemoProcess, screenshot_dir: Path
 ) -> None:
     page = login("bob")
     follow_to_progress_page(page, f"{demo.url}/hub/spawn?profile=gammapy", "bob")
@@ -106,7 +107,7 @@ def test_esap_deep_link_starts_its_profile_and_shows_progress(
     expect_jupyterlab(page, demo, "bob")
 
 
-def test_restricted_profile_hidden_and_refused_by_link(login: Login, demo: Demo) -> None:
+def test_restricted_profile_hidden_and_refused_by_link(login: Login, demo: DemoProcess) -> None:
     page = login("mallory")
     assert profiles_on_form(page) == OPEN_PROFILES
     expect(page.locator("label.esap-profile[data-profile=gpu]")).to_have_count(0)
@@ -123,7 +124,9 @@ def test_restricted_profile_hidden_and_refused_by_link(login: Login, demo: Demo)
     assert demo.pods("mallory") == []
 
 
-def test_link_with_unknown_dataset_is_refused_with_the_reason(login: Login, demo: Demo) -> None:
+def test_link_with_unknown_dataset_is_refused_with_the_reason(
+    login: Login, demo: DemoProcess
+) -> None:
     page = login("heidi")
     answer = page.goto(f"{demo.url}/hub/spawn?profile=casa&dataset=escape:no-such-data")
     assert answer is not None and answer.status == 404
@@ -136,7 +139,7 @@ def test_link_with_unknown_dataset_is_refused_with_the_reason(login: Login, demo
     assert demo.pods("heidi") == []
 
 
-def test_refused_link_form_keeps_the_links_choices(login: Login, demo: Demo) -> None:
+def test_refused_link_form_keeps_the_links_choices(login: Login, demo: DemoProcess) -> None:
     page = login("ivan")
     page.goto(f"{demo.url}/hub/spawn?profile=casa&dataset=escape:no-such-data")
     expect(page.locator(".spawn-error-msg")).to_be_visible()
@@ -144,7 +147,9 @@ def test_refused_link_form_keeps_the_links_choices(login: Login, demo: Demo) -> 
     expect(page.locator("#esap-dataset")).to_have_value("escape:no-such-data", timeout=2_000)
 
 
-def test_group_member_sees_gpu_profile(login: Login, demo: Demo, screenshot_dir: Path) -> None:
+def test_group_member_sees_gpu_profile(
+    login: Login, demo: DemoProcess, screenshot_dir: Path
+) -> None:
     page = login("gpu-user")
     assert profiles_on_form(page) == [*OPEN_PROFILES, "gpu"]
     gpu = page.locator("label.esap-profile[data-profile=gpu]")
@@ -201,7 +206,7 @@ def test_status_page_from_the_services_menu_shows_and_refreshes_availability(
 # -- features on their way: these become real tests when the marks are removed ----------
 
 
-def test_form_shows_live_availability(login: Login, demo: Demo) -> None:
+def test_form_shows_live_availability(login: Login, demo: DemoProcess) -> None:
     page = login("frank")
     profiles_on_form(page)
     advertised = demo.get_json(f"{demo.url}/services/esap/api/v1/profiles", token=demo.portal_token)
@@ -243,7 +248,9 @@ def without_workflow(link: str) -> str:
     return parts._replace(query=urlencode(query)).geturl()
 
 
-def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, demo: Demo) -> None:
+def test_banner_esap_link_with_dataset_starts_and_reports_data(
+    login: Login, demo: DemoProcess
+) -> None:
     link = without_workflow(demo.banner_value("ESAP link"))
     assert parse_qs(urlsplit(link).query)["opt-dataset"] == ["escape:crab-2020"]
     page = login("carol")
@@ -253,7 +260,7 @@ def test_banner_esap_link_with_dataset_starts_and_reports_data(login: Login, dem
     assert pod_profile(demo, "carol") == "gammapy"
 
 
-def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> None:
+def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: DemoProcess) -> None:
     page = login("erin")
     follow_to_progress_page(
         page, f"{demo.url}/hub/spawn?profile=small&dataset=escape:crab-2020", "erin", confirm=True
@@ -265,7 +272,7 @@ def test_dataset_files_are_readable_in_jupyterlab(login: Login, demo: Demo) -> N
     expect(editor).to_contain_text("Crab nebula gamma-ray events", timeout=LAB_MS)
 
 
-def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -> None:
+def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: DemoProcess) -> None:
     """The banner's ESAP link (gammapy, escape:crab-2020, the demo's workflow and its
     notebook) plus, with the local Rucio server, the banner's staging dataset (only on
     REMOTE_ARCHIVE; transfers emulated by the demo): the progress page shows the staging, the
@@ -310,7 +317,7 @@ def test_workflow_opens_at_its_file_with_staged_data(login: Login, demo: Demo) -
 
 
 def test_esap_deploy_button_lands_in_jupyterlab_after_the_users_yes(
-    demo: Demo, browser: Browser, screenshot_dir: Path
+    demo: DemoProcess, browser: Browser, screenshot_dir: Path
 ) -> None:
     """ESAP's unchanged Deploy link (its f-string, replicated here) -> the hub's login ->
     the prefilled form with the summary, no server yet -> Start -> JupyterLab at the

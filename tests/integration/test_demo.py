@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,71 +14,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.harness.hub import free_port
+from tests.harness.demo import DemoProcess, nothing_listens
 
 pytestmark = pytest.mark.integration
 
 
-def nothing_listens(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-class Demo:
-    def __init__(self, workdir: Path, port: int, password: str = "demo-pw") -> None:
-        self.port = port
-        self.workdir = workdir
-        self.url = f"http://127.0.0.1:{port}"
-        self.output = workdir / "demo.out"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "esap_spawner.cli",
-                "demo",
-                "--port",
-                str(port),
-                "--password",
-                password,
-                "--workdir",
-                str(workdir / "state"),
-            ],
-            stdout=self.output.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "is ready" in self.text():
-                return self.text()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"demo exited {self.proc.returncode}:\n{self.text()}")
-            time.sleep(0.5)
-        raise AssertionError(f"demo not ready after {timeout} s:\n{self.text()}")
-
-    def interrupt(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    running = Demo(tmp_path, free_port())
+def demo(tmp_path: Path) -> Iterator[DemoProcess]:
+    running = DemoProcess(tmp_path)
     yield running
-    if running.proc.poll() is None:
-        running.interrupt()
+    running.stop()
 
 
-def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
+def test_demo_comes_up_answers_and_stops_clean(demo: DemoProcess) -> None:
     banner = demo.wait_ready()
     token = re.search(r"Authorization: token ([0-9a-f]+)", banner)
     assert token, banner
@@ -125,14 +71,14 @@ def test_demo_comes_up_answers_and_stops_clean(demo: Demo) -> None:
     # the workflow answers git's smart protocol, trusting the demo's certificate
     refs = subprocess.run(
         ["git", "ls-remote", workflow[1]],
-        env={**os.environ, "GIT_SSL_CAINFO": str(demo.workdir / "state/git/git-cert.pem")},
+        env={**os.environ, "GIT_SSL_CAINFO": str(demo.workdir / "git/git-cert.pem")},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert refs.returncode == 0 and "refs/heads/main" in refs.stdout, refs.stderr
 
-    assert demo.interrupt() == 0
+    assert demo.stop() == 0
     assert "nothing is left running" in demo.text()
     assert nothing_listens(demo.port)
     assert nothing_listens(int(workflow[2]))
@@ -143,7 +89,7 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        demo = Demo(tmp_path, port)
+        demo = DemoProcess(tmp_path, port=port)
         assert demo.proc.wait(60) == 1
     assert f"port {port}" in demo.text() and "already in use" in demo.text()
 
@@ -152,7 +98,7 @@ def test_a_folder_the_demo_did_not_make_is_never_wiped(tmp_path: Path) -> None:
     foreign = tmp_path / "state"  # Demo's --workdir
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
-    demo = Demo(tmp_path, free_port())
+    demo = DemoProcess(tmp_path)
     assert demo.proc.wait(60) == 1
     assert "holds files the demo did not make" in demo.text()
     assert (foreign / "thesis.tex").read_text() == "years of work"

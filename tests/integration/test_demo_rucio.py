@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from esap_spawner.dev import demo_rucio
-from tests.harness.hub import free_port
-from tests.integration.test_demo import Demo, nothing_listens
+from tests.harness.demo import DemoProcess, nothing_listens
 
 pytestmark = [
     pytest.mark.integration,
@@ -22,14 +21,13 @@ pytestmark = [
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    running = Demo(tmp_path, free_port())
+def demo(tmp_path: Path) -> Iterator[DemoProcess]:
+    running = DemoProcess(tmp_path)
     yield running
-    if running.proc.poll() is None:
-        running.interrupt()
+    running.stop()
 
 
-def test_demo_with_rucio_answers_locality_and_stops_clean(demo: Demo) -> None:
+def test_demo_with_rucio_answers_locality_and_stops_clean(demo: DemoProcess) -> None:
     banner = demo.wait_ready(timeout=180)
     assert "transfers are emulated by the demo" in banner
     rucio_url = re.search(r"Rucio at (http://127\.0\.0\.1:\d+)", banner)
@@ -51,7 +49,7 @@ def test_demo_with_rucio_answers_locality_and_stops_clean(demo: Demo) -> None:
     assert got[demo_rucio.REMOTE_DID]["status"] == "remote", got
     assert got[demo_rucio.REMOTE_DID]["staging_required"] is True, got
 
-    assert demo.interrupt() == 0
+    assert demo.stop() == 0
     assert "nothing is left running" in demo.text()
     assert nothing_listens(demo.port)
     assert nothing_listens(int(rucio_url[1].rsplit(":", 1)[1]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,42 +24,14 @@ import requests
 import yaml
 from jsonschema import Draft7Validator
 
+from tests.harness.helm import CHART, REPO, generator, render
+
 helm = pytest.importorskip("helm_python")
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "esap-jupyterhub"
 FULL_VALUES = CHART / "examples" / "full-values.yaml"
 KUBE_VERSION = "1.30"
 # custom resources kubernetes-validate has no schema for: checked by hand below
 CRD_KINDS = {"ServiceMonitor"}
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "generate_schema", REPO / "helm/generate_schema.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def render(values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Render with ``values`` (z2jh disabled); ``{(kind, name): manifest}``."""
-    values = copy.deepcopy(values or {})
-    values.setdefault("jupyterhub", {})["enabled"] = False
-    with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values, name="esap", namespace="jhub")
-    objects: dict[Any, Any] = {}
-    for path, text in rendered.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        for doc in yaml.safe_load_all(text):
-            if doc:
-                key = (doc["kind"], doc["metadata"]["name"])
-                assert key not in objects, f"{key} rendered twice"
-                objects[key] = doc
-    return objects
 
 
 def notes(values: dict[str, Any] | None = None) -> str:
@@ -93,7 +64,7 @@ def full_objects() -> dict[Any, Any]:
 
 
 def test_committed_generated_files_are_fresh() -> None:
-    stale = _generator().stale_files()
+    stale = generator().stale_files()
     assert stale == [], f"stale: {stale}; run python helm/generate_schema.py"
 
 
@@ -142,7 +113,7 @@ def test_every_key_is_described_and_closed() -> None:
 
 
 def test_generator_refuses_an_unrelocatable_reference() -> None:
-    gen = _generator()
+    gen = generator()
     chart_schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
     site = {"type": "object", "properties": {"x": {"$ref": "other.json#/a"}}}
     with pytest.raises(ValueError, match=r"other\.json#/a"):

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 from unittest.mock import Mock
 
-import aiohttp
 import pytest
 from jupyterhub.objects import Hub, Server
 from kubernetes_asyncio.client import ApiException
@@ -29,6 +27,7 @@ from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from tests.harness.kube import Backend
+from tests.harness.polling import http_status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,27 +71,6 @@ def make_spawner(namespace: str, user: str = "alice", **traits: Any) -> KubeSpaw
         hub=Hub(), user=MockUser(name=user), config=config, api_token="abc123",
         oauth_client_id="unused",
     )  # fmt: skip
-
-
-async def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await predicate()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def http_status(url: str) -> int | None:
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response,
-        ):
-            return response.status
-    except (aiohttp.ClientError, TimeoutError):
-        return None
 
 
 async def _claim_bound(api: Any, name: str, ns: str) -> bool:

@@ -36,10 +36,10 @@ from traitlets.config import Config
 
 from esap_spawner.dev import demo_git
 from esap_spawner.spawn.spawner import ESAPSpawner
+from tests.harness.hub import HUB_SITE
 from tests.harness.kube import Backend
-from tests.integration.test_kubespawner import http_status, wait_for
-from tests.integration.test_spawner_hub import SITE
-from tests.integration.test_spawner_manifest import MockUser
+from tests.harness.polling import http_status, wait_for
+from tests.harness.spawner import MockUser
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def site_file(tmp_path: Path) -> Path:
     archive = tmp_path / "archive"
     (archive / "lofar" / "L1").mkdir(parents=True)
     (archive / "lofar" / "L1" / "a.fits").write_text("AAA")
-    site = dict(SITE)
+    site = dict(HUB_SITE)
     site["data"] = {
         "catalogue": "static",
         "mount_root": "/home/jovyan/datasets",
@@ -149,7 +149,7 @@ async def as_the_service(kube: Backend, api: client.CoreV1Api) -> AsyncIterator[
         finally:
             await service.api_client.close()
         return
-    from tests.integration.test_helm_chart import render
+    from tests.harness.helm import render
 
     (role,) = [v for (kind, _), v in render().items() if kind == "ClusterRole"]
     name = f"esap-service-{secrets.token_hex(3)}"
