@@ -38,13 +38,13 @@ from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoC
 from esap_spawner.service.launch import launch_routes
 from esap_spawner.service.portal import portal_routes
 from esap_spawner.service.state import ServiceState
+from esap_spawner.service.status import page_routes
 from esap_spawner.service.views import QueryStyle
 
 if TYPE_CHECKING:
     from esap_spawner.observe.db import Database
     from esap_spawner.service.interfaces import MayUse
     from esap_spawner.site.model import Site
-from esap_spawner.service.status import page_routes
 
 __all__ = ["ESAPService", "kube_config_available", "make_app"]
 

@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy is imported only when a database is configured
     from esap_spawner.observe.db import Database
     from esap_spawner.service.interfaces import CapacityView
-    from esap_spawner.site.profiles import (
-        Profile,  # SQLAlchemy is imported only when a database is configured
-    )
+    from esap_spawner.site.profiles import Profile
 
 __all__ = ["SpawnHistory", "Staging", "every", "sample_availability"]
 

@@ -284,9 +284,11 @@ def pods(sim: Any, namespace: str) -> list[dict[str, Any]]:
 
 
 def user_pods(sim: Any, hub: HubProcess, name: str) -> list[dict[str, Any]]:
+    """The pods of user ``name`` in the hub's namespace (a hub from :func:`hub_on_cluster`)."""
+    assert hub.namespace, "the hub spawns in no namespace known to the test"
     return [
         p
-        for p in pods(sim, hub.namespace or "")
+        for p in pods(sim, hub.namespace)
         if p["metadata"].get("annotations", {}).get("hub.jupyter.org/username") == name
     ]
 
