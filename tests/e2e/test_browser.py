@@ -163,7 +163,7 @@ def test_group_member_sees_gpu_profile(
 
 
 def test_status_page_from_the_services_menu_shows_and_refreshes_availability(
-    login: Login, demo: Demo, screenshot_dir: Path
+    login: Login, demo: DemoProcess, screenshot_dir: Path
 ) -> None:
     """The service's page, opened from the hub's Services menu as a user would: it signs the
     browser in through the hub, shows that user's profiles with the API's own figures, and
