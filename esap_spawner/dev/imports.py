@@ -3,7 +3,8 @@
 For the boundary test (``tests/unit/test_boundaries.py``: the product never imports
 ``dev/``; only the Kubernetes edge imports kubernetes_asyncio) and the architecture page's
 table of wings (``docs/gen_reference.py``). An import inside a function counts like one at
-the top: it runs all the same once the function does. A dotted string naming a module of
+the top: it runs all the same once the function does; one under ``if TYPE_CHECKING:`` does
+not (only the type checker reads it). A dotted string naming a module of
 the package (``"esap_spawner.dev.demo"``, as the CLI's table of subcommands holds) counts as
 an import ``by_name``.
 """
@@ -42,9 +43,28 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def _run_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:`` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for other in node.orelse:
+                yield other
+                yield from _run_nodes(other)
+            continue
+        yield node
+        yield from _run_nodes(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def imports_in(source: str, text: str) -> Iterator[Import]:
-    """The imports of one file's ``text`` (relative imports resolved against ``source``)."""
-    for node in ast.walk(ast.parse(text)):
+    """The imports of one file's ``text`` that run (not those under ``if TYPE_CHECKING:``;
+    relative imports resolved against ``source``)."""
+    for node in _run_nodes(ast.parse(text)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(source, alias.name, node.lineno)

@@ -47,9 +47,9 @@ from esap_spawner.spawn.records import SpawnAttempt, SpawnDurations, record_spaw
 from esap_spawner.spawn.status import SpawnStatus
 
 if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
     from traitlets.config import Config
 
-    from esap_spawner.capacity.hub_view import ApiClient
     from esap_spawner.spawn.spawner import ESAPSpawner
 
 __all__ = ["SETTINGS_KEY", "UPGRADE_HINT", "HubContext"]
