@@ -4,9 +4,9 @@
 view, an auth strategy): what tests and benchmarks use in-process.
 :class:`ESAPService` is the configurable program (``esap-spawner service``): it reads
 the site file, picks the auth strategy (the hub's tokens when run by JupyterHub, a token
-file otherwise), starts the cluster watcher when a Kubernetes configuration exists, shares
-the hub's database (spawn durations in, availability samples out; see :mod:`.history`),
-and listens.
+file otherwise), opens its :class:`~.context.ServiceContext` (the site, the catalogue, the
+hub's database, the cluster model and its watcher when a Kubernetes configuration exists,
+and the jobs that keep them current), and listens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import signal
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -25,14 +24,13 @@ import tornado.web
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from esap_spawner import __version__
-from esap_spawner.capacity.sharing import adopt_published
 from esap_spawner.capacity.watch import ClusterWatcher
 from esap_spawner.service.auth import AuthStrategy, auth_from_environment
-from esap_spawner.service.catalogue import locality_backend
 from esap_spawner.service.cli import CommandLineApp
+from esap_spawner.service.context import ServiceContext
 from esap_spawner.service.git_remote import DefaultBranches
 from esap_spawner.service.handlers import NotFoundHandler, load_openapi, routes
-from esap_spawner.service.history import SpawnHistory, every, sample_availability
+from esap_spawner.service.history import SpawnHistory
 from esap_spawner.service.hub_version import installed_query_style, running_hub_query_style
 from esap_spawner.service.interfaces import CapacityView, LocalityCatalogue, NoCatalogue
 from esap_spawner.service.launch import launch_routes
@@ -42,7 +40,6 @@ from esap_spawner.service.status import page_routes
 from esap_spawner.service.views import QueryStyle
 
 if TYPE_CHECKING:
-    from esap_spawner.observe.db import Database
     from esap_spawner.service.interfaces import MayUse
     from esap_spawner.site.model import Site
 
@@ -155,7 +152,7 @@ class ESAPService(CommandLineApp):
     description = __doc__ or ""
 
     version = __version__
-    classes = [ClusterWatcher]  # configured through this app (``parent=self``)
+    classes = [ClusterWatcher]  # configured through this app's config (its context's watcher)
 
     site_file = Unicode(
         "",
@@ -345,28 +342,16 @@ class ESAPService(CommandLineApp):
     ).tag(config=True)
 
     def build(self) -> tuple[tornado.web.Application, bool]:
-        """The tornado app, and whether a cluster is configured to watch."""
-        from esap_spawner.capacity.model import ClusterModel
-        from esap_spawner.site.model import load_site
-
+        """The tornado app over a fresh :class:`~.context.ServiceContext` (``self.context``),
+        and whether a cluster is configured to watch."""
         if not self.site_file:
             raise ValueError("no site file: pass --site-file FILE")
-        site = load_site(self.site_file)
+        self.context = context = ServiceContext.open(
+            site_file=self.site_file, db_url=self.db_url, db_upgrade=self.db_upgrade_on_start
+        )
         auth, browser_auth = auth_from_environment(
             token_file=self.token_file, service_name=self.service_name
         )
-        catalogue = locality_backend(site)
-        self.history: SpawnHistory | None = None
-        if self.db_url:
-            from esap_spawner.observe.db import Database
-
-            db = Database(self.db_url)
-            self._check_schema(db)
-            self.log.info("spawn history and availability samples in %r", db)
-            self.history = SpawnHistory(db, [p.slug for p in site.profiles])
-        else:
-            self.log.info("no db_url: estimated_start_seconds is null, no availability samples")
-        model = self.model = ClusterModel(spawn_durations=self.history)
         note = None
         watch = kube_config_available(self.kubeconfig)
         if not watch:
@@ -376,10 +361,10 @@ class ESAPService(CommandLineApp):
             )
             self.log.warning(note)
         app = make_app(
-            site=site,
-            capacity=model,
+            site=context.site,
+            capacity=context.model,
             auth=auth,
-            catalogue=catalogue,
+            catalogue=context.catalogue,
             prefix=self.prefix,
             hub_base_url=os.environ.get("JUPYTERHUB_BASE_URL") or "/",
             service_name=self.service_name,
@@ -394,61 +379,30 @@ class ESAPService(CommandLineApp):
             default_branches=DefaultBranches(
                 timeout=self.workflow_lookup_timeout,
                 ca_file=self.workflow_ca_file or None,
-                allowed_hosts=site.workflows.allowed_hosts,
+                allowed_hosts=context.site.workflows.allowed_hosts,
             ),
-            history=self.history,
+            history=context.history,
             browser_auth=browser_auth,
         )
         return app, watch
 
-    def _check_schema(self, db: Database) -> None:
-        """Create the tables on an empty database, refuse an out-of-date one (raises
-        :class:`~esap_spawner.observe.schema.SchemaError`) unless told to upgrade it."""
-        from esap_spawner.observe.schema import SchemaError
-        from esap_spawner.observe.urls import database_problem
-
-        try:
-            status = db.ensure_schema(
-                upgrade=self.db_upgrade_on_start,
-                hint="set ESAPService.db_upgrade_on_start to upgrade them at start",
-            )
-        except SchemaError:
-            raise
-        except Exception as exc:  # unreachable: the history jobs retry and log
-            self.log.warning("cannot check the esap tables: %s", database_problem(db.url, exc))
-        else:
-            self.log.info("esap tables in %r: %s", db, status.describe())
-
     async def serve(self) -> None:
         """Listen and run until cancelled; watch the cluster when one is configured."""
         app, watch = self.build()
-        watcher = None
-        api_client = None
+        context, state = self.context, app.settings["esap"]
         if watch:
-            from esap_spawner.capacity.watch import api_client_from_environment
-
-            if self.kubeconfig:  # kubernetes_asyncio reads it from the environment
-                os.environ["KUBECONFIG"] = self.kubeconfig
-            try:
-                api_client = await api_client_from_environment()
-            except Exception as exc:  # a broken kubeconfig must not stop the service
-                self.log.error("cannot load the Kubernetes configuration: %s", exc)
-                state = app.settings["esap"]
-                state.cluster_note = (
-                    f"the Kubernetes configuration could not be loaded ({exc}): "
-                    "availability is 'unknown'"
-                )
-                state.cluster_ok = False
-            else:
-                watcher = ClusterWatcher(
-                    model=app.settings["esap"].capacity, api_client=api_client, parent=self
-                )
-                await watcher.start()
-                warm = asyncio.create_task(self._warm(app, watcher))
+            problem = await context.watch(kubeconfig=self.kubeconfig, config=self.config)
+            if problem is not None:
+                state.cluster_note, state.cluster_ok = problem, False
         api_url = os.environ.get("JUPYTERHUB_API_URL")
         if self.hub_query_style == "auto" and api_url:
-            app.settings["esap"].query_style = await running_hub_query_style(api_url)
-        background = self._start_history(app)
+            state.query_style = await running_hub_query_style(api_url)
+        context.run_jobs(
+            history_refresh_seconds=self.history_refresh_seconds,
+            availability_sample_seconds=self.availability_sample_seconds,
+            reservations_poll_seconds=self.reservations_poll_seconds,
+            limited_threshold=state.limited_threshold,
+        )
         # no route takes a body larger than max_body_size: tornado refuses one before reading it
         server = app.listen(
             self.port, address=self.ip, xheaders=True, max_body_size=self.max_body_size
@@ -463,59 +417,7 @@ class ESAPService(CommandLineApp):
             self.log.info("stopping")
         finally:
             server.stop()
-            for task in background:
-                task.cancel()
-            if background:
-                await asyncio.gather(*background, return_exceptions=True)
-            if self.history is not None:
-                self.history.db.dispose()
-            if watcher is not None:
-                warm.cancel()
-                await watcher.stop()
-            if api_client is not None:
-                await api_client.close()
-            close = getattr(app.settings["esap"].catalogue, "close", None)
-            if close is not None:
-                await close()
-
-    def _start_history(self, app: tornado.web.Application) -> list[asyncio.Task[None]]:
-        """The database jobs (see :mod:`.history`): refresh the spawn durations, sample
-        availability, hold the hub's reservations (:mod:`esap_spawner.capacity.sharing`);
-        none without ``db_url``."""
-        history = self.history
-        if history is None:
-            return []
-        state = app.settings["esap"]
-        db = history.db
-
-        async def sample() -> None:
-            await sample_availability(
-                db, state.capacity, state.profiles, limited_threshold=state.limited_threshold
-            )
-
-        async def run() -> None:
-            jobs = [every(self.history_refresh_seconds, history.refresh_in_thread,
-                          what="reading the spawn history")]  # fmt: skip
-            if self.availability_sample_seconds > 0:
-                jobs.append(
-                    every(self.availability_sample_seconds, sample, what="sampling availability")
-                )
-            if self.reservations_poll_seconds > 0:
-                adopt = partial(adopt_published, self.model.reservations, db)
-                jobs.append(
-                    every(self.reservations_poll_seconds, adopt, what="reading the reservations")
-                )
-            await asyncio.gather(*jobs)
-
-        return [asyncio.create_task(run())]
-
-    async def _warm(self, app: tornado.web.Application, watcher: ClusterWatcher) -> None:
-        """Once the first lists are in, answer every profile once, so the first caller
-        does not pay the full pass over the cluster (0.7 s at 10,000 nodes)."""
-        if await watcher.wait_synced(timeout=None):
-            state = app.settings["esap"]
-            state.capacity.availability(state.profiles, limited_threshold=state.limited_threshold)
-            self.log.info("cluster view synced")
+            await context.close()
 
     def start(self) -> None:
         with contextlib.suppress(KeyboardInterrupt):

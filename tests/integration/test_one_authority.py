@@ -39,11 +39,12 @@ import yaml
 
 from esap_spawner.capacity.model import ClusterModel
 from esap_spawner.capacity.requirements import ProfileRequirements
-from esap_spawner.capacity.reservations import Reservation
+from esap_spawner.capacity.reservations import Held, Reservation
 from esap_spawner.capacity.sharing import ReservationPublisher, adopt_published
 from esap_spawner.dev.local import simulator_hub_config
 from esap_spawner.observe.db import Database
 from esap_spawner.observe.schema import ensure_schema
+from esap_spawner.service.context import ServiceContext
 from tests.harness.hub import HubProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -374,3 +375,32 @@ def test_without_the_hubs_reservations_the_service_advertises_slots_the_hub_refu
     wrong = disagreements(seen.service, seen.hub)
     assert len(wrong) >= 20, f"{len(wrong)} of {len(seen.service)} answers"
     assert all(s.free for s in wrong)  # free slots advertised while the hub was full
+
+
+async def test_the_services_context_takes_in_what_the_hub_publishes(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE))
+    url = f"sqlite:///{tmp_path / 'esap.sqlite'}"
+    context = ServiceContext.open(site_file=str(site_file), db_url=url, db_upgrade=False)
+    synced(context.model)
+    req = requirements()
+    hub = Database(url)
+    hub.publish_reservations([Held("storm", "cpu-0", req.requests, True, True, time.time() + 60)])
+    context.run_jobs(history_refresh_seconds=60, availability_sample_seconds=0,
+                     reservations_poll_seconds=0.05, limited_threshold=2)  # fmt: skip
+    try:
+        for _ in range(100):
+            if context.model.reserved("storm") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert context.model.reserved("storm") == 1
+        hub.publish_reservations([])
+        for _ in range(100):
+            if context.model.reserved("storm") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert context.model.reserved("storm") == 0
+    finally:
+        await context.close()
+        hub.dispose()
+    assert context.watcher is None

@@ -163,6 +163,6 @@ def test_no_db_url_means_no_history(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     service = ESAPService(site_file=str(tmp_path / "site.yaml"), db_url="")
     app, _ = service.build()
-    assert service.history is None
+    assert service.context.history is None and service.context.db is None
     model = app.settings["esap"].capacity
     assert model.spawn_durations is None
