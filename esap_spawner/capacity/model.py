@@ -30,12 +30,13 @@ from typing import Any, Literal
 from esap_spawner.capacity.nodes import FitCache, Node, no_room_message, room
 from esap_spawner.capacity.quota import Quotas
 from esap_spawner.capacity.requirements import (
+    KnownRequirements,
     ProfileRequirements,
     Vector,
     pod_vector,
-    requirements_of,
 )
 from esap_spawner.capacity.reservations import Ledger, Refusal, Reservation
+from esap_spawner.site.profiles import PROFILE_LABEL
 
 __all__ = [
     "Availability",
@@ -79,12 +80,8 @@ class ClusterModel:
         clock: Callable[[], float] = time.time,
         spawn_durations: Callable[[str], Sequence[float]] | None = None,
         stale_after: float = 30.0,
-        profile_label: str | None = None,
+        profile_label: str = PROFILE_LABEL,
     ) -> None:
-        if profile_label is None:
-            from esap_spawner.site.profiles import PROFILE_LABEL
-
-            profile_label = PROFILE_LABEL
         self.clock = clock
         self.spawn_durations = spawn_durations
         self.stale_after = stale_after
@@ -94,6 +91,7 @@ class ClusterModel:
         self._pods: dict[str, _PodEntry] = {}
         self._running: dict[str, int] = {}
         self._caches: dict[tuple[Any, ...], FitCache] = {}
+        self._requirements = KnownRequirements()  # of the profiles asked about
         self._synced = False
         self._as_of: float | None = None
         self._down_since: dict[str, float] = {}
@@ -342,7 +340,7 @@ class ClusterModel:
         """``(count, fast)``: how many more servers of ``profile`` fit now, and how many of
         those on nodes that already hold the profile's image. Reservations count as used;
         the namespace's ResourceQuotas cap both (:mod:`esap_spawner.capacity.quota`)."""
-        cache = self._refresh(req := requirements_of(profile))
+        cache = self._refresh(req := self._requirements(profile))
         left = self.quotas.room(req, self.reservations)
         cap = cache.total if left is None else left
         return min(cache.total, cap), min(cache.fast, cap)
@@ -396,7 +394,7 @@ class ClusterModel:
         self.reservations.expire(self.clock())
         result: dict[str, Availability] = {}
         for profile in profiles:
-            req = requirements_of(profile)
+            req = self._requirements(profile)
             estimate = self._estimate(req.slug)
             if not self._synced:
                 result[req.slug] = Availability(
@@ -443,7 +441,7 @@ class ClusterModel:
         model and node capacity until that pod is bound (or finishes, or is deleted). Call
         :meth:`Reservation.release` when the spawn fails; it also lapses after ``ttl``.
         """
-        req = requirements_of(profile)
+        req = self._requirements(profile)
         self.reservations.expire(self.clock())
         if not self._synced:
             return Refusal(

@@ -19,6 +19,7 @@ from esap_spawner.capacity import placement
 from esap_spawner.site.quantity import parse_quantity
 
 __all__ = [
+    "KnownRequirements",
     "ProfileRequirements",
     "Vector",
     "describe_vector",
@@ -191,28 +192,36 @@ class ProfileRequirements:
         return dict(self.node_selector)
 
 
-_FROM_PROFILE: dict[int, tuple[Any, ProfileRequirements]] = {}
-
-
 def requirements_of(profile: ProfileRequirements | Any) -> ProfileRequirements:
-    """:class:`ProfileRequirements` of a site profile (``esap_spawner.site.profiles.Profile``)."""
+    """:class:`ProfileRequirements` of a site profile (``esap_spawner.site.profiles.Profile``),
+    from its :attr:`~esap_spawner.site.profiles.Profile.spec`: the requests, limits,
+    placement and image KubeSpawner's pod gets, read once per profile."""
     if isinstance(profile, ProfileRequirements):
         return profile
-    cached = _FROM_PROFILE.get(id(profile))
-    if cached is not None and cached[0] is profile:
-        return cached[1]
-    from esap_spawner.site.profiles import server_limits, server_requests
-
-    req = ProfileRequirements.build(
+    spec = profile.spec
+    return ProfileRequirements.build(
         profile.slug,
-        requests=server_requests(profile),
-        limits=server_limits(profile),
-        node_selector=profile.node_selector,
-        tolerations=profile.tolerations,
-        image=profile.image,
+        requests=spec.requests,
+        limits=spec.limits,
+        node_selector=spec.node_selector,
+        tolerations=spec.tolerations,
+        image=spec.image,
         max_servers=profile.max_servers,
     )
-    if len(_FROM_PROFILE) > 1024:
-        _FROM_PROFILE.clear()
-    _FROM_PROFILE[id(profile)] = (profile, req)
-    return req
+
+
+class KnownRequirements:
+    """:func:`requirements_of`, kept per profile for one model: a profile asked about
+    again costs a look-up; a new profile object for a slug (the site file changed) is read
+    anew."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[Any, ProfileRequirements]] = {}
+
+    def __call__(self, profile: ProfileRequirements | Any) -> ProfileRequirements:
+        if isinstance(profile, ProfileRequirements):
+            return profile
+        known = self._known.get(profile.slug)
+        if known is None or known[0] is not profile:
+            known = self._known[profile.slug] = (profile, requirements_of(profile))
+        return known[1]

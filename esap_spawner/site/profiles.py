@@ -4,12 +4,16 @@ A :class:`Profile` is built by :mod:`esap_spawner.site.model` from a validated s
 value in it is already checked (quantities parse, limits are not below guarantees, a GPU has
 a resource name). Everything here is a pure function over that model:
 
-- :func:`kubespawner_profile` turns a profile into one KubeSpawner ``profile_list`` entry;
+- :attr:`Profile.spec` (a :class:`ServerSpec`, derived once per profile by
+  :func:`server_spec`) is what one server of the profile gets, the administrator's
+  ``kubespawner_override`` merged in: KubeSpawner's overrides, and the requests, limits,
+  placement and image read from them. The pod builder (:func:`kubespawner_profile`, one
+  KubeSpawner ``profile_list`` entry) and the capacity model
+  (:func:`esap_spawner.capacity.requirements.requirements_of`) both read it, so they never
+  disagree on what a server of a profile is;
 - :func:`may_use` / :func:`visible_profiles` decide who may start which profile
   (``allowed_groups`` empty means everyone; admins may use every profile);
-- :func:`default_profile` is the profile a spawn gets when it names none;
-- :func:`server_requests` gives the resources one server of a profile requests from the
-  scheduler, for the capacity model.
+- :func:`default_profile` is the profile a spawn gets when it names none.
 
 Memory is handed to KubeSpawner as a whole number of bytes, never as the site file's
 string: JupyterHub's ``ByteSpecification`` reads ``"4G"`` as 4 GiB, while Kubernetes (and the
@@ -22,6 +26,7 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from esap_spawner.site.quantity import parse_bytes, parse_quantity
@@ -73,11 +78,66 @@ class Profile:
         # their slug and display name, which is enough for sets and dict keys.
         return hash((self.slug, self.display_name))
 
+    @cached_property
+    def spec(self) -> ServerSpec:
+        """What one server of this profile gets (:func:`server_spec`), derived once."""
+        return server_spec(self)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What one server of a profile gets, the administrator's ``kubespawner_override``
+    merged in (treat the mappings as read-only).
+
+    ``override`` is KubeSpawner's override dict (see :func:`kubespawner_profile`);
+    ``requests`` and ``limits`` are read from it: ``cpu`` in cores (exact
+    :class:`~decimal.Decimal`), ``memory`` in bytes (as JupyterHub reads an override, so
+    ``"4G"`` there is 4 GiB), each extended resource (GPUs) in devices. A request is the
+    guarantee when set, else the limit (Kubernetes defaults a request to its limit), else 0;
+    ``limits`` holds only the limits that are set (what a ResourceQuota's ``limits.*`` keys
+    count). ``node_selector`` leaves out the keys an override removes (set to ``None``).
+    """
+
+    override: Mapping[str, Any]
+    requests: Mapping[str, Decimal | int]
+    limits: Mapping[str, Decimal | int]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    image: str | None
+
+
+def server_spec(profile: Profile) -> ServerSpec:
+    """Derive what one server of ``profile`` gets (use :attr:`Profile.spec`: it is kept)."""
+    override = _override(profile)
+    node_selector = override.get("node_selector") or {}
+    return ServerSpec(
+        override=override,
+        requests=_requests(override),
+        limits=_limits(override),
+        node_selector={k: v for k, v in node_selector.items() if v is not None},
+        tolerations=tuple(dict(t) for t in override.get("tolerations") or ()),
+        image=override.get("image"),
+    )
+
 
 def kubespawner_profile(profile: Profile) -> dict[str, Any]:
-    """One KubeSpawner ``profile_list`` entry for ``profile``.
+    """One KubeSpawner ``profile_list`` entry for ``profile``, from its :attr:`~Profile.spec`.
 
-    The ``kubespawner_override`` holds, when set in the profile: ``cpu_guarantee`` and
+    The result shares nothing with ``profile``: KubeSpawner may update it in place.
+    """
+    return {
+        "display_name": profile.display_name,
+        "slug": profile.slug,
+        "description": profile.description,
+        "default": profile.default,
+        "kubespawner_override": copy.deepcopy(dict(profile.spec.override)),
+    }
+
+
+def _override(profile: Profile) -> dict[str, Any]:
+    """KubeSpawner's override for ``profile``.
+
+    It holds, when set in the profile: ``cpu_guarantee`` and
     ``cpu_limit`` (floats, cores), ``mem_guarantee`` and ``mem_limit`` (ints, bytes), the GPU
     as ``extra_resource_limits`` and ``extra_resource_guarantees`` (``{resource: "count"}``;
     Kubernetes needs both equal for extended resources), ``image``, ``node_selector``,
@@ -85,9 +145,7 @@ def kubespawner_profile(profile: Profile) -> dict[str, Any]:
     and tolerations are left out, so the hub's own settings apply. The administrator's
     ``kubespawner_override`` is merged last: a dict value is merged one level into ours
     (as KubeSpawner merges dict traits; ``None`` values are kept, KubeSpawner then removes
-    that key), anything else replaces ours.
-
-    The result shares nothing with ``profile``: KubeSpawner may update it in place.
+    that key), anything else replaces ours. Shares nothing with ``profile``.
     """
     override: dict[str, Any] = {}
     if profile.cpu_guarantee is not None:
@@ -115,14 +173,7 @@ def kubespawner_profile(profile: Profile) -> dict[str, Any]:
             override[key] = {**ours, **value}
         else:
             override[key] = value
-
-    return {
-        "display_name": profile.display_name,
-        "slug": profile.slug,
-        "description": profile.description,
-        "default": profile.default,
-        "kubespawner_override": copy.deepcopy(override),
-    }
+    return override
 
 
 def default_profile(profiles: Sequence[Profile]) -> Profile | None:
@@ -157,16 +208,7 @@ def visible_profiles(
     return tuple(p for p in profiles if may_use(p, groups=group_set, is_admin=is_admin))
 
 
-def server_requests(profile: Profile) -> dict[str, Decimal | int]:
-    """What one server of ``profile`` requests from the scheduler.
-
-    ``cpu`` in cores (exact :class:`~decimal.Decimal`), ``memory`` in bytes, and each
-    extended resource (GPUs) in devices. Each is the guarantee when set, else the limit
-    (Kubernetes defaults a request to its limit), else 0. Read from the same overrides
-    KubeSpawner applies (:func:`kubespawner_profile`), so an administrator's
-    ``kubespawner_override`` of ``cpu_guarantee`` or ``mem_limit`` counts too.
-    """
-    override = kubespawner_profile(profile)["kubespawner_override"]
+def _requests(override: Mapping[str, Any]) -> dict[str, Decimal | int]:
     cpu = _first_set(override, "cpu_guarantee", "cpu_limit")
     memory = _first_set(override, "mem_guarantee", "mem_limit")
     requests: dict[str, Decimal | int] = {
@@ -183,11 +225,7 @@ def server_requests(profile: Profile) -> dict[str, Decimal | int]:
     return requests
 
 
-def server_limits(profile: Profile) -> dict[str, Decimal | int]:
-    """The limits of one server of ``profile`` (units as :func:`server_requests`), only those
-    set: what a ResourceQuota's ``limits.*`` keys count. Extended resources have their limit
-    equal to their request."""
-    override = kubespawner_profile(profile)["kubespawner_override"]
+def _limits(override: Mapping[str, Any]) -> dict[str, Decimal | int]:
     limits: dict[str, Decimal | int] = {}
     cpu = _first_set(override, "cpu_limit")
     if cpu is not None:
@@ -221,10 +259,6 @@ def _hub_bytes(value: Any) -> int:
     if text[-1:] in _HUB_UNITS:
         return int(float(text[:-1]) * _HUB_UNITS[text[-1]])
     return parse_bytes(text)
-
-
-# The name the brief used; both refer to the same function.
-pod_requests = server_requests
 
 
 def profile_slugs(profiles: Sequence[Profile]) -> str:

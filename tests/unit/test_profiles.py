@@ -15,7 +15,6 @@ from esap_spawner.site.profiles import (
     default_profile,
     kubespawner_profile,
     may_use,
-    server_requests,
     visible_profiles,
 )
 
@@ -193,7 +192,7 @@ def test_group_generator_is_read_once() -> None:
     ],
 )
 def test_server_requests(slug: str, expected: dict[str, Any]) -> None:
-    assert server_requests(SITE.profile(slug)) == expected
+    assert SITE.profile(slug).spec.requests == expected
 
 
 def test_server_requests_read_admin_overrides_as_kubespawner_does() -> None:
@@ -209,11 +208,38 @@ def test_server_requests_read_admin_overrides_as_kubespawner_does() -> None:
             "extra_resource_guarantees": {"example.org/fpga": "2"},
         },
     )
-    assert server_requests(profile) == {
+    assert profile.spec.requests == {
         "cpu": Decimal(2),
         "memory": 2 * 2**30,
         "example.org/fpga": 2,
     }
+    assert profile.spec.limits == {"cpu": Decimal(2), "memory": 10**9}
+
+
+def test_one_spec_per_profile_for_the_pod_and_the_capacity_model() -> None:
+    """Derived once; the pod's overrides and the model's requirements both come from it,
+    the administrator's override of the placement and the image included."""
+    from esap_spawner.capacity.requirements import requirements_of
+
+    tuned = SITE.profile("tuned")
+    assert tuned.spec is tuned.spec
+    assert kubespawner_profile(tuned)["kubespawner_override"] == tuned.spec.override
+    assert (tuned.spec.node_selector, tuned.spec.image) == (
+        {"disk": "ssd"},
+        "registry.example.org/tuned:1",
+    )
+    req = requirements_of(tuned)
+    assert (req.selector_dict, req.image) == ({"disk": "ssd"}, "registry.example.org/tuned:1")
+    assert dict(req.requests)["cpu"] == 1500  # millicores, from the override's cpu_limit
+    # a key an override sets to None leaves KubeSpawner's selector, and the model's too
+    unpinned = Profile(
+        slug="u",
+        display_name="u",
+        node_selector={"pool": "user", "zone": "a"},
+        kubespawner_override={"node_selector": {"zone": None}},
+    )
+    assert unpinned.spec.override["node_selector"] == {"pool": "user", "zone": None}
+    assert requirements_of(unpinned).selector_dict == {"pool": "user"}
 
 
 def test_profiles_hash_and_compare() -> None:
