@@ -109,7 +109,7 @@ def make_pod(uid: int, node: str | None, phase: str = "Running") -> dict[str, An
         "spec": spec,
         "status": {
             "phase": phase,
-            "podIP": "10.0.0.1" if phase == "Running" else None,
+            "podIP": "127.128.0.2" if phase == "Running" else None,
             "conditions": [{"type": "Ready", "status": "True" if phase == "Running" else "False"}],
         },
     }

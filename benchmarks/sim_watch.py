@@ -59,7 +59,10 @@ def _serve(conn: Connection, nodes: int, pods: int) -> None:
                         }
                     ],
                 },
-                "status": {"phase": "Running", "podIP": f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"},
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"127.{128 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}",
+                },
             }
             store.create("pods", f"ns-{n % NAMESPACES}", pod)
             if n % 5000 == 0:

@@ -4,6 +4,10 @@ On the simulator the hub runs on a simulator of its own with the fake kubelet; o
 control plane (tests/harness/kube.py) in a namespace of its own on the session cluster. Either
 way pods become Running and nothing listens, so fifty spawns cost no real servers: what is
 measured is how many pods the spawner creates and what the refused users are told.
+
+Pod addresses are on loopback, so the hub's HTTP check of an admitted server is refused at once
+and retried until ``http_timeout``; that outlasts the hub's ``slow_spawn_timeout`` (10 s), so
+the hub answers an admitted spawn 202 (pending) before it fails, and a refusal 409.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from tests.harness.hub import HubProcess, hub_on_cluster
 from tests.harness.kube import Backend
 
 pytestmark = pytest.mark.integration
+
+HTTP_TIMEOUT = 15  # seconds the hub waits for an admitted server: more than slow_spawn_timeout
 
 CLUSTER = {
     "nodes": [
@@ -86,8 +92,8 @@ def cluster(kube: Backend, sim_factory: Any, tmp_path: Path) -> Iterator[Cluster
 
 @pytest.fixture
 def hub(cluster: Cluster, tmp_path: Path) -> Any:
-    # nothing listens in fake pods: fail the HTTP wait quickly
-    config = "\nc.KubeSpawner.http_timeout = 3\nc.JupyterHub.concurrent_spawn_limit = 0\n"
+    config = f"\nc.KubeSpawner.http_timeout = {HTTP_TIMEOUT}"
+    config += "\nc.JupyterHub.concurrent_spawn_limit = 0\n"
     hub = hub_on_cluster(
         tmp_path, SITE, namespace=cluster.namespace, kubeconfig=cluster.kubeconfig,
         start_timeout=20, config=config,
@@ -208,7 +214,7 @@ def test_the_view_watches_the_cluster_kubespawner_spawns_in(
     spawns_here.create_namespace("admission")
     kubeconfig = elsewhere.write_kubeconfig(tmp_path / "kubeconfig")
     config = f"\nc.KubeSpawner.k8s_api_host = {spawns_here.url!r}"
-    config += "\nc.KubeSpawner.http_timeout = 3\n"
+    config += f"\nc.KubeSpawner.http_timeout = {HTTP_TIMEOUT}\n"
     hub = hub_on_cluster(
         tmp_path, SITE, namespace="admission", kubeconfig=kubeconfig, start_timeout=20,
         config=config,

@@ -205,16 +205,57 @@ def test_pod_spec_updates_limited_to_what_kubernetes_allows() -> None:
     assert pod_update_causes(old, env)
 
 
-def test_ip_allocator_loopback_subnet_per_simulator() -> None:
+def test_ip_allocator_process_mode_a_loopback_subnet_per_simulator() -> None:
     import random
 
-    from esap_spawner.dev.sim.processes import IPAllocator
+    from esap_spawner.dev.sim.processes import PROCESS_OCTETS, IPAllocator
 
-    ips = IPAllocator(loopback=True, rng=random.Random(7))
+    ips = IPAllocator("process", rng=random.Random(7))
     first = [ips.allocate() for _ in range(300)]
     assert len(set(first)) == 300
-    assert all(ip.startswith("127.") and not ip.startswith("127.0.") for ip in first)
+    assert {ip.split(".")[0] for ip in first} == {"127"}
+    assert len({ip.split(".")[1] for ip in first}) == 1
+    assert int(first[0].split(".")[1]) in PROCESS_OCTETS
     assert {ip.rsplit(".", 1)[1] for ip in first} <= {str(n) for n in range(2, 255)}
-    assert ips.host_ip.endswith(".1")
-    fake = IPAllocator(loopback=False)
-    assert fake.allocate().startswith("10.244.")
+    assert ips.host_ip.endswith(".1") and ips.host_ip not in first
+
+
+def test_ip_allocator_fake_mode_a_loopback_16_for_benchmark_clusters() -> None:
+    import ipaddress
+    import random
+
+    from esap_spawner.dev.sim.processes import FAKE_OCTETS, IPAllocator
+
+    ips = IPAllocator("fake", rng=random.Random(3))
+    pods = [ips.allocate() for _ in range(20_000)]
+    assert len(set(pods)) == 20_000
+    second = int(ips.host_ip.split(".")[1])
+    assert second in FAKE_OCTETS
+    subnet = ipaddress.ip_network(f"127.{second}.0.0/16")
+    assert all(ipaddress.ip_address(ip) in subnet for ip in [*pods, ips.host_ip])
+    assert ips.host_ip not in pods
+    assert {ip.rsplit(".", 1)[1] for ip in pods} <= {str(n) for n in range(2, 255)}
+
+
+def test_ip_allocator_refuses_an_unknown_kubelet() -> None:
+    from esap_spawner.dev.sim.processes import IPAllocator
+
+    with pytest.raises(ValueError, match="kubelet must be 'fake' or 'process', not 'real'"):
+        IPAllocator("real")
+
+
+def test_pod_and_node_addresses_are_loopback_and_never_shared() -> None:
+    """Process pods, fake pods and the real control plane's pods and nodes each have their own
+    part of 127.0.0.0/8: a connection meant for one never reaches another."""
+    import ipaddress
+
+    from esap_spawner.dev.sim.processes import FAKE_OCTETS, PROCESS_OCTETS
+    from tools.kube.control_plane import NODE_IP, POD_RANGE
+
+    kwok_pods = ipaddress.ip_network(POD_RANGE)
+    kwok_node = ipaddress.ip_address(NODE_IP)
+    assert kwok_pods.is_loopback and kwok_node.is_loopback and kwok_node not in kwok_pods
+    assert not set(PROCESS_OCTETS) & set(FAKE_OCTETS)
+    kwok_octets = {kwok_pods.network_address.packed[1], kwok_node.packed[1]}
+    assert not kwok_octets & (set(PROCESS_OCTETS) | set(FAKE_OCTETS))
+    assert min(PROCESS_OCTETS) > 1  # 127.0.0.1 and 127.0.1.1 are the machine's own

@@ -32,10 +32,12 @@ from tools.kube.http import Client, HTTPError
 
 KWOK_CONFIG = Path(__file__).with_name("kwok.yaml")
 SERVICE_RANGE = "10.96.0.0/16"
-POD_RANGE = "10.0.0.0/16"  # kwok hands pod IPs out of this range
+# Pods' and nodes' addresses on loopback, outside the simulator's ranges
+# (esap_spawner/dev/sim/processes.py): a connection to a pod reaches nothing but this machine.
+POD_RANGE = "127.254.0.0/16"  # kwok hands pod IPs out of this range
 # what the node lifecycle controller puts on nodes until they are Ready
 LIFECYCLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
-NODE_IP = "10.1.0.1"  # every kwok node's InternalIP (no kubelet listens there)
+NODE_IP = "127.255.0.1"  # every kwok node's InternalIP (no kubelet listens there)
 STORAGE_CLASS = {
     "apiVersion": "storage.k8s.io/v1",
     "kind": "StorageClass",

@@ -23,12 +23,14 @@ Modules: ``store`` (objects, resourceVersions, change log, garbage collection),
 ``kubelet`` (fake and process modes; ``volumes``, ``podroot``, ``podenv``, ``podrun`` and
 ``processes`` for the process kubelet), ``cluster`` (YAML fixtures), ``faults``.
 
-In process mode each pod runs on its own loopback address (a random 127.A.B.0/24 per
-simulator). Addresses in the pod spec are not rewritten (only paths are, see below), so a
+Every pod and node address is on loopback: in fake mode a random 127.A.0.0/16 per simulator
+(nothing listens there), in process mode a random 127.A.B.0/24 per simulator where each pod
+runs on its own address (``processes.IPAllocator``; docs/simulator.md has the plan of
+127.0.0.0/8). Addresses in the pod spec are not rewritten (only paths are, see below), so a
 single-user server must listen on its pod IP: ``c.KubeSpawner.ip = "$(POD_IP)"`` with
 ``c.KubeSpawner.environment = {"POD_IP": {"valueFrom": {"fieldRef": {"fieldPath":
-"status.podIP"}}}}``. KubeSpawner's default ``ip`` 0.0.0.0 binds every loopback address, so
-a second server on the same port fails.
+"status.podIP"}}}}``. KubeSpawner's default ``ip`` 0.0.0.0 binds every loopback address, so a
+second server on the same port fails.
 
 Volumes in process mode: each pod gets a root folder holding the image's home and its volume
 mounts (hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim;

@@ -13,33 +13,48 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["IPAllocator", "exit_code", "kill_group", "spawn"]
+__all__ = ["FAKE_OCTETS", "PROCESS_OCTETS", "IPAllocator", "exit_code", "kill_group", "spawn"]
+
+
+# Who uses which part of 127.0.0.0/8 (all of it is loopback on Linux), by second octet: the
+# machine's own addresses (127.0.0.1, Debian's 127.0.1.1) stay below 16.
+PROCESS_OCTETS = range(16, 128)  # process mode: a random 127.A.B.0/24 per simulator
+FAKE_OCTETS = range(128, 254)  # fake mode: a random 127.A.0.0/16 per simulator
+# 127.254.0.0/16 and 127.255.0.0/16 are the real control plane's (tools/kube: kwok's pods, nodes)
 
 
 class IPAllocator:
-    """Pod IPs: a random loopback /24 per simulator (127.A.B.2, .3, ...) in process mode, so
-    that simulators running at once on one machine never collide; 10.244.0.0/14 in fake mode
-    (never contacted, large enough for benchmark clusters)."""
+    """Pod and node IPs on loopback, so that a hub or a test connecting to a pod reaches this
+    machine and nothing else (a private range such as 10.0.0.0/8 may be routed elsewhere).
 
-    def __init__(self, *, loopback: bool, rng: random.Random | None = None) -> None:
+    ``kubelet="process"``: a random 127.A.B.0/24 per simulator (nodes 127.A.B.1, pods .2, .3,
+    ... then the next /24), where each pod's server listens on its own address.
+    ``kubelet="fake"``: a random 127.A.0.0/16 (nodes 127.A.0.1, pods from 127.A.0.2), 64,768
+    pods before addresses repeat; nothing listens there, so a connection is refused at once.
+    The two modes draw A from disjoint ranges, so simulators running at once on one machine
+    never hand out a fake pod the address of another simulator's process pod.
+    """
+
+    def __init__(self, kubelet: str, *, rng: random.Random | None = None) -> None:
+        if kubelet not in ("fake", "process"):
+            raise ValueError(f"kubelet must be 'fake' or 'process', not {kubelet!r}")
         rng = rng or random.Random()
-        self.loopback = loopback
-        self._a = rng.randrange(16, 255)
-        self._b = rng.randrange(0, 256)
+        process = kubelet == "process"
+        self._a = rng.choice(PROCESS_OCTETS if process else FAKE_OCTETS)
+        self._b = rng.randrange(0, 256) if process else 0
         self._next = 0
 
     @property
     def host_ip(self) -> str:
-        """The address nodes report (the .1 of the simulator's subnet, or 10.0.0.1)."""
-        return f"127.{self._a}.{self._b}.1" if self.loopback else "10.0.0.1"
+        """The address nodes report: the .1 of the simulator's first /24."""
+        return f"127.{self._a}.{self._b}.1"
 
     def allocate(self) -> str:
+        """The next pod IP: .2 to .254 of each /24 in turn (no .0, .1 or .255)."""
         n = self._next
         self._next += 1
-        if self.loopback:
-            third = (self._b + n // 253) % 256
-            return f"127.{self._a}.{third}.{n % 253 + 2}"
-        return f"10.{244 + (n >> 16) % 4}.{(n >> 8) & 255}.{n & 255}"
+        third = (self._b + n // 253) % 256
+        return f"127.{self._a}.{third}.{n % 253 + 2}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -78,8 +78,7 @@ class Simulator:
         home: str = DEFAULT_HOME,
         volume_paths: Mapping[str, str | Path] | None = None,
     ) -> None:
-        if kubelet not in ("fake", "process"):
-            raise ValueError(f"kubelet must be 'fake' or 'process', not {kubelet!r}")
+        self.ips = IPAllocator(kubelet)  # refuses a kubelet other than fake or process
         if not home.startswith("/") or home.rstrip("/") == "":
             raise ValueError(f"home must be an absolute path below /, not {home!r}")
         self.cluster = _as_cluster(cluster)
@@ -87,7 +86,6 @@ class Simulator:
         self.delays = delays or KubeletDelays()
         self.store = Store(history=history)
         self.faults = Faults(self.store)
-        self.ips = IPAllocator(loopback=kubelet == "process")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="esap-sim-"))
         self.home = home.rstrip("/")
