@@ -34,6 +34,9 @@ __all__ = [
 # shared (see intern_vector) so that thousands of identical pods cost one tuple.
 Vector = tuple[tuple[str, int], ...]
 
+# Intern tables, process-wide like sys.intern and bounded: pure memos of pure conversions
+# (a quantity's integer, a vector's one shared tuple), so sharing them between models,
+# hubs or tests can never change an answer. Nothing else about a cluster is module state.
 _QUANTITIES: dict[tuple[str, str], int] = {}
 _VECTORS: dict[Vector, Vector] = {}
 _POD_VECTORS: dict[tuple[Any, ...], Vector] = {}
