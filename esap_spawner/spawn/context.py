@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from esap_spawner.capacity.hub_view import HubClusterView
@@ -88,6 +88,7 @@ class HubContext:
         self._db: Database | None = None
         self._opening: asyncio.Lock | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._jobs: dict[str, asyncio.Future[Any]] = {}  # loops that run while the hub does
 
     @classmethod
     def of(cls, spawner: ESAPSpawner) -> HubContext:
@@ -243,9 +244,19 @@ class HubContext:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start_once(self, name: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Start ``work()`` the first time ``name`` is asked for: a loop that runs while the
+        hub does (stopped by :meth:`close`)."""
+        if name not in self._jobs:
+            self._jobs[name] = asyncio.ensure_future(work())
+
     async def close(self) -> None:
-        """Stop watching and publishing, finish the background work, release the catalogue
-        and the database."""
+        """Stop the loops, watching and publishing, finish the background work, release the
+        catalogue and the database."""
+        for job in self._jobs.values():
+            job.cancel()
+        await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+        self._jobs.clear()
         if self.publisher is not None:
             await self.publisher.stop()
         await self.cluster.stop()

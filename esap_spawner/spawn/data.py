@@ -36,14 +36,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kubernetes_asyncio.client import V1Container, V1EnvVar, V1Volume, V1VolumeMount
 from kubespawner.utils import get_k8s_model
+from traitlets import Float
 
 from esap_spawner.data import staging
 from esap_spawner.data.catalogue.base import (
+    Catalogue,
     CatalogueError,
     DidFiles,
     StagingRequest,
     StagingStatus,
 )
+from esap_spawner.data.renewal import RuleRenewal, ensure_rules_last
 from esap_spawner.data.staging import StagingError
 from esap_spawner.data.staging_limits import StagingLimits
 from esap_spawner.observe.db import Database
@@ -127,6 +130,30 @@ else:
 class DataSpawnerMixin(_Host):
     """Datasets and workflow for a KubeSpawner subclass that is a :class:`SpawnerHost`
     (ESAPSpawner)."""
+
+    rule_renew_margin = Float(
+        86400.0,
+        config=True,
+        help="""
+        Seconds before its end a staging rule is renewed (given
+        `data.rucio.staging.rule_lifetime` again): at spawn, datasets whose rule ends sooner
+        are renewed before they are called ready, and a spawn whose rule cannot be
+        extended stops with the reason; while servers run, the hub renews the rules of
+        their datasets (every `rule_renew_interval`). At most half the rules' lifetime is
+        used, so a rule just made never needs renewing. Extending a rule needs a Rucio
+        account allowed to update rules (an admin account under the generic policy).
+        0 turns both off.
+        """,
+    )
+
+    rule_renew_interval = Float(
+        600.0,
+        config=True,
+        help="""
+        Seconds between two rounds of the hub's renewal of running servers' staging rules
+        (one `list_did_rules` per dataset in use per round). 0 turns the rounds off.
+        """,
+    )
 
     _esap_plan: dict[str, Any] | None = None
     _esap_storage: tuple[LocalRSE, ...] = ()
@@ -214,6 +241,7 @@ class DataSpawnerMixin(_Host):
             self._esap_saved_staging = stager.state()
             if stager.staged:
                 attempt.staging_started, attempt.staging_finished = started, time.time()
+        await self._rules_last(catalogue, list(resolved))
         files = sum(len(f.files) for f in resolved.values())
         size = sum(f.bytes for f in resolved.values())
         self._progress_message(
@@ -222,6 +250,56 @@ class DataSpawnerMixin(_Host):
             1.0,
         )
         return resolved
+
+    def _rucio_staging(self) -> tuple[str, int, float] | None:
+        """The destination RSE, the rules' lifetime and the renewal margin (at most half
+        the lifetime, so a fresh rule never needs renewing), when this site stages with
+        Rucio and renews rules."""
+        rucio = self.site.data.rucio
+        if self.site.data.catalogue != "rucio" or rucio is None or self.rule_renew_margin <= 0:
+            return None
+        destination, lifetime = rucio.staging.destination_rse, rucio.staging.rule_lifetime
+        if not destination:
+            return None
+        return destination, lifetime, min(self.rule_renew_margin, lifetime / 2)
+
+    async def _rules_last(self, catalogue: Catalogue, dids: list[str]) -> None:
+        """Before the datasets are called ready: the rules keeping them here last
+        ``rule_renew_margin`` more seconds (renewed if need be), or the spawn stops (and the
+        hub keeps renewing the rules of running servers: :meth:`_keep_rules_alive`)."""
+        staged = self._rucio_staging()
+        if staged is None:
+            return
+        destination, lifetime, margin = staged
+        await ensure_rules_last(
+            catalogue, dids, destination=destination, lifetime=lifetime, margin=margin
+        )
+        self._keep_rules_alive()
+
+    def _keep_rules_alive(self) -> None:
+        """Start the hub's one rule renewal loop (:class:`RuleRenewal`), once."""
+        staged = self._rucio_staging()
+        if staged is None or self.rule_renew_interval <= 0:
+            return
+        destination, lifetime, margin = staged
+        context, spawner = self.context, self
+
+        def in_use() -> set[str]:  # the datasets the namespace's servers were started with
+            reflector = spawner.pod_reflector
+            pods = list(reflector.pods.values()) if reflector is not None else []
+            return {did for pod in pods for did in objects.datasets_of(pod)}
+
+        renewal = RuleRenewal(
+            catalogue=lambda: context.catalogue, datasets_in_use=in_use,
+            destination=destination, lifetime=lifetime, margin=margin,
+            interval=self.rule_renew_interval,
+        )  # fmt: skip
+        context.start_once(f"rule-renewal-{self.namespace}", renewal.run)
+
+    async def poll(self) -> int | None:
+        self._keep_rules_alive()  # after a hub restart: its running servers' rules too
+        status: int | None = await super().poll()
+        return status
 
     def _plan(self, resolved: dict[str, DidFiles]) -> dict[str, Any]:
         catalogue = self.context.catalogue

@@ -418,6 +418,129 @@ def root_rule(server: RucioServer, did: str) -> Any:
     return found[0] if found else None
 
 
+async def test_a_rule_ending_within_the_margin_is_renewed_before_ready(
+    rucio_server: RucioServer, sim_namespace: str, tmp_path: Path
+) -> None:
+    """Security review finding 10: the dataset is here, kept by the account's rule, which
+    ends in 10 minutes: "Datasets ready" only once that rule lasts rule_renew_margin more
+    (renewed to the site's lifetime); an account that may not extend it gets the reason."""
+    for account in ("alice", "root"):  # alice may not update rules; root may
+        scope = rucio_server.new_scope("ren")
+        files = make_files(scope, "r", 2, 64)
+        rucio_server.upload_dataset(scope, "ds", files, REMOTE_RSE)
+        did = f"{scope}:ds"
+        (rule_id,) = await asyncio.to_thread(
+            rucio_server.client(account).add_replication_rule,
+            [{"scope": scope, "name": "ds"}], 1, LOCAL_RSE, lifetime=600, account=account,
+        )  # fmt: skip
+        await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files)
+        site = rucio_site(rucio_server, tmp_path, account)
+        site["data"]["rucio"]["staging"]["rule_lifetime"] = 3 * 3600
+        options = {"profile": "small", "dataset": [did]}
+        spawner = make_spawner(tmp_path, site, options, sim_namespace, f"renew-{account}")
+        spawner.rule_renew_margin = 2 * 3600  # used: 1.5 h, half the rules' lifetime
+        if account == "alice":
+            with pytest.raises(web.HTTPError) as stopped:
+                await spawner.load_user_options()
+            assert stopped.value.status_code == 409
+            message = stopped.value.jupyterhub_message  # type: ignore[attr-defined]
+            assert f"{did} is kept at {LOCAL_RSE} by a rule that ends within 1.5 h" in message
+            assert "'alice' may not do this" in message
+            assert not said(spawner, "Datasets ready")()
+            assert not rule_ends_after(rucio_server, rule_id, hours=1)
+        else:
+            await spawner.load_user_options()
+            assert said(spawner, "Datasets ready")()
+            assert rule_ends_after(rucio_server, rule_id, hours=2)  # renewed first
+
+
+async def test_the_hubs_rounds_follow_the_running_servers(
+    rucio_server: RucioServer, sim_namespace: str, tmp_path: Path
+) -> None:
+    """The renewal loop starts with a spawn that has datasets and looks at the rules of the
+    datasets of the servers running in the namespace (their pods' options), and at none
+    once they stop. (When a rule is renewed: the next test, and tests/unit/test_renewal.py.)"""
+    scope = rucio_server.new_scope("loop")
+    files = make_files(scope, "l", 2, 64)
+    rucio_server.upload_dataset(scope, "ds", files, REMOTE_RSE)
+    did = f"{scope}:ds"
+    await asyncio.to_thread(
+        rucio_server.client("root").add_replication_rule,
+        [{"scope": scope, "name": "ds"}], 1, LOCAL_RSE, lifetime=600, account="root",
+    )  # fmt: skip
+    await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files)
+    site = rucio_site(rucio_server, tmp_path, "root")
+    spawner = make_spawner(
+        tmp_path, site, {"profile": "small", "dataset": [did]}, sim_namespace, "rounds"
+    )
+    spawner.rule_renew_interval = 0.2
+    spawner.cmd = [sys.executable, "-c", "import time; time.sleep(600)"]
+    await asyncio.wait_for(spawner.start(), 60)
+    catalogue = spawner.context.catalogue
+    assert catalogue is not None
+
+    def looked() -> int:  # a round asks for the account's rules of each dataset in use
+        return int(catalogue.calls["list_did_rules"])  # type: ignore[attr-defined]
+
+    try:
+        assert catalogue.calls["update_replication_rule"] == 1  # type: ignore[attr-defined]
+        at_start = looked()  # (renewed at spawn: it ended within half the lifetime)
+        await eventually(lambda: looked() >= at_start + 2, "two rounds over the server's rule")
+        await spawner.stop()
+        stopped = looked()
+        await asyncio.sleep(1)  # five rounds: no running server, nothing to look at
+        assert looked() <= stopped + 1  # (a round under way as it stopped)
+    finally:
+        await spawner.context.close()  # the loop ends with the hub
+
+
+def rule_ends_after(server: RucioServer, rule_id: str, *, hours: float) -> bool:
+    (rule,) = list(server.client().list_replication_rules({"id": rule_id}))
+    expires = rule["expires_at"]
+    if isinstance(expires, str):
+        expires = datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S %Z")
+    return bool(expires.replace(tzinfo=UTC) - datetime.now(UTC) > timedelta(hours=hours))
+
+
+async def test_the_hub_renews_the_rules_of_running_servers(
+    rucio_server: RucioServer,
+    tmp_path: Path,
+    remote_dataset: tuple[str, list[SeededFile]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hub's rounds (RuleRenewal, its clock moved): a rule of a dataset in use is renewed
+    as it comes within the margin of its end; one that cannot be is logged and the round
+    goes on."""
+    from esap_spawner.data.catalogue.factory import catalogue_from_site
+    from esap_spawner.data.renewal import RuleRenewal
+    from esap_spawner.site.model import parse_site
+
+    did, files = remote_dataset
+    site = rucio_site(rucio_server, tmp_path, "root")
+    site["data"]["rucio"]["staging"]["rule_lifetime"] = 7 * 24 * 3600
+    catalogue = catalogue_from_site(parse_site(site))
+    assert catalogue is not None
+    try:
+        request = await catalogue.stage(did, destination_rse=LOCAL_RSE)
+        await asyncio.to_thread(rucio_server.complete_transfer, LOCAL_RSE, files)
+        now = [datetime.now(UTC)]
+        renewal = RuleRenewal(
+            catalogue=lambda: catalogue, datasets_in_use=lambda: [did, "nosuch:scope"],
+            destination=LOCAL_RSE, lifetime=7 * 24 * 3600, margin=24 * 3600, interval=600,
+            now=lambda: now[0],
+        )  # fmt: skip
+        first = await renewal.once()
+        assert first[did] == "kept" and "nosuch:scope" in first
+        assert catalogue.calls["update_replication_rule"] == 0  # type: ignore[attr-defined]
+        now[0] += timedelta(days=6, hours=12)  # the rule now ends within the day
+        assert (await renewal.once())[did] == "renewed"
+        assert catalogue.calls["update_replication_rule"] == 1  # type: ignore[attr-defined]
+        assert rule_ends_after(rucio_server, str(request.rule_id), hours=6 * 24)
+        assert "could not renew the rule of nosuch:scope" in caplog.text
+    finally:
+        await catalogue.close()
+
+
 async def test_rucio_stopped_mid_staging_fails_cleanly(
     rucio_server: RucioServer,
     sim_namespace: str,

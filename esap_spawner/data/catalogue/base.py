@@ -301,6 +301,15 @@ class Catalogue(ABC):
     async def cancel(self, request: StagingRequest) -> None:
         """Withdraw ``request`` (its data may then be deleted by the catalogue)."""
 
+    async def rule_for(self, did: str, *, destination_rse: str) -> StagingRequest | None:
+        """The rule this catalogue's account holds to keep ``did`` at ``destination_rse``
+        (its end in ``expires_at``); None when there is none, or no rules at all."""
+        return None
+
+    async def extend(self, request: StagingRequest, *, lifetime: int) -> StagingRequest:
+        """Give ``request``'s rule ``lifetime`` seconds from now (nothing to do here)."""
+        return request
+
     def health(self) -> CatalogueHealth:
         """From what the catalogue last saw; never does I/O."""
         return CatalogueHealth(True, f"{type(self).__name__} has no remote part")

@@ -158,6 +158,28 @@ class RuleStaging(ABC):
             expires_at=expires.isoformat() if expires else None,
         )
 
+    async def rule_for(self, did: str, *, destination_rse: str) -> StagingRequest | None:
+        """This account's rule for ``did`` at ``destination_rse``, with its end."""
+        scope, name = parse_did(did)
+        rule = await self._existing_rule(scope, name, destination_rse)
+        if rule is None:
+            return None
+        return StagingRequest(
+            did=did,
+            destination_rse=destination_rse,
+            rule_id=str(rule["id"]),
+            account=self.account,
+            reused=True,
+            expires_at=_iso(rule.get("expires_at")),
+        )
+
+    async def extend(self, request: StagingRequest, *, lifetime: int) -> StagingRequest:
+        """``update_replication_rule`` with a new lifetime; under Rucio's generic policy only
+        admin accounts may (:class:`AccessDenied` otherwise)."""
+        await self._call("update_replication_rule", request.rule_id, {"lifetime": lifetime})
+        expires = datetime.now(UTC) + timedelta(seconds=lifetime)
+        return replace(request, lifetime=lifetime, expires_at=expires.isoformat())
+
     async def _existing_rule(
         self, scope: str, name: str, destination: str
     ) -> dict[str, Any] | None:
