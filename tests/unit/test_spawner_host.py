@@ -6,7 +6,8 @@ from __future__ import annotations
 import inspect
 from types import FunctionType
 
-from esap_spawner.spawn.data import DataSpawnerMixin, SpawnerHost
+from esap_spawner.spawn.data import DataSpawnerMixin
+from esap_spawner.spawn.host import SpawnerHost
 from esap_spawner.spawn.spawner import ESAPSpawner
 
 
