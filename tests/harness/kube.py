@@ -21,12 +21,11 @@ import asyncio
 import contextlib
 import os
 import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import pytest
@@ -36,23 +35,10 @@ from kubernetes_asyncio.config import kube_config
 
 from esap_spawner.dev.sim.cluster import cluster_from_dict
 from tests.harness.sim import SESSION_CLUSTER, _stop_reflectors
-from tools.kube.control_plane import ControlPlane, ControlPlaneError
-
-REPO = Path(__file__).resolve().parents[2]
+from tools.kube.control_plane import ControlPlane, ControlPlaneError, default_binaries
 
 
-def kube_binaries() -> Path:
-    """Where the control plane's binaries are: ``ESAP_KUBE_BIN``, else what build-kube says."""
-    given = os.environ.get("ESAP_KUBE_BIN")
-    if given:
-        return Path(given)
-    printed = subprocess.run(
-        [str(REPO / "tools" / "build-kube"), "--print"], capture_output=True, text=True, check=True
-    )
-    return Path(printed.stdout.strip())
-
-
-def cannot_run(reason: str) -> None:
+def cannot_run(reason: str) -> NoReturn:
     """Skip, or fail under CI=true: a tier that did not run must not pass there."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"the real control plane is required under CI=true: {reason}")
@@ -63,10 +49,9 @@ def start_control_plane(**options: Any) -> ControlPlane:
     """A started control plane (no nodes; ``options`` as :class:`ControlPlane` takes them),
     or a skip/failure saying why there is none."""
     try:
-        return ControlPlane(kube_binaries(), **options).start()
+        return ControlPlane(default_binaries(), **options).start()
     except ControlPlaneError as error:
         cannot_run(f"the real control plane does not start: {error}")
-        raise  # unreachable: cannot_run raises
 
 
 @dataclass

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.kube import cannot_run, kube_binaries
+from tests.harness.kube import cannot_run
 from tools.kube.certs import Pair
-from tools.kube.control_plane import COMPONENTS, ControlPlane
+from tools.kube.control_plane import COMPONENTS, ControlPlane, default_binaries
 from tools.kube.http import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +95,7 @@ def client_from(kubeconfig: Path, folder: Path) -> Client:
 
 @pytest.fixture(scope="module")
 def binaries() -> Path:
-    folder = kube_binaries()
+    folder = default_binaries()
     if not all((folder / name).exists() for name in COMPONENTS):
         cannot_run(f"the control plane's binaries are not built in {folder} (tools/build-kube)")
     return folder
@@ -164,6 +165,7 @@ def test_kube_up_serves_then_stops_leaving_nothing(
         if stop == signal.SIGKILL:
             assert process.returncode == -signal.SIGKILL
             assert folder.exists()  # nothing runs after a SIGKILL: only the folder stays
+            shutil.rmtree(folder)
         else:
             assert process.returncode == 0, Path(log.name).read_text()
             assert not folder.exists()

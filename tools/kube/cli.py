@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tools.kube.control_plane import ControlPlane, ControlPlaneError
-
-REPO = Path(__file__).resolve().parents[2]
+from tools.kube.control_plane import ControlPlane, ControlPlaneError, default_binaries
 
 
 class Stop(Exception):
@@ -22,16 +20,6 @@ class Stop(Exception):
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop(signal.Signals(signum).name)
-
-
-def binaries(given: str | None) -> Path:
-    """The binary folder: ``--bin``, else the folder ``tools/build-kube --print`` names."""
-    if given:
-        return Path(given)
-    printed = subprocess.run(
-        [str(REPO / "tools" / "build-kube"), "--print"], capture_output=True, text=True, check=True
-    )
-    return Path(printed.stdout.strip())
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +34,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--nodes",
         help="a cluster file (the simulator's format: nodes, namespaces, pods) to register",
     )
-    parser.add_argument("--bin", help="the binary folder (default: tools/build-kube --print)")
+    parser.add_argument(
+        "--bin", help="the binary folder (default: $ESAP_KUBE_BIN, else tools/build-kube --print)"
+    )
     parser.add_argument("-v", "--verbosity", type=int, default=1, help="components' --v level")
     return parser.parse_args(argv)
 
@@ -70,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_stop)
     plane: ControlPlane | None = None
     try:
-        plane = ControlPlane(binaries(args.bin), log_level=args.verbosity)
+        folder = Path(args.bin) if args.bin else default_binaries()
+        plane = ControlPlane(folder, log_level=args.verbosity)
         started = time.monotonic()
         plane.start()
         if cluster is not None:

@@ -56,6 +56,16 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not start, or one of its processes died."""
 
 
+def default_binaries() -> Path:
+    """The binary folder: ``ESAP_KUBE_BIN``, else the one ``tools/build-kube --print`` names."""
+    given = os.environ.get("ESAP_KUBE_BIN")
+    if given:
+        return Path(given)
+    build = Path(__file__).resolve().parents[1] / "build-kube"
+    printed = subprocess.run([str(build), "--print"], capture_output=True, text=True, check=True)
+    return Path(printed.stdout.strip())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
