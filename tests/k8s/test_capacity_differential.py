@@ -218,9 +218,8 @@ def quota_usage(pods: list[dict[str, Any]], key: str) -> Decimal:
     ``cpu``...), summed over their containers (none of these pods has init containers)."""
     if key in ("pods", "count/pods"):
         return Decimal(len(pods))
-    kind, _, resource = key.rpartition(".") if key.startswith(("requests.", "limits.")) else (
+    kind, _, resource = key.partition(".") if key.startswith(("requests.", "limits.")) else (
         "requests", ".", key)  # fmt: skip
-    kind = kind.split(".")[0]
     total = Decimal(0)
     for pod in pods:
         for container in pod["spec"]["containers"]:
