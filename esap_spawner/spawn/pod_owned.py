@@ -4,8 +4,10 @@ Both must exist before the pod (it reads them as it starts), and must go with it
 over KubeSpawner (``ESAPSpawner``'s data side builds on it) that wires them into
 KubeSpawner's seams:
 
-- :meth:`PodOwnedObjects.create_before_pod` replaces (deletes, then creates) one such object
-  and remembers it for the start going on; the data side creates the ConfigMap with it;
+- :meth:`PodOwnedObjects.create_before_pod` creates one such object (replacing one an
+  earlier start left behind: delete and create again only then, so a spawn costs the API
+  server one request per object, not two) and remembers it for the start going on; the
+  data side creates the ConfigMap with it;
 - ``get_pod_manifest``: the hub token leaves the pod spec for the Secret ``<pod>-token``
   (:mod:`esap_spawner.spawn.token_secret`), created here, right before KubeSpawner creates
   the pod; the variables read it through ``valueFrom.secretKeyRef``;
@@ -95,10 +97,16 @@ class PodOwnedObjects(_Base):
                 raise
 
     async def create_before_pod(self, manifest: dict[str, Any]) -> None:
-        """Replace the object ``manifest`` describes; the pod will own it."""
+        """Create the object ``manifest`` describes, replacing one of that name an earlier
+        start left behind; the pod will own it."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
-        await self._delete(kind, name)
-        await self._call("create", kind)(self.namespace, manifest)
+        try:
+            await self._call("create", kind)(self.namespace, manifest)
+        except ApiException as e:
+            if e.status != 409:  # AlreadyExists: left behind, its content may be old
+                raise
+            await self._delete(kind, name)
+            await self._call("create", kind)(self.namespace, manifest)
         if self._esap_created is None:
             self._esap_created = []
         self._esap_created.append((kind, name))

@@ -16,6 +16,7 @@ has both init containers, a ConfigMap and the token Secret.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -241,6 +242,25 @@ async def test_no_pod_shows_a_token_and_the_server_gets_it(
     for spawner in spawners:
         await spawner.stop()
     assert await objects_of(api, kube_namespace) == {}
+
+
+async def test_a_secret_left_by_an_earlier_start_is_replaced(
+    kube: Backend, kube_namespace: str, api: client.CoreV1Api, site_file: Path,
+    git_server: demo_git.GitServer,
+) -> None:  # fmt: skip
+    """A hub that died mid-start leaves the Secret with an old token: the next start of that
+    server replaces it, and its pod gets the new token."""
+    spawner = make_spawner(site_file, kube_namespace, git_server)
+    stale = {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": f"{spawner.pod_name}-token"},
+             "stringData": {"token": "an-old-token"}}  # fmt: skip
+    await api.create_namespaced_secret(kube_namespace, stale)
+    await spawner.start()
+    secret = await api.read_namespaced_secret(f"{spawner.pod_name}-token", kube_namespace)
+    token = base64.b64decode(secret.data["token"]).decode()
+    assert token == spawner.api_token != "an-old-token"
+    assert [o.name for o in secret.metadata.owner_references] == [spawner.pod_name]
+    await spawner.stop()
 
 
 async def test_deleting_the_pod_deletes_its_secret(
