@@ -27,8 +27,8 @@ answer** counted by callgrind (``_load.instructions_per_answer``: 500 answers on
 connection after 100, the cluster quiet and answers kept for an hour, since under valgrind
 anything timed would run 50x too often per answer). Instructions are repeatable to 0.1%
 whatever else runs on the machine (user space only: the kernel's socket work, the same for
-both, is not counted, so the ratio errs low); they are the headline, the throughput
-figures show the same at the wire.
+both, is not counted, so the ratio errs low). Both are headlines: the instructions, and the
+throughput measured at the wire with the churn on, which moves with other jobs.
 
 Latency with size: the service with 50 profiles and a portal token at 100 and at 10,000
 nodes (``--quick``: 1,000), under the same churn, alternated; p99 of the two (at the
@@ -336,11 +336,16 @@ def run(args: argparse.Namespace) -> None:
     p99_ratio = latency_case(args)
     worst = min(r["ir_ratio"] for r in cases.values())
     worst_rps = min(r["ratio"] for r in cases.values())
+    worst_cpu = min(r["cpu_ratio"] for r in cases.values())
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
-    headline("advertise", "service/bare, GET profiles, worst of 3 and 50 profiles x portal and "
-             "user token: from instructions per answer (req/s measured)",
-             f"{worst:.3f} ({worst_rps:.2f})", f">= {THROUGHPUT_TARGET}",
+    cases_words = "worst of 3 and 50 profiles x portal and user token"
+    headline("advertise", f"service/bare, GET profiles, instructions per answer (quiet cluster;"
+             f" {cases_words})", f"{worst:.3f}", f">= {THROUGHPUT_TARGET}",
              worst >= THROUGHPUT_TARGET)  # fmt: skip
+    headline("advertise", f"service/bare, GET profiles, req/s measured by {tool()} under"
+             f" {args.churn} pod events/s on the shared machine ({cases_words}; server CPU"
+             f" per answer: {worst_cpu:.2f})", f"{worst_rps:.2f}", f">= {THROUGHPUT_TARGET}",
+             worst_rps >= THROUGHPUT_TARGET)  # fmt: skip
     last = 1000 if args.quick else 10_000
     headline("advertise", f"p99 at {last} nodes / at 100 nodes ({args.churn} pod events/s)",
              f"{p99_ratio:.2f}", f"<= {P99_TARGET}", p99_ratio <= P99_TARGET)  # fmt: skip
