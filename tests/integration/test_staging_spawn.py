@@ -340,13 +340,24 @@ async def test_two_users_staging_one_dataset_share_the_sites_rule(
     assert "staging record" not in caplog.text and "IntegrityError" not in caplog.text
 
 
-def rule_removed(server: RucioServer, rule_id: str) -> bool:
-    """Rucio removes softly: a removed rule expires within the hour (the judge cleans up)."""
-    (rule,) = [r for r in server.client().list_replication_rules({"id": rule_id})]
+def time_left(server: RucioServer, rule_id: str) -> timedelta | None:
+    """How long a rule lasts from now (None: it has no end), as Rucio says."""
+    (rule,) = list(server.client().list_replication_rules({"id": rule_id}))
     expires = rule["expires_at"]
     if isinstance(expires, str):
         expires = datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S %Z")
-    return bool(expires and expires.replace(tzinfo=UTC) - datetime.now(UTC) <= timedelta(hours=1))
+    return None if expires is None else expires.replace(tzinfo=UTC) - datetime.now(UTC)
+
+
+def rule_removed(server: RucioServer, rule_id: str) -> bool:
+    """Rucio removes softly: a removed rule expires within the hour (the judge cleans up)."""
+    left = time_left(server, rule_id)
+    return left is not None and left <= timedelta(hours=1)
+
+
+def rule_ends_after(server: RucioServer, rule_id: str, *, hours: float) -> bool:
+    left = time_left(server, rule_id)
+    return left is None or left > timedelta(hours=hours)
 
 
 async def test_stop_removes_only_rules_it_made_and_nothing_else_needs(
@@ -492,14 +503,6 @@ async def test_the_hubs_rounds_follow_the_running_servers(
         assert looked() <= stopped + 1  # (a round under way as it stopped)
     finally:
         await spawner.context.close()  # the loop ends with the hub
-
-
-def rule_ends_after(server: RucioServer, rule_id: str, *, hours: float) -> bool:
-    (rule,) = list(server.client().list_replication_rules({"id": rule_id}))
-    expires = rule["expires_at"]
-    if isinstance(expires, str):
-        expires = datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S %Z")
-    return bool(expires.replace(tzinfo=UTC) - datetime.now(UTC) > timedelta(hours=hours))
 
 
 async def test_the_hub_renews_the_rules_of_running_servers(
