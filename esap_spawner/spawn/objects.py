@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -78,6 +78,24 @@ def datasets_of(pod: Mapping[str, Any]) -> frozenset[str]:
     if not isinstance(found, list):
         return frozenset()
     return frozenset(d for d in found if isinstance(d, str))
+
+
+def servers_using(
+    pods: Iterable[Mapping[str, Any]], *, besides: str | None = None
+) -> dict[str, list[str]]:
+    """DID -> the names of the pods (but ``besides``) that were started with it and have not
+    ended nor begun to end."""
+    found: dict[str, list[str]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        if meta.get("name") == besides or meta.get("deletionTimestamp"):
+            continue
+        if phase in ("Succeeded", "Failed"):
+            continue
+        for did in datasets_of(pod):
+            found.setdefault(did, []).append(str(meta.get("name")))
+    return found
 
 
 def volume_name(prefix: str, name: str) -> str:

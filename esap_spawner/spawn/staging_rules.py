@@ -108,9 +108,7 @@ class StagingRules(_Host):
         context, spawner = self.context, self
 
         def in_use() -> set[str]:  # the datasets the namespace's servers were started with
-            reflector = spawner.pod_reflector
-            pods = list(reflector.pods.values()) if reflector is not None else []
-            return {did for pod in pods for did in objects.datasets_of(pod)}
+            return set(objects.servers_using(spawner._pods()))
 
         renewal = RuleRenewal(
             catalogue=lambda: context.catalogue, datasets_in_use=in_use,
@@ -118,6 +116,11 @@ class StagingRules(_Host):
             interval=self.rule_renew_interval,
         )  # fmt: skip
         context.start_once(f"rule-renewal-{self.namespace}", renewal.run)
+
+    def _pods(self) -> list[dict[str, Any]]:
+        """The servers' pods of this namespace, as KubeSpawner's watch last saw them."""
+        reflector = self.pod_reflector
+        return list(reflector.pods.values()) if reflector is not None else []
 
     async def poll(self) -> int | None:
         self._keep_rules_alive()  # after a hub restart: its running servers' rules too
@@ -176,12 +179,7 @@ class StagingRules(_Host):
         if request.reused:
             return "this spawn did not create it (another request or server may use it)"
         users = sorted(
-            pod["metadata"]["name"]
-            for pod in list(self.pod_reflector.pods.values())
-            if pod["metadata"]["name"] != self.pod_name
-            and not pod["metadata"].get("deletionTimestamp")
-            and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and request.did in objects.datasets_of(pod)
+            objects.servers_using(self._pods(), besides=self.pod_name).get(request.did, ())
         )
         if users:
             return f"the server{'s' if len(users) > 1 else ''} {', '.join(users)} use its dataset"

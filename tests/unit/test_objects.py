@@ -296,3 +296,26 @@ def test_config_map_holds_plan_and_script_and_refuses_oversize() -> None:
 def test_volume_names_are_dns_labels() -> None:
     assert objects.volume_name("esap-rse", "HUB_LOCAL_DISK") == "esap-rse-hub-local-disk"
     assert len(objects.volume_name("esap-rse", "X" * 200)) <= 63
+
+
+def test_servers_using_reads_the_options_of_live_pods() -> None:
+    def pod(name: str, datasets: Any, **state: Any) -> dict[str, Any]:
+        options = json.dumps({"profile": "small", "dataset": datasets})
+        return {
+            "metadata": {"name": name, "annotations": {objects.OPTIONS_ANNOTATION: options},
+                         **state.get("meta", {})},
+            "status": {"phase": state.get("phase", "Running")},
+        }  # fmt: skip
+
+    pods = [
+        pod("a", ["x:1", "x:2"]),
+        pod("b", ["x:1"], phase="Pending"),
+        pod("gone", ["x:1"], phase="Failed"),
+        pod("going", ["x:1"], meta={"deletionTimestamp": "2026-12-06T00:00:00Z"}),
+        pod("odd", "x:3"),  # not a list: nothing read from it
+        {"metadata": {"name": "bare"}},
+    ]
+    assert objects.servers_using(pods) == {"x:1": ["a", "b"], "x:2": ["a"]}
+    assert objects.servers_using(pods, besides="a") == {"x:1": ["b"]}
+    broken = {"metadata": {"name": "c", "annotations": {objects.OPTIONS_ANNOTATION: "{"}}}
+    assert objects.datasets_of(broken) == frozenset()
