@@ -81,10 +81,8 @@ class Cluster:
 
     def set_up(self) -> None:
         for ns in self.namespaces:
-            self.api.post("/api/v1/namespaces", {"metadata": {"name": ns}})
+            self.plane.create_namespace(ns)
         self.plane.register([node_manifest(**node) for node in self.sc.nodes])
-        for ns in self.namespaces:
-            wait(lambda n=ns: self._has_default_account(n), f"the ServiceAccount of {ns}")
         if self.sc.quota is not None:
             path = f"/api/v1/namespaces/{self.hub}/resourcequotas"
             self.api.post(path, {"metadata": {"name": "hub"}, "spec": {"hard": self.sc.quota}})
@@ -103,9 +101,6 @@ class Cluster:
             self.api.request("DELETE", f"/api/v1/nodes/{node['name']}")
         for ns in self.namespaces:
             self.api.request("DELETE", f"/api/v1/namespaces/{ns}")
-
-    def _has_default_account(self, ns: str) -> bool:
-        return self.api.answers(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
 
     def _quota(self) -> dict[str, Any]:
         result: dict[str, Any] = self.api.get(f"/api/v1/namespaces/{self.hub}/resourcequotas/hub")

@@ -118,17 +118,10 @@ async def watching(plane: ControlPlane, tmp_path: Path) -> AsyncIterator[Watchin
     await found.stop()
 
 
-def namespace(plane: ControlPlane, name: str) -> str:
-    plane.api.post("/api/v1/namespaces", {"metadata": {"name": name}})
-    while not plane.api.answers(f"/api/v1/namespaces/{name}/serviceaccounts/default"):
-        time.sleep(0.1)
-    return name
-
-
 async def test_the_view_resumes_after_an_api_server_restart(
     plane: ControlPlane, watching: Watching
 ) -> None:
-    ns = namespace(plane, "restart")
+    ns = plane.create_namespace("restart")
     watcher = await watching.start()
     model = watching.model
     plane.api.post(f"/api/v1/namespaces/{ns}/pods", idle_pod("before"))
@@ -153,7 +146,7 @@ async def test_a_compacted_resource_version_is_listed_again(tmp_path: Path) -> N
     plane = start_control_plane(apiserver_flags=["--watch-cache=false"])
     watching = Watching(plane, tmp_path, watch_timeout_seconds=2)
     try:
-        ns = namespace(plane, "compaction")
+        ns = plane.create_namespace("compaction")
         watcher = await watching.start()
         relists = watcher.relists
         for i in range(20):  # other objects move etcd's revision past the pods' last one
@@ -173,7 +166,7 @@ async def test_a_compacted_resource_version_is_listed_again(tmp_path: Path) -> N
 async def test_bookmarks_move_the_watch_on_without_a_relist(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    ns = namespace(plane, "bookmarks")
+    ns = plane.create_namespace("bookmarks")
     watching = Watching(plane, tmp_path, watch_timeout_seconds=10)
     try:
         watcher = await watching.start()
@@ -196,7 +189,7 @@ async def test_bookmarks_move_the_watch_on_without_a_relist(
 async def test_five_thousand_pods_are_listed_in_pages(
     plane: ControlPlane, watching: Watching
 ) -> None:
-    ns = namespace(plane, "many")
+    ns = plane.create_namespace("many")
     pods = [idle_pod(f"p{i:04d}", profile="many") for i in range(5000)]
     assert await create_many(plane, f"/api/v1/namespaces/{ns}/pods", pods) == 5000
     watcher = await watching.start()
@@ -211,7 +204,7 @@ async def test_five_thousand_pods_are_listed_in_pages(
 async def test_the_namespace_quotas_follow_their_controller(
     plane: ControlPlane, tmp_path: Path
 ) -> None:
-    ns = namespace(plane, "quota")
+    ns = plane.create_namespace("quota")
     plane.api.post(
         f"/api/v1/namespaces/{ns}/resourcequotas",
         {"metadata": {"name": "hub"}, "spec": {"hard": {"pods": "3"}}},

@@ -386,6 +386,17 @@ class ControlPlane:
             namespace = pod["metadata"].get("namespace", "default")
             self.api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
 
+    def create_namespace(self, name: str, timeout: float = 60) -> str:
+        """Create namespace ``name`` and wait for its ``default`` ServiceAccount (until it
+        exists, ServiceAccount admission refuses the namespace's pods)."""
+        self.api.post("/api/v1/namespaces", {"metadata": {"name": name}})
+        account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+        wait_until(
+            lambda: self.api.answers(account), f"the ServiceAccount of {name}", timeout,
+            alive=self.check,
+        )  # fmt: skip
+        return name
+
     def node_ready(self, name: str) -> bool:
         """True once the node's Ready condition is True and the lifecycle taints are gone."""
         node = self.api.get(f"/api/v1/nodes/{name}")

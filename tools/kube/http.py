@@ -74,9 +74,6 @@ class Client:
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, body)
 
-    def merge_patch(self, path: str, body: Any) -> Any:
-        return self.request("PATCH", path, body, content_type="application/merge-patch+json")
-
     def answers(self, path: str) -> bool:
         """True when ``GET path`` answers 2xx (connection errors and refusals are False)."""
         try:
