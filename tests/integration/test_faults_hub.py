@@ -250,7 +250,8 @@ def test_api_errors_during_a_spawn_fail_it_in_words_and_a_retry_succeeds(env: En
         env.sim.faults.clear()
     assert model["servers"] == {}, model
     env.expected[("dan", "failure")] += 1
-    (failed,) = [x for x in env.check_records() if x.outcome == "failure" and x.pod_name]
+    dan = env.db.user_hash("dan")
+    (failed,) = [x for x in env.check_records() if x.outcome == "failure" and x.user_hash == dan]
     assert failed.failure_reason == (
         "the Kubernetes API answered 500 Internal Server Error: injected fault: 500 InternalError"
     )
