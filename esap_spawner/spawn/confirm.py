@@ -9,9 +9,10 @@ So :meth:`ESAPSpawner.options_from_query` validates such a link and then raises
 prefilled, with the plain :func:`summary` at the top, and the hub's one Start button POSTs
 it. No server is started by the GET.
 
-:class:`ConfirmFirst` is an HTTP "error" with status 200 and an empty message, so the
-hub shows no error. JupyterHub logs every exception of ``options_from_query`` with its
-traceback; :func:`quiet_confirmations` turns that record into one info line.
+:class:`ConfirmFirst` is an HTTP "error" with status 200 and an empty message (and an empty
+``str()``, which JupyterHub before 5.4 shows instead), so the hub shows no error. JupyterHub
+logs every exception of ``options_from_query`` with its traceback;
+:func:`quiet_confirmations` turns that record into one info line.
 
 Pure, apart from :func:`dataset_localities`, which asks the catalogue with a timeout.
 """
@@ -53,6 +54,10 @@ class ConfirmFirst(web.HTTPError):
         what = "a workflow" if options.workflow else "datasets"
         super().__init__(200, log_message=f"it brings {what}: the form asks the user first")
         self.jupyterhub_message = ""  # the hub then shows no error above the form
+
+    def __str__(self) -> str:
+        """Nothing: JupyterHub before 5.4 shows ``str(error)`` above the form."""
+        return self.jupyterhub_message
 
 
 def locality_words(locality: Locality | None) -> str:

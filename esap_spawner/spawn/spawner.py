@@ -37,17 +37,14 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
+from traitlets import Any as AnyValue
 from traitlets import Bool, Dict, Float, Instance, Integer, TraitError, Unicode, default, validate
 
 from esap_spawner.capacity.model import ClusterModel, Refusal, Reservation
 from esap_spawner.data.staging import StagingError
 from esap_spawner.observe.schema import SchemaError
 from esap_spawner.site.model import Site
-from esap_spawner.site.profiles import (
-    Profile,
-    kubespawner_profile,
-    visible_profiles,
-)
+from esap_spawner.site.profiles import Profile, kubespawner_profile, visible_profiles
 from esap_spawner.spawn import objects, refusals
 from esap_spawner.spawn.confirm import (
     ConfirmFirst,
@@ -365,6 +362,15 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
         )
 
     # -- the one validator, three ways in -----------------------------------------------
+
+    # JupyterHub 5 sets a REST body here as sent and keeps it for the next start (6 refuses
+    # one that is not a JSON object): any value is taken, and load_user_options refuses it
+    # (Spawner's Dict made a body such as "small" a 500, and this spawner unbuildable).
+    user_options = AnyValue(help="This spawn's options as sent; load_user_options checks them.")
+
+    @default("user_options")
+    def _default_user_options(self) -> dict[str, Any]:
+        return {}
 
     def _validated(self, raw: Any) -> UserOptions:
         """Validate raw options; a refusal becomes a 400 (or 403) with the reason."""

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jupyterhub
+import kubespawner
 import pytest
 import yaml
 from jupyterhub.objects import Hub
@@ -33,9 +35,13 @@ pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).parent.parent / "data" / "golden"
 VOLATILE_ENV = {"JUPYTERHUB_OAUTH_SCOPES"}
+INSTALLED_VERSIONS = {
+    "hub.jupyter.org/jupyterhub-version": jupyterhub.__version__,
+    "hub.jupyter.org/kubespawner-version": kubespawner.__version__,
+}
 
 
-def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESAPSpawner:
+def make_spawner(tmp_path: Path, user: MockUser, options: object) -> ESAPSpawner:
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(HUB_SITE))
     config = Config()
@@ -55,6 +61,11 @@ def make_spawner(tmp_path: Path, user: MockUser, options: dict[str, Any]) -> ESA
 
 
 def scrub(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod without what changes from run to run or with the installed versions."""
+    annotations = pod["metadata"]["annotations"]
+    for key, installed in INSTALLED_VERSIONS.items():
+        assert annotations[key] == installed, key  # KubeSpawner stamps the versions running
+        annotations[key] = "<installed>"
     for container in pod["spec"]["containers"]:
         for env in container.get("env", []):
             if env["name"] in VOLATILE_ENV and "value" in env:
@@ -101,6 +112,29 @@ async def test_user_options_cannot_reach_the_pod(sim: Any, tmp_path: Path) -> No
         await spawner.load_user_options()
     assert refused.value.status_code == 400
     assert "image" in refused.value.log_message
+
+
+@pytest.mark.parametrize("body", ["small", 42, ["small"], True])
+async def test_options_that_are_not_an_object_are_refused(
+    sim: Any, tmp_path: Path, body: object
+) -> None:
+    """JupyterHub 5 hands the spawner a REST body as it came (JupyterHub 6 refuses one that
+    is not an object itself): the spawner is built and refuses it, a 400 and never a 500."""
+    spawner = make_spawner(tmp_path, MockUser("oscar"), body)
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.load_user_options()
+    assert refused.value.status_code == 400
+    assert "options must be a JSON object" in refused.value.log_message
+
+
+@pytest.mark.parametrize("body", [[], None, ""])
+async def test_empty_options_of_any_type_take_the_default_profile(
+    sim: Any, tmp_path: Path, body: object
+) -> None:
+    """An empty JSON value is "no options", as JupyterHub 6 reads it: the default profile."""
+    spawner = make_spawner(tmp_path, MockUser("olive"), body)
+    await spawner.load_user_options()
+    assert spawner.user_options == {"profile": "small", "dataset": []}
 
 
 async def test_admin_sees_restricted_profiles(sim: Any, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from esap_spawner.data.catalogue.base import Locality
 from esap_spawner.service.fixture_cli import facility_url, read_tokens
 from esap_spawner.service.portal import LIMITS, FixtureError, fixture_entry
 from esap_spawner.site.profiles import Profile
-from esap_spawner.spawn.confirm import WARNING, locality_words, summary
+from esap_spawner.spawn.confirm import WARNING, ConfirmFirst, locality_words, summary
 from esap_spawner.spawn.options import UserOptions
 
 FACILITY = {
@@ -110,3 +110,11 @@ def test_summary_in_plain_words() -> None:
     assert locality_words(Locality.unknown("x:y", "catalogue down")) == (
         "locality unknown: catalogue down"
     )
+
+
+def test_a_confirmation_shows_no_error_on_any_hub() -> None:
+    """JupyterHub 6 shows ``jupyterhub_message`` above the form, before 5.4 ``str(error)``:
+    both are empty; the log line says what happened."""
+    confirm = ConfirmFirst(UserOptions("casa", workflow="https://h.org/r.git"))
+    assert (confirm.status_code, confirm.jupyterhub_message, str(confirm)) == (200, "", "")
+    assert confirm.log_message == "it brings a workflow: the form asks the user first"
