@@ -13,6 +13,7 @@ spawning on the simulator inherit ``KUBECONFIG`` from the test process environme
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -29,8 +30,11 @@ from urllib.parse import quote
 import pytest
 import requests
 import yaml
+from packaging.version import Version
 
 from esap_spawner.dev.local import find_proxy, local_hub_config, simulator_hub_config
+from esap_spawner.service.hub_version import query_style_for
+from esap_spawner.spawn.options import query_string_keys
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "esap-test-password"
@@ -86,6 +90,19 @@ c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "admin", "services": ["test-admin"]}}]
 c.JupyterHub.log_level = "DEBUG"
 """
+
+
+def running_version(url: str) -> Version:
+    """The JupyterHub version of the hub at ``url`` (``GET /hub/api/``, no token needed)."""
+    r = requests.get(f"{url}/hub/api/", timeout=10)
+    r.raise_for_status()
+    return Version(r.json()["version"])
+
+
+def query_keys(version: Version) -> dict[str, str]:
+    """Each spawn option's query argument as JupyterHub ``version`` reads it on
+    ``/hub/spawn`` (``opt-profile`` from JupyterHub 6, ``profile`` before)."""
+    return query_string_keys(query_style_for(str(version)))
 
 
 class HubProcess:
@@ -161,6 +178,19 @@ class HubProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- what this JupyterHub does ---------------------------------------------------
+
+    @functools.cached_property
+    def version(self) -> Version:
+        """The running hub's JupyterHub version (its API root answers it without a token)."""
+        return running_version(self.url)
+
+    def form_refusal_status(self, status: int) -> int:
+        """What this hub answers when a spawn form post or deep link is refused with
+        ``status``: that status from JupyterHub 5.4; before, 200 (the form again, with the
+        message)."""
+        return status if self.version >= Version("5.4") else 200
 
     # -- REST API -------------------------------------------------------------------
 

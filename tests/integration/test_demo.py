@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.harness.demo import DemoProcess, nothing_listens
+from tests.harness.hub import query_keys, running_version
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,8 @@ def test_demo_comes_up_answers_and_stops_clean(demo: DemoProcess) -> None:
     launched = requests.get(deploy[1], allow_redirects=False, timeout=30)
     assert launched.status_code == 302, launched.text
     target = parse_qs(urlsplit(launched.headers["Location"]).query)
-    assert target["opt-workflow"] == [workflow[1]] and target["opt-ref"] == ["main"]
+    keys = query_keys(running_version(demo.url))  # in the running hub's style
+    assert target[keys["workflow"]] == [workflow[1]] and target[keys["ref"]] == ["main"]
     # the workflow answers git's smart protocol, trusting the demo's certificate
     refs = subprocess.run(
         ["git", "ls-remote", workflow[1]],
