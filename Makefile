@@ -105,7 +105,7 @@ test-min: setup-proxy setup-rucio
 	$(MIN_VENV)/bin/pip install -q -e '.[demo,rucio,report]' --group test --group docs -c $(MIN_VENV)/lower-bounds.txt
 	@echo "== installed at their lowest declared versions:"
 	@$(MIN_VENV)/bin/python -c 'import sys, importlib.metadata as m; [print(f"  {n} {m.version(n)}") for n in (l.split("==")[0] for l in open(sys.argv[1]).read().split())]' $(MIN_VENV)/lower-bounds.txt
-	ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+	$(call tier,test-min,ESAP_RUCIO_VENV=$(CURDIR)/$(RUCIO_VENV) $(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS))
 
 lint: setup-python
 	$(call tier,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/python helm/generate_schema.py --check)
