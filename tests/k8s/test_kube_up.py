@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -21,7 +22,13 @@ import yaml
 
 from tests.harness.kube import cannot_run
 from tools.kube.certs import Pair
-from tools.kube.control_plane import COMPONENTS, ControlPlane, default_binaries
+from tools.kube.control_plane import (
+    COMPONENTS,
+    NODE_IP,
+    POD_RANGE,
+    ControlPlane,
+    default_binaries,
+)
 from tools.kube.http import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +164,13 @@ def test_kube_up_serves_then_stops_leaving_nothing(
             ),
             "the pod on the late node to run",
         )
+        # kwok hands out loopback addresses only: a hub connecting to the pod reaches this machine
+        ips = kubectl(
+            out, "get", "pod", "on-late", "-o", "jsonpath={.status.podIP} {.status.hostIP}"
+        )
+        pod_ip, host_ip = ips.split()
+        assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network(POD_RANGE), ips
+        assert host_ip == NODE_IP and ipaddress.ip_address(host_ip).is_loopback, ips
 
         process.send_signal(stop)
         process.wait(60)
