@@ -36,7 +36,7 @@ from kubernetes_asyncio.client import (
     V1EnvVarSource,
     V1SecretKeySelector,
 )
-from kubernetes_asyncio.client.rest import ApiException
+from kubernetes_asyncio.client.rest import ApiException, RESTResponse
 from traitlets import default, validate
 
 from esap_spawner.spawn import objects
@@ -86,12 +86,23 @@ class PodOwnedObjects(_Base):
     _esap_created: list[tuple[str, str]] | None = None  # (kind, name) made for this start
 
     # -- creating, owning, deleting --------------------------------------------------------
-    def _call(self, verb: str, kind: str) -> Any:
-        return getattr(self.api, f"{verb}_namespaced_{_API[kind]}")
+    async def _send(self, verb: str, kind: str, *args: Any) -> None:
+        """One request through the CoreV1Api method for ``verb`` and ``kind``; its answer is
+        read as bytes and dropped (building kubernetes_asyncio's models from it, which
+        nothing here reads, would cost more than the rest of the request). An answer
+        outside 2xx raises :class:`ApiException`, as with the models."""
+        call = getattr(self.api, f"{verb}_namespaced_{_API[kind]}")
+        resp = await call(*args, _preload_content=False)
+        try:
+            body = await resp.read()
+        finally:
+            resp.release()
+        if not 200 <= resp.status <= 299:
+            raise ApiException(http_resp=RESTResponse(resp, body.decode("utf-8", "replace")))
 
     async def _delete(self, kind: str, name: str) -> None:
         try:
-            await self._call("delete", kind)(name, self.namespace)
+            await self._send("delete", kind, name, self.namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -101,12 +112,12 @@ class PodOwnedObjects(_Base):
         start left behind; the pod will own it."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         try:
-            await self._call("create", kind)(self.namespace, manifest)
+            await self._send("create", kind, self.namespace, manifest)
         except ApiException as e:
             if e.status != 409:  # AlreadyExists: left behind, its content may be old
                 raise
             await self._delete(kind, name)
-            await self._call("create", kind)(self.namespace, manifest)
+            await self._send("create", kind, self.namespace, manifest)
         if self._esap_created is None:
             self._esap_created = []
         self._esap_created.append((kind, name))
@@ -116,7 +127,7 @@ class PodOwnedObjects(_Base):
         owner = objects.pod_owner_reference(self.pod_name, pod["metadata"]["uid"])
         for kind, name in self._esap_created or ():
             patch = {"metadata": {"ownerReferences": [owner]}}
-            await self._call("patch", kind)(name, self.namespace, patch)
+            await self._send("patch", kind, name, self.namespace, patch)
 
     def pod_object_names(self) -> list[tuple[str, str]]:
         """(kind, name) of the objects this spawner's pod may own."""
