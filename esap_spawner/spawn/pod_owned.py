@@ -36,7 +36,7 @@ from kubernetes_asyncio.client import (
     V1EnvVarSource,
     V1SecretKeySelector,
 )
-from kubernetes_asyncio.client.rest import ApiException, RESTResponse
+from kubernetes_asyncio.client.rest import ApiException
 from traitlets import default, validate
 
 from esap_spawner.spawn import objects
@@ -98,7 +98,9 @@ class PodOwnedObjects(_Base):
         finally:
             resp.release()
         if not 200 <= resp.status <= 299:
-            raise ApiException(http_resp=RESTResponse(resp, body.decode("utf-8", "replace")))
+            error = ApiException(status=resp.status, reason=resp.reason)
+            error.body, error.headers = body.decode("utf-8", "replace"), resp.headers
+            raise error
 
     async def _delete(self, kind: str, name: str) -> None:
         try:
