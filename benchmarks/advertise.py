@@ -46,6 +46,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from _headline import headline
@@ -202,10 +203,29 @@ async def churn(model: Any, slugs: list[str], nodes: int, per_second: int) -> No
                 model.apply("ADDED", live[-1])
 
 
+def rebuilds_counted(answers: Any) -> Callable[[], dict[str, float]]:
+    """Count the answers ``answers`` makes again and the CPU seconds that takes; the
+    returned function reads both (for ``GET /bench/stats``)."""
+    made = {"rebuilds": 0.0, "rebuild_cpu": 0.0}
+    make = answers._make_listing
+
+    def counting(audience: Any) -> Any:
+        started = time.process_time()
+        try:
+            return make(audience)
+        finally:
+            made["rebuilds"] += 1
+            made["rebuild_cpu"] += time.process_time() - started
+
+    answers._make_listing = counting
+    return lambda: dict(made)
+
+
 def serve(args: argparse.Namespace) -> None:
     async def main() -> None:
         site, model, app = build(args.profiles, args.nodes)
         task = None
+        extra = None
         if args.serve == "bare":
             import tornado.web
 
@@ -225,11 +245,13 @@ def serve(args: argparse.Namespace) -> None:
 
             app = tornado.web.Application([(ROUTE, Bare)])
         else:
-            app.settings["esap"].answers.max_age = args.max_age
+            answers = app.settings["esap"].answers
+            answers.max_age = args.max_age
+            extra = rebuilds_counted(answers)
             slugs = [p.slug for p in site.profiles]
             if args.churn:
                 task = asyncio.create_task(churn(model, slugs, args.nodes, args.churn))
-        listen(app, counted="/profiles")
+        listen(app, counted="/profiles", extra=extra)
         await asyncio.Event().wait()
         del task
 
@@ -265,10 +287,15 @@ def throughput_case(profiles: int, token: str, args: argparse.Namespace) -> dict
                            "--nodes", "100", "--token", token, "--churn", str(args.churn))
                for kind in ("bare", "service")}  # fmt: skip
     try:
+        before = servers["service"].stats()
         rows = measure(servers, token, args.rounds, args.seconds)
+        after = servers["service"].stats()
     finally:
         for server in servers.values():
             server.stop()
+    remade = {
+        key: after[key] - before[key] for key in ("rebuilds", "rebuild_cpu", "cpu", "answers")
+    }
     ratios = [s["rps"] / b["rps"] for b, s in zip(rows["bare"], rows["service"], strict=True)]
     instructions = {
         kind: instructions_per_answer(
@@ -295,6 +322,11 @@ def throughput_case(profiles: int, token: str, args: argparse.Namespace) -> dict
               f" service {service_ir / 1e3:.0f}k")  # fmt: skip
     else:
         print("  instructions per answer: valgrind not installed (make setup-bench)")
+    each_us = remade["rebuild_cpu"] * 1e6 / max(remade["rebuilds"], 1)
+    share = remade["rebuild_cpu"] / max(remade["cpu"], 1e-9)
+    print(f"  answers made again during the load: {remade['rebuilds']:.0f} for"
+          f" {remade['answers']:.0f} answers, {each_us:.0f} us each: {share:.1%} of the"
+          " service's CPU")  # fmt: skip
     print(f"  service/bare: {result['ir_ratio']:.3f} from instructions per answer;"
           f" {result['ratio']:.2f} measured (rounds {result['ratio_min']:.2f}-"
           f"{result['ratio_max']:.2f}); {result['cpu_ratio']:.2f} from CPU per answer")  # fmt: skip
