@@ -179,10 +179,17 @@ c.JupyterHub.load_roles.extend([
 
 @dataclass(frozen=True)
 class Seen:
-    """One observation: at ``at`` (wall-clock seconds), a server could start (``free``)."""
+    """One observation: at some moment between ``at`` and ``until`` (wall-clock seconds:
+    the request was sent, its answer came back), a server could start (``free``)."""
 
     at: float
     free: bool
+    until: float = 0.0
+    running: float | None = None  # servers running, as that side counted them
+
+    @property
+    def end(self) -> float:
+        return max(self.at, self.until)
 
 
 class Sampler:
@@ -198,9 +205,9 @@ class Sampler:
         with requests.Session() as session:
             while not self.stopped.is_set():
                 asked = time.time()
-                found = self.read(session)
+                found, running = self.read(session)
                 if found is not None and found == found:  # None: unknown; NaN: not started
-                    self.seen.append(Seen((asked + time.time()) / 2, found > 0))
+                    self.seen.append(Seen(asked, found > 0, time.time(), running))
                 self.stopped.wait(self.every)
 
     def __enter__(self) -> Sampler:
@@ -216,10 +223,11 @@ def service_reader(hub: HubProcess) -> Any:
     url = f"{hub.url}/services/esap/api/v1/profiles/storm"
     headers = {"Authorization": f"token {PORTAL_TOKEN}"}
 
-    def read(session: requests.Session) -> int | None:
+    def read(session: requests.Session) -> tuple[int | None, int | None]:
         r = session.get(url, headers=headers, timeout=10)
         r.raise_for_status()
-        return r.json()["profile"]["availability"]["can_start_now"]  # type: ignore[no-any-return]
+        availability = r.json()["profile"]["availability"]
+        return availability["can_start_now"], availability["running"]
 
     return read
 
@@ -227,13 +235,16 @@ def service_reader(hub: HubProcess) -> Any:
 def hub_reader(hub: HubProcess) -> Any:
     url = f"{hub.url}/hub/metrics"
     headers = {"Authorization": f"token {hub.admin_token}"}
-    line = 'esap_profile_available_servers{profile="storm"} '
 
-    def read(session: requests.Session) -> float | None:
+    def series(text: str, name: str) -> float | None:
+        line = f'esap_profile_{name}_servers{{profile="storm"}} '
+        found = [t for t in text.splitlines() if t.startswith(line)]
+        return float(found[0][len(line) :]) if found else None
+
+    def read(session: requests.Session) -> tuple[float | None, float | None]:
         r = session.get(url, headers=headers, timeout=10)
         r.raise_for_status()
-        found = [t for t in r.text.splitlines() if t.startswith(line)]
-        return float(found[0][len(line) :]) if found else None
+        return series(r.text, "available"), series(r.text, "running")
 
     return read
 
@@ -279,9 +290,15 @@ def decisions(db: Database, since: float) -> list[Seen]:
 
 
 def disagreements(service: list[Seen], hub: list[Seen]) -> list[Seen]:
-    """The service's answers that the hub did not give within :data:`DELAY` of them."""
+    """The service's answers that the hub did not give within :data:`DELAY` of them (an
+    answer stands for a moment of its request's span: a slow answer on a loaded machine is
+    not read as coming from the middle of it)."""
     return [
-        s for s in service if not any(h.free == s.free and abs(h.at - s.at) <= DELAY for h in hub)
+        s
+        for s in service
+        if not any(
+            h.free == s.free and h.at - DELAY <= s.end and s.at <= h.end + DELAY for h in hub
+        )
     ]
 
 
@@ -316,7 +333,7 @@ def wait_until_both_know(hub: HubProcess, user: str) -> None:
     with requests.Session() as session:
         while time.monotonic() < deadline:
             try:
-                known = [read(session) for read in readers]
+                known = [read(session)[0] for read in readers]
             except requests.RequestException:
                 known = [None]
             if all(k is not None and k == k for k in known):  # neither unknown nor NaN
@@ -353,6 +370,21 @@ def run_storm(hub: HubProcess, db: Database) -> Storm:
                  len(made) - admitted)  # fmt: skip
 
 
+def timeline(at: float, seen: Storm) -> str:
+    """What each side said within 2 * DELAY of ``at``: where a disagreement begins and ends."""
+    near = [("service", s) for s in seen.service if abs(s.at - at) <= 2 * DELAY]
+    near += [("hub", h) for h in seen.hub if abs(h.at - at) <= 2 * DELAY]
+    near.sort(key=lambda x: x[1].at)
+    rows: list[str] = []
+    last: dict[str, str] = {}
+    for side, o in near:  # one row per change of a side's answer
+        said = f"{'free' if o.free else 'full'}, {o.running} running"
+        if last.get(side) != said:
+            rows.append(f"  {o.at - at:+7.3f} s  {side:<7} {said}")
+            last[side] = said
+    return "\n".join(rows)
+
+
 @pytest.mark.timeout(600)
 def test_the_service_advertises_what_the_hub_admits_under_a_spawn_storm(storm_hub: Any) -> None:
     hub, db = storm_hub(shared=True)
@@ -361,7 +393,11 @@ def test_the_service_advertises_what_the_hub_admits_under_a_spawn_storm(storm_hu
     assert seen.admitted >= 2 * MAX_SERVERS and seen.refused >= 40, (seen.admitted, seen.refused)
     assert len(seen.service) > STORM_SECONDS * 5 and len(seen.hub) > STORM_SECONDS * 3
     wrong = disagreements(seen.service, seen.hub)
-    assert wrong == [], f"{len(wrong)} of {len(seen.service)} answers"
+    slowest = max(s.end - s.at for s in seen.service)
+    assert wrong == [], (
+        f"{len(wrong)} of {len(seen.service)} answers (slowest {slowest:.2f} s); "
+        f"around the first:\n{timeline(wrong[0].at, seen)}"
+    )
 
 
 @pytest.mark.timeout(600)
