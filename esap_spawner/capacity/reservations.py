@@ -160,30 +160,50 @@ class Ledger:
 
     def adopt(self, held: Sequence[Held]) -> None:
         """Hold what another process's reservations hold (its latest publication), in place
-        of what was adopted before. Adopted reservations wait for no pod: the publisher's
-        next publication settles them (or they lapse at ``expires_at``)."""
+        of what was adopted before.
+
+        An adopted reservation waits for its pod as the publisher's own does: once this
+        model sees the pod, it lets the quota go (and the node once the pod settles) at
+        once, rather than count the pod and its reservation both until the publisher has
+        seen the pod too and published again. A later publication of the same reservation
+        (the same pod and expiry) keeps what this model has seen of it. Otherwise the
+        publisher's next publication settles them, or they lapse at ``expires_at``.
+        """
         fresh = tuple(held)
         if fresh == self._adopted:
             return
+        seen = self._adopted_state()
         for r in self._adopted_reservations:
             self.release(r)
         self._adopted = fresh
-        self._adopted_reservations = [
-            self.hold(
-                Reservation(
-                    slug=h.slug,
-                    namespace=h.namespace,
-                    pod_name=None,
-                    node=h.node,
-                    vector=h.vector,
-                    expires_at=h.expires_at,
-                    holds_quota=h.holds_quota,
-                    holds_node=h.holds_node,
-                )
+        self._adopted_reservations = []
+        for h in fresh:
+            holds_quota, holds_node, uid = seen.get(_identity(h), (True, True, None))
+            r = Reservation(
+                slug=h.slug,
+                namespace=h.namespace,
+                pod_name=h.pod_name,
+                node=h.node,
+                vector=h.vector,
+                expires_at=h.expires_at,
+                holds_quota=h.holds_quota and holds_quota,
+                holds_node=h.holds_node and holds_node,
             )
-            for h in fresh
-            if h.holds_quota or h.holds_node
-        ]
+            self._adopted_reservations.append(r)  # settled ones too: what was seen stays
+            if r.active:
+                self.hold(r)
+                if uid is not None and r.holds_node and not r.holds_quota:
+                    self._holding_uid[uid] = r  # its pod is seen: it settles the node
+
+    def _adopted_state(self) -> dict[tuple[str | None, str, float], tuple[bool, bool, str | None]]:
+        """What this model has seen of each adopted reservation that names its pod:
+        whether it still holds quota and node, and the uid of its pod once seen."""
+        uids = {id(r): uid for uid, r in self._holding_uid.items()}
+        return {
+            _identity(r): (r.holds_quota, r.holds_node, uids.get(id(r)))
+            for r in self._adopted_reservations
+            if r.pod_name is not None
+        }
 
     def release(self, reservation: Reservation) -> None:
         """Drop whatever ``reservation`` still holds. Idempotent."""
@@ -254,3 +274,8 @@ class Ledger:
     def _changed(self) -> None:
         for changed in self._listeners:
             changed()
+
+
+def _identity(r: Held | Reservation) -> tuple[str | None, str, float]:
+    """One reservation across publications: its pod and its expiry (fixed at admission)."""
+    return (r.namespace, r.pod_name or "", r.expires_at)

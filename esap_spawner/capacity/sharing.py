@@ -10,7 +10,8 @@ reservations it would advertise slots the hub has already promised. So:
   (``esap_reservations``, the whole set in one transaction; changes made while a write is
   under way are coalesced into the next one), and an empty set when it starts;
 - the service calls :func:`adopt_published` every ``reservations_poll_seconds`` (0.5 s):
-  its model holds exactly what the hub last published (lapsed ones left out).
+  its model holds exactly what the hub last published (lapsed ones left out), each
+  reservation waiting for its pod as the hub's does (:meth:`Ledger.adopt`).
 
 The service's answer then trails the hub's decisions by at most the write (milliseconds),
 the poll interval and the difference between the two processes' watch streams: under 2 s

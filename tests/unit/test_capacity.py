@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -753,6 +754,37 @@ def test_adopting_replaces_what_was_adopted_and_the_same_publication_changes_not
     assert service.availability([req])["small"].can_start_now == 4
     service.reservations.adopt([])
     assert service.fit_count(req)[0] == 4 and service.reserved("small") == 0
+
+
+def test_a_pod_the_service_sees_first_settles_the_adopted_reservation_at_once() -> None:
+    """The service may see the hub's pod before the hub publishes that it saw it: the pod
+    and its reservation are not counted twice meanwhile, nor after a publication that is
+    still behind."""
+    nodes = [node("a", "4", "64Gi")]
+    hub, service = model_of(nodes), model_of(nodes)
+    req = profile(cpu="1", max_servers=3)
+    assert isinstance(hub.reserve(req, namespace="hub", pod_name="ann"), Reservation)
+    service.reservations.adopt(hub.reservations.held())
+    service.apply("ADDED", pod("p1", None, namespace="hub", name="ann", profile="small"))
+    assert service.availability([req])["small"].can_start_now == 2  # ann's once, not twice
+    assert service.fit_count(req)[0] == 3  # the unbound pod's node share is held once
+    # the hub admits bob before it sees ann's pod: a publication still behind on ann
+    assert isinstance(hub.reserve(req, namespace="hub", pod_name="bob"), Reservation)
+    behind = hub.reservations.held()
+    assert [h.holds_quota for h in behind] == [True, True]
+    service.reservations.adopt(behind)
+    assert service.availability([req])["small"].can_start_now == 1  # ann's pod, bob's slot
+    assert service.fit_count(req)[0] == 2
+    service.apply("MODIFIED", pod("p1", "a", namespace="hub", name="ann", profile="small"))
+    assert service.fit_count(req)[0] == 2 and service.reserved("small") == 1
+    assert isinstance(hub.reserve(req, namespace="hub", pod_name="cat"), Reservation)
+    service.reservations.adopt(hub.reservations.held())  # behind on ann's settled pod
+    assert service.reserved("small") == 2 and service.fit_count(req)[0] == 1  # bob, cat
+    # a later spawn's pod of the same name is another reservation: it holds its slot
+    (ann,) = [h for h in behind if h.pod_name == "ann"]
+    later = replace(ann, expires_at=ann.expires_at + 1)
+    service.reservations.adopt([later])
+    assert service.reserved("small") == 1 and service.fit_count(req)[0] == 2
 
 
 @settings(max_examples=40, deadline=None)
