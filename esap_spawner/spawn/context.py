@@ -13,6 +13,9 @@ event loop, and they share what that process knows. :class:`HubContext` owns it:
   watcher, on KubeSpawner's own API client, and the reservations of admitted spawns, which
   are published to the database for the advertising service
   (:mod:`esap_spawner.capacity.sharing`);
+- the **API clients** it has seen (:meth:`~HubContext.use_api_client`): the environment's
+  proxy and ``.netrc`` looked up once per client instead of per request
+  (:mod:`esap_spawner.capacity.api_lookups`);
 - the **metrics** (the hub side of :mod:`esap_spawner.observe.metrics`; once the view runs,
   each profile's ``esap_profile_available_servers`` is what the hub would admit at the
   moment of the scrape), the recent spawn **durations** and the **background** tasks
@@ -30,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from esap_spawner.capacity.api_lookups import look_up_once
 from esap_spawner.capacity.hub_view import HubClusterView
 from esap_spawner.capacity.model import Availability, ClusterModel
 from esap_spawner.capacity.sharing import ReservationPublisher
@@ -89,6 +94,7 @@ class HubContext:
         self._opening: asyncio.Lock | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._jobs: dict[str, asyncio.Future[Any]] = {}  # loops that run while the hub does
+        self._api_clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @classmethod
     def of(cls, spawner: ESAPSpawner) -> HubContext:
@@ -142,6 +148,16 @@ class HubContext:
         return self._catalogue[1]
 
     # -- the cluster view ---------------------------------------------------------------
+
+    def use_api_client(self, api_client: ApiClient) -> None:
+        """The first time a spawner uses ``api_client`` (KubeSpawner's shared one): stop its
+        per-request look-ups of a proxy and ``.netrc`` when the environment has neither for
+        the API server (:func:`~esap_spawner.capacity.api_lookups.look_up_once`)."""
+        if api_client not in self._api_clients:
+            self._api_clients.add(api_client)
+            if look_up_once(api_client):
+                log.debug("esap: no proxy or .netrc for %s: not looked up per request",
+                          api_client.configuration.host)  # fmt: skip
 
     async def cluster_model(
         self,

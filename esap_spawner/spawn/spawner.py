@@ -465,6 +465,7 @@ class ESAPSpawner(DataSpawnerMixin, KubeSpawner):
     def start(self) -> Any:
         self._esap_attempt = SpawnAttempt(user=self.user.name, requested=time.time())
         self._esap_reservation = None
+        self.context.use_api_client(self.api.api_client)
         self.start_data()
         future = asyncio.ensure_future(_api_errors_in_words(super().start()))
         self._start_future = future  # KubeSpawner's progress() follows the start by it
