@@ -36,6 +36,7 @@ from kubernetes_asyncio import client, config
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from esap_spawner.capacity.api_lookups import look_up_once
 from esap_spawner.capacity.model import ClusterModel
 
 __all__ = ["ClusterWatcher", "WatchError", "api_client_from_environment"]
@@ -59,7 +60,8 @@ class _Gone(Exception):
 
 async def api_client_from_environment(config_file: str | None = None) -> client.ApiClient:
     """An API client from ``config_file``, else ``KUBECONFIG``, else the in-cluster service
-    account, else ``~/.kube/config``.
+    account, else ``~/.kube/config``; the environment's proxy and ``.netrc`` looked up once
+    (:func:`~esap_spawner.capacity.api_lookups.look_up_once`).
 
     ``KUBECONFIG`` is read now: kubernetes_asyncio reads it once, when it is imported.
     """
@@ -72,7 +74,9 @@ async def api_client_from_environment(config_file: str | None = None) -> client.
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    api_client = client.ApiClient(configuration)
+    look_up_once(api_client)
+    return api_client
 
 
 class ClusterWatcher(LoggingConfigurable):

@@ -156,3 +156,30 @@ async def test_requests_then_take_no_thread_hop(
         assert len(hops) == before
     finally:
         await api.close()
+
+
+async def test_the_services_client_is_made_without_the_look_ups(
+    api_server: str, tmp_path: Path
+) -> None:
+    """The advertising service's watch client (:func:`api_client_from_environment`)."""
+    from esap_spawner.capacity.watch import api_client_from_environment
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": api_server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    api = await api_client_from_environment(str(kubeconfig))
+    try:
+        assert api.configuration.host == api_server
+        assert api.rest_client.pool_manager.trust_env is False
+    finally:
+        await api.close()

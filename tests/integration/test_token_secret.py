@@ -35,6 +35,7 @@ from kubernetes_asyncio.client import ApiException
 from tornado import web
 from traitlets.config import Config
 
+from esap_spawner.capacity.api_lookups import environment_applies
 from esap_spawner.dev import demo_git
 from esap_spawner.spawn.spawner import ESAPSpawner
 from tests.harness.hub import HUB_SITE
@@ -192,6 +193,10 @@ async def test_no_pod_shows_a_token_and_the_server_gets_it(
     ]
     for spawner in spawners:
         await spawner.start()
+    # their requests went without aiohttp's per-request look-ups, unless a proxy applies
+    client_of_hub = spawners[0].api.api_client
+    looks_up = environment_applies(str(client_of_hub.configuration.host))
+    assert client_of_hub.rest_client.pool_manager.trust_env is looks_up
 
     # as the advertising service (which lists every pod): no token anywhere in any pod
     async with as_the_service(kube, api) as service:
