@@ -4,7 +4,7 @@ kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, so before 
 request aiohttp looks for a proxy in the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...)
 and for credentials for the API server's host in a ``.netrc`` file, each on a thread of
 the default executor: two thread hops per request, more than half of what a small request
-costs the hub (about 2.7M instructions per request with them, 1.0M without:
+costs the hub (about 2.7M instructions per request with them, about 1M without:
 ``docs/performance.md``, "Spawner overhead"). Neither answer changes while
 the hub runs. :func:`look_up_once` asks both questions once, for the API server's host:
 when neither finds anything, the session stops asking; when either does, the session
