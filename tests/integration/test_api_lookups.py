@@ -150,7 +150,8 @@ async def test_requests_then_take_no_thread_hop(
 
         assert (await version())["minor"] == "35"
         before = len(hops)
-        assert before >= 1  # the .netrc look-up at least (the proxy one too, on newer aiohttp)
+        if before == 0:  # an aiohttp older than kubernetes_asyncio's newest allows
+            pytest.skip("this aiohttp makes no look-up on the executor: nothing to save")
         assert look_up_once(api) is True
         assert (await version())["minor"] == "35"
         assert len(hops) == before

@@ -184,12 +184,12 @@ class Seen:
 
     at: float
     free: bool
-    until: float = 0.0
-    running: float | None = None  # servers running, as that side counted them
+    until: float | None = None  # None: a decision of one moment (the hub's)
+    running: float | None = None  # servers running, as that side counted them (the service)
 
     @property
     def end(self) -> float:
-        return max(self.at, self.until)
+        return self.at if self.until is None else max(self.at, self.until)
 
 
 class Sampler:
@@ -378,7 +378,9 @@ def timeline(at: float, seen: Storm) -> str:
     rows: list[str] = []
     last: dict[str, str] = {}
     for side, o in near:  # one row per change of a side's answer
-        said = f"{'free' if o.free else 'full'}, {o.running} running"
+        said = "free" if o.free else "full"
+        if o.running is not None:
+            said += f", {o.running:g} running"
         if last.get(side) != said:
             rows.append(f"  {o.at - at:+7.3f} s  {side:<7} {said}")
             last[side] = said
