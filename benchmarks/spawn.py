@@ -49,7 +49,9 @@ CPU), which other jobs on the machine do not move at all. Both hubs run about 50
 there, against the same simulator delays, so this counts the work, not the waiting. A
 fourth hub runs there too, ESAPSpawner with the token left in the pod spec (the benchmark
 swaps the rewrite for one that moves nothing): the difference is what the token Secret of
-issue 15 finding 1 costs.
+issue 15 finding 1 costs. A fifth is KubeSpawner serving the profile with its API client's
+proxy and ``.netrc`` look-ups skipped as ESAPSpawner skips them
+(``esap_spawner.capacity.api_lookups``): the ratio without that advantage.
 
 Targets (issue 17): CPU ratio <= 1.05 with the interval's upper bound <= 1.10; +0 API
 requests per spawn. Both are judged against each baseline.
@@ -81,6 +83,10 @@ CLASSES = (*BASELINES, "esap")
 #: hub replaces the rewrite by one that moves nothing, so no Secret is made): what the
 #: Secret (issue 15 finding 1) costs. Never a configuration of the product.
 TOKEN_IN_SPEC = "esap-token-in-spec"
+#: Under callgrind only: KubeSpawner serving the profile, its API client's proxy and
+#: ``.netrc`` look-ups skipped as ESAPSpawner skips them
+#: (``esap_spawner.capacity.api_lookups``): what the comparison is without that advantage.
+LEAN_BASELINE = "kubespawner-profile-lean"
 NAMESPACE = "bench"
 CLUSTER = {
     "nodes": [
@@ -204,6 +210,19 @@ def serve_hub(kind: str, site_file: str) -> None:
     """Answer ``spawn NAME`` lines on stdin with one JSON line of measurements each."""
     from kubernetes_asyncio.client import rest
 
+    if kind == LEAN_BASELINE:
+        from kubespawner import KubeSpawner
+
+        from esap_spawner.capacity.api_lookups import look_up_once
+
+        start = KubeSpawner.start
+
+        def start_lean(self: Any) -> Any:
+            look_up_once(self.api.api_client)
+            return start(self)
+
+        KubeSpawner.start = start_lean  # type: ignore[method-assign]
+        kind = "kubespawner-profile"
     if kind == TOKEN_IN_SPEC:
         from esap_spawner.spawn import pod_owned
 
@@ -326,7 +345,7 @@ def instructions(spawns: int, warmup: int, tmp: Path) -> dict[str, list[int]]:
     site_file = tmp / "site.yaml"
     site_file.write_text(json.dumps(SITE))
     found: dict[str, list[int]] = {}
-    for kind in (*CLASSES, TOKEN_IN_SPEC):
+    for kind in (*CLASSES, TOKEN_IN_SPEC, LEAN_BASELINE):
         kubeconfig = str(tmp / f"kubeconfig-{kind}")
         sim = Child("--serve-sim", kubeconfig)
         if sim.readline().strip() != "READY":
@@ -413,7 +432,8 @@ def main() -> int:
     parser.add_argument("--instructions", type=int, default=20,
                         help="spawns per class under callgrind (0: none)")  # fmt: skip
     parser.add_argument("--serve-sim", metavar="KUBECONFIG", help=argparse.SUPPRESS)
-    parser.add_argument("--hub", choices=(*CLASSES, TOKEN_IN_SPEC), help=argparse.SUPPRESS)
+    parser.add_argument("--hub", choices=(*CLASSES, TOKEN_IN_SPEC, LEAN_BASELINE),
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--site-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sim:
@@ -461,6 +481,10 @@ def main() -> int:
                      f"{ratio:.3f}", f"<= {CPU_TARGET}", ratio <= CPU_TARGET)  # fmt: skip
         secret = medians["esap"] - medians[TOKEN_IN_SPEC]
         print(f"  the token Secret (create + owner patch): {secret / 1e6:.1f}M per spawn")
+        lean = medians[LEAN_BASELINE]
+        print(f"  esap/{LEAN_BASELINE} (KubeSpawner without the look-ups ESAPSpawner skips):"
+              f" {medians['esap'] / lean:.3f}; without the token Secret"
+              f" {medians[TOKEN_IN_SPEC] / lean:.3f}")  # fmt: skip
     for base in BASELINES:
         intervals = [row[base, "cpu"] for row in rows]
         worst = max(intervals, key=lambda i: i[2])

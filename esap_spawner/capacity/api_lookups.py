@@ -4,8 +4,7 @@ kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, so before 
 request aiohttp looks for a proxy in the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...)
 and for credentials for the API server's host in a ``.netrc`` file, each on a thread of
 the default executor: two thread hops per request, more than half of what a small request
-costs the hub (about 2.7M instructions per request with them, about 1M without:
-``docs/performance.md``, "Spawner overhead"). Neither answer changes while
+costs the hub (``docs/performance.md``, "Spawner overhead"). Neither answer changes while
 the hub runs. :func:`look_up_once` asks both questions once, for the API server's host:
 when neither finds anything, the session stops asking; when either does, the session
 keeps asking as before, so a proxy or a ``.netrc`` entry is used exactly as aiohttp would.
