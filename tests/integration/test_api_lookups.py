@@ -1,22 +1,20 @@
 """The proxy and ``.netrc`` look-ups of the Kubernetes API client, done once
-(:mod:`esap_spawner.capacity.api_lookups`), on kubernetes_asyncio's real client and a real
-HTTP server on 127.0.0.1."""
+(:mod:`esap_spawner.capacity.api_lookups`), on kubernetes_asyncio's real client and, where
+requests are made, the project's Kubernetes simulator on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tornado.httpserver
-import tornado.netutil
-import tornado.web
-from kubernetes_asyncio.client import ApiClient, Configuration, VersionApi
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from esap_spawner.capacity.api_lookups import environment_applies, look_up_once
+from esap_spawner.capacity.watch import api_client_from_environment
+from tests.harness.sim import k8s_api
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 
@@ -31,31 +29,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     yield
 
 
-async def client_for(host: str, **settings: Any) -> ApiClient:
+def client_for(host: str, **settings: Any) -> ApiClient:
     configuration = Configuration(host=host)
     for name, value in settings.items():
         setattr(configuration, name, value)
     return ApiClient(configuration)
 
 
-class Version(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"major": "1", "minor": "35"}))
-
-
-@pytest.fixture
-async def api_server() -> AsyncIterator[str]:
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/version/?", Version)]))
-    server.add_sockets(sockets)
-    yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
-    server.stop()
-    await server.close_all_connections()
-
-
 async def test_nothing_in_the_environment_stops_the_look_ups() -> None:
-    api = await client_for("https://10.96.0.1:443")
+    api = client_for("https://10.96.0.1:443")
     try:
         assert api.rest_client.pool_manager.trust_env is True  # kubernetes_asyncio's default
         assert look_up_once(api) is True
@@ -81,7 +63,7 @@ async def test_a_proxy_for_the_api_server_keeps_the_look_ups(
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     assert environment_applies("https://10.96.0.1:443") is applies
-    api = await client_for("https://10.96.0.1:443")
+    api = client_for("https://10.96.0.1:443")
     try:
         assert look_up_once(api) is (not applies)
         assert api.rest_client.pool_manager.trust_env is applies
@@ -109,7 +91,7 @@ async def test_a_netrc_entry_for_the_api_server_keeps_the_look_ups(
 
 
 async def test_an_explicit_proxy_keeps_the_session_as_it_is() -> None:
-    api = await client_for("https://10.96.0.1:443", proxy="http://proxy.example:3128")
+    api = client_for("https://10.96.0.1:443", proxy="http://proxy.example:3128")
     try:
         assert look_up_once(api) is False
         assert api.rest_client.pool_manager.trust_env is True
@@ -125,10 +107,11 @@ async def test_a_client_without_aiohttps_session_is_left_alone() -> None:
 
 
 async def test_requests_then_take_no_thread_hop(
-    api_server: str, monkeypatch: pytest.MonkeyPatch
+    sim_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the change is for: before it each request ran two look-ups on the executor's
     threads; after it none, and the request is answered as before."""
+    sim = sim_factory({"nodes": [{"name": "n1", "allocatable": {"cpu": "4"}}]}, kubelet="fake")
     loop = asyncio.get_running_loop()
     hops: list[Any] = []
     run_in_executor = loop.run_in_executor
@@ -138,49 +121,32 @@ async def test_requests_then_take_no_thread_hop(
         return run_in_executor(executor, func, *args)
 
     monkeypatch.setattr(loop, "run_in_executor", counted)
-    api = await client_for(api_server)
+    api = k8s_api(sim)
     try:
 
-        async def version() -> Any:
-            answer = await VersionApi(api).get_code(_preload_content=False)
-            try:
-                return json.loads(await answer.read())
-            finally:
-                answer.release()
+        async def nodes() -> list[str]:
+            return [n.metadata.name for n in (await api.list_node()).items]
 
-        assert (await version())["minor"] == "35"
+        assert await nodes() == ["n1"]
         before = len(hops)
         if before == 0:  # an aiohttp older than kubernetes_asyncio's newest allows
             pytest.skip("this aiohttp makes no look-up on the executor: nothing to save")
-        assert look_up_once(api) is True
-        assert (await version())["minor"] == "35"
+        assert look_up_once(api.api_client) is True
+        assert await nodes() == ["n1"]
         assert len(hops) == before
     finally:
-        await api.close()
+        await api.api_client.close()
 
 
 async def test_the_services_client_is_made_without_the_look_ups(
-    api_server: str, tmp_path: Path
+    sim_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     """The advertising service's watch client (:func:`api_client_from_environment`)."""
-    from esap_spawner.capacity.watch import api_client_from_environment
-
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": api_server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    sim = sim_factory({"nodes": []}, kubelet="fake")
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig.yaml")
     api = await api_client_from_environment(str(kubeconfig))
     try:
-        assert api.configuration.host == api_server
+        assert api.configuration.host == sim.url
         assert api.rest_client.pool_manager.trust_env is False
     finally:
         await api.close()
